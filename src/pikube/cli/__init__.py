@@ -1,0 +1,1 @@
+"""pikube's command line: thin click commands that parse, call the core, and print."""

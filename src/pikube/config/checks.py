@@ -1,0 +1,235 @@
+"""Rules that relate several fields of ``cluster.yaml``.
+
+They read the raw parsed data defensively (a value that does not parse is skipped here,
+because the field-level validation already reports it), so that one ``pikube validate``
+lists every problem in the file at once.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from pikube.config.model import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
+from pikube.config.pimodels import (
+    KUBEADM_CONTROL_PLANE_MIN_CPUS,
+    KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
+    PI_MODELS,
+)
+
+# (path, message, fix)
+Finding = tuple[tuple[str | int, ...], str, str]
+
+# Settings that belong to one distribution only.
+DISTRIBUTION_ONLY = {
+    "version": "kubeadm",
+    "cni": "kubeadm",
+    "kubeadm_config": "kubeadm",
+    "package_repo": "kubeadm",
+    "channel": "microk8s",
+    "addons": "microk8s",
+}
+
+
+def _ip(value: Any) -> IPv4Address | None:
+    try:
+        return IPv4Address(str(value))
+    except ValueError:
+        return None
+
+
+def _net(value: Any) -> IPv4Network | None:
+    try:
+        return IPv4Network(str(value))
+    except ValueError:
+        return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
+    """Yield every cross-field problem in the raw cluster data."""
+    distribution = data.get("distribution")
+    network = _dict(data.get("network"))
+    kubernetes = _dict(data.get("kubernetes"))
+    nodes = [n if isinstance(n, dict) else {} for n in (data.get("nodes") or [])]
+    if not isinstance(data.get("nodes"), list):
+        nodes = []
+
+    yield from _check_distribution_keys(distribution, kubernetes)
+    subnet = _net(network.get("subnet"))
+    gateway = _ip(network.get("gateway"))
+    if subnet and gateway and gateway not in subnet:
+        yield (
+            ("network", "gateway"),
+            f"gateway {gateway} is outside the subnet {subnet}",
+            "the gateway must be an address inside network.subnet (your router)",
+        )
+    yield from _check_nodes(nodes, subnet, gateway)
+    yield from _check_cidrs(distribution, kubernetes, subnet)
+    yield from _check_roles(distribution, nodes)
+    yield from _check_keys(_dict(data.get("ssh")), base_dir)
+
+
+def _check_distribution_keys(distribution: Any, kubernetes: dict[str, Any]) -> Iterator[Finding]:
+    if distribution not in ("kubeadm", "microk8s"):
+        return
+    for key, owner in DISTRIBUTION_ONLY.items():
+        if key in kubernetes and owner != distribution:
+            yield (
+                ("kubernetes", key),
+                f"kubernetes.{key} applies to {owner} only, but distribution is {distribution}",
+                f"remove kubernetes.{key}, or set distribution: {owner}",
+            )
+
+
+def _check_nodes(
+    nodes: list[dict[str, Any]], subnet: IPv4Network | None, gateway: IPv4Address | None
+) -> Iterator[Finding]:
+    names: dict[str, int] = {}
+    ips: dict[IPv4Address, int] = {}
+    for index, node in enumerate(nodes):
+        name = node.get("name")
+        if isinstance(name, str):
+            if name in names:
+                yield (
+                    ("nodes", index, "name"),
+                    f"node name {name!r} is used twice (also nodes[{names[name]}])",
+                    "give every node its own hostname",
+                )
+            names.setdefault(name, index)
+        ip = _ip(node.get("ip")) if "ip" in node else None
+        if ip is None:
+            continue
+        if ip in ips:
+            yield (
+                ("nodes", index, "ip"),
+                f"address {ip} is used twice (also nodes[{ips[ip]}])",
+                "give every node its own static address",
+            )
+        ips.setdefault(ip, index)
+        if subnet is not None:
+            if ip not in subnet:
+                yield (
+                    ("nodes", index, "ip"),
+                    f"address {ip} is outside the subnet {subnet}",
+                    "use an address inside network.subnet, or correct the subnet",
+                )
+            elif subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
+                which = "network" if ip == subnet.network_address else "broadcast"
+                yield (
+                    ("nodes", index, "ip"),
+                    f"address {ip} is the {which} address of {subnet}",
+                    "use a host address inside the subnet",
+                )
+        if gateway is not None and ip == gateway:
+            yield (
+                ("nodes", index, "ip"),
+                f"address {ip} is the gateway's address",
+                "use a free address; network.gateway belongs to your router",
+            )
+
+
+def _check_cidrs(
+    distribution: Any, kubernetes: dict[str, Any], subnet: IPv4Network | None
+) -> Iterator[Finding]:
+    key = distribution if distribution in DEFAULT_POD_CIDR else "kubeadm"
+    pod = _net(kubernetes.get("pod_cidr", DEFAULT_POD_CIDR[key]))
+    service = _net(kubernetes.get("service_cidr", DEFAULT_SERVICE_CIDR[key]))
+    if pod and service and pod.overlaps(service):
+        yield (
+            ("kubernetes", "service_cidr"),
+            f"service CIDR {service} overlaps the pod CIDR {pod}",
+            "choose ranges that do not overlap, e.g. pod_cidr 10.244.0.0/16 and "
+            "service_cidr 10.96.0.0/12",
+        )
+    for field, net in (("pod_cidr", pod), ("service_cidr", service)):
+        if net and subnet and net.overlaps(subnet):
+            where = field if field in kubernetes else None
+            yield (
+                ("kubernetes", field) if where else ("network", "subnet"),
+                f"{field.replace('_', ' ')} {net} overlaps the node subnet {subnet}",
+                f"set kubernetes.{field} to a private range your LAN does not use",
+            )
+
+
+def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
+    control = [(i, n) for i, n in enumerate(nodes) if n.get("role") == "control-plane"]
+    if nodes and not control:
+        yield (
+            ("nodes",),
+            "no node has role: control-plane",
+            "mark exactly one node (your Pi with the most memory) as role: control-plane",
+        )
+    if len(control) > 1:
+        for index, _node in control[1:]:
+            yield (
+                ("nodes", index, "role"),
+                f"more than one control-plane node: pikube builds single control-plane "
+                f"{distribution or 'Kubernetes'} clusters for now",
+                "keep one control-plane node and make the others role: worker",
+            )
+    if distribution != "kubeadm":
+        return
+    for index, node in control:
+        model = PI_MODELS.get(str(node.get("model")))
+        if model is None:
+            continue
+        if model.memory_mb < KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB:
+            yield (
+                ("nodes", index, "model"),
+                f"{model.description} has {model.memory_mb} MB of memory, below kubeadm's "
+                f"control-plane minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MB",
+                "use a Pi with 2 GB or more as control plane, and this one as a worker",
+            )
+        if model.cpus < KUBEADM_CONTROL_PLANE_MIN_CPUS:
+            yield (
+                ("nodes", index, "model"),
+                f"{model.description} has {model.cpus} CPU, below kubeadm's minimum of "
+                f"{KUBEADM_CONTROL_PLANE_MIN_CPUS}",
+                "use a Pi with 2 or more cores",
+            )
+
+
+def resolve_path(value: str | os.PathLike[str], base_dir: Path) -> Path:
+    """Expand ``~`` and make a path relative to the cluster file's folder absolute."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _check_keys(ssh: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
+    for field in ("public_key", "private_key"):
+        value = ssh.get(field)
+        if not isinstance(value, str) or not value:
+            continue
+        path = resolve_path(value, base_dir)
+        if not path.is_file():
+            yield (
+                ("ssh", field),
+                f"{field.replace('_', ' ')} file {path} does not exist",
+                "create a key pair with `ssh-keygen -t ed25519` or point to an existing one",
+            )
+            continue
+        if field == "public_key" and not path.read_text(errors="replace").startswith(
+            ("ssh-", "ecdsa-", "sk-")
+        ):
+            yield (
+                ("ssh", field),
+                f"{path} is not an OpenSSH public key",
+                "point ssh.public_key to the .pub file of your key pair",
+            )
+        if field == "private_key":
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                yield (
+                    ("ssh", field),
+                    f"private key {path} is readable by others (mode {mode:04o}); "
+                    "ssh refuses to use it",
+                    f"run: chmod 600 {path}",
+                )

@@ -1,0 +1,291 @@
+"""The cluster model: the one source of truth read from ``cluster.yaml``.
+
+Field-level rules live here (types, formats, choices); rules that relate several fields
+(duplicates, subnets, overlaps, roles) live in ``pikube.config.checks`` so that every problem
+in a file is reported in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from pikube.config.pimodels import PI_MODELS
+
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+KUBEADM_VERSION_RE = re.compile(r"^1\.(\d{2})(\.\d{1,3})?$")
+MICROK8S_CHANNEL_RE = re.compile(
+    r"^(latest|1\.\d{2}(-strict|-eksd)?)/(stable|candidate|beta|edge)$"
+)
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+ADDON_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(:[^\s]+)?$")
+KUBEADM_CONFIG_KINDS = (
+    "InitConfiguration",
+    "ClusterConfiguration",
+    "JoinConfiguration",
+    "KubeletConfiguration",
+    "KubeProxyConfiguration",
+)
+MIN_KUBEADM_MINOR = 28  # pkgs.k8s.io serves 1.24+; pikube's roles are tested from 1.28 on.
+
+DEFAULT_KUBEADM_VERSION = "1.31"
+DEFAULT_MICROK8S_CHANNEL = "1.31/stable"
+DEFAULT_POD_CIDR = {"kubeadm": "10.244.0.0/16", "microk8s": "10.1.0.0/16"}
+DEFAULT_SERVICE_CIDR = {"kubeadm": "10.96.0.0/12", "microk8s": "10.152.183.0/24"}
+DEFAULT_PACKAGE_REPO = "https://pkgs.k8s.io/core:/stable:"
+
+
+def fail(message: str, fix: str) -> PydanticCustomError:
+    """A field error that carries its own fix text through pydantic's error list."""
+    return PydanticCustomError("pikube", "{message}", {"message": message, "fix": fix})
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class Network(Section):
+    subnet: IPv4Network
+    gateway: IPv4Address
+    dns: list[IPv4Address] = Field(min_length=1)
+    domain: str | None = None
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not all(HOSTNAME_RE.match(p) for p in value.split(".")):
+            raise fail(
+                f"{value!r} is not a valid DNS domain",
+                "use lowercase labels of letters, digits and '-', e.g. home.lan",
+            )
+        return value
+
+
+class Ssh(Section):
+    user: str = "ubuntu"
+    public_key: Path
+    private_key: Path
+    known_hosts: Path | None = None
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+            raise fail(f"{value!r} is not a valid Linux user name", "use e.g. 'ubuntu' or 'pi'")
+        return value
+
+
+class Kubernetes(Section):
+    version: str | None = None
+    channel: str | None = None
+    cni: Literal["flannel", "calico"] | None = None
+    pod_cidr: IPv4Network | None = None
+    service_cidr: IPv4Network | None = None
+    addons: list[str] = Field(default_factory=list)
+    kubeadm_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    package_repo: str = DEFAULT_PACKAGE_REPO
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = KUBEADM_VERSION_RE.match(str(value))
+        if not match:
+            raise fail(
+                f"{value!r} is not a Kubernetes version",
+                'write the minor version as a quoted string, e.g. version: "1.31"',
+            )
+        if int(match.group(1)) < MIN_KUBEADM_MINOR:
+            raise fail(
+                f"Kubernetes {value} is older than pikube supports (1.{MIN_KUBEADM_MINOR})",
+                f'choose 1.{MIN_KUBEADM_MINOR} or newer, e.g. version: "{DEFAULT_KUBEADM_VERSION}"',
+            )
+        return str(value)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and not MICROK8S_CHANNEL_RE.match(value):
+            raise fail(
+                f"{value!r} is not a MicroK8s snap channel",
+                f"write TRACK/RISK, e.g. channel: {DEFAULT_MICROK8S_CHANNEL} "
+                "(see `snap info microk8s`)",
+            )
+        return value
+
+    @field_validator("addons")
+    @classmethod
+    def _addons(cls, value: list[str]) -> list[str]:
+        for addon in value:
+            if not ADDON_RE.match(addon):
+                raise fail(f"{addon!r} is not a MicroK8s addon name", "e.g. dns, metrics-server")
+        return value
+
+    @field_validator("kubeadm_config")
+    @classmethod
+    def _kubeadm_config(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for kind in value:
+            if kind not in KUBEADM_CONFIG_KINDS:
+                raise fail(
+                    f"kubeadm_config has unknown kind {kind!r}",
+                    "use one of " + ", ".join(KUBEADM_CONFIG_KINDS),
+                )
+        return value
+
+    @field_validator("package_repo")
+    @classmethod
+    def _package_repo(cls, value: str) -> str:
+        if not re.match(r"^(https?|file)://\S+$", value):
+            raise fail(
+                f"{value!r} is not a repository URL",
+                f"use the pkgs.k8s.io base, {DEFAULT_PACKAGE_REPO}, or a mirror of it",
+            )
+        return value.rstrip("/")
+
+
+class Node(Section):
+    name: str
+    ip: IPv4Address
+    role: Literal["control-plane", "worker"]
+    model: str | None = None
+    mac: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOSTNAME_RE.match(value):
+            raise fail(
+                f"{value!r} is not a valid hostname (RFC 1123)",
+                "use at most 63 lowercase letters, digits and '-', starting and ending "
+                "with a letter or digit, e.g. pi-worker-1",
+            )
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        if value is not None and value not in PI_MODELS:
+            from difflib import get_close_matches
+
+            close = get_close_matches(value, PI_MODELS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise fail(
+                f"unknown Raspberry Pi model {value!r}",
+                hint + "known models: " + ", ".join(PI_MODELS),
+            )
+        return value
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        normal = value.lower().replace("-", ":")
+        if not MAC_RE.match(normal):
+            raise fail(
+                f"{value!r} is not a MAC address", "write six hex pairs, e.g. dc:a6:32:01:02:03"
+            )
+        return normal
+
+
+class Cluster(Section):
+    name: str
+    distribution: Literal["kubeadm", "microk8s"]
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    network: Network
+    ssh: Ssh
+    image: str = "ubuntu-24.04-server-arm64"
+    apt_proxy: str | None = None
+    timezone: str | None = None
+    state_dir: Path | None = None
+    nodes: list[Node] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOSTNAME_RE.match(value):
+            raise fail(
+                f"{value!r} is not a valid cluster name",
+                "use lowercase letters, digits and '-', e.g. homelab",
+            )
+        return value
+
+    @field_validator("apt_proxy")
+    @classmethod
+    def _apt_proxy(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+(:\d+)?/?$", value):
+            raise fail(
+                f"{value!r} is not a proxy URL",
+                "write the caching proxy as http://HOST:PORT, e.g. http://192.168.1.10:3142",
+            )
+        return value.rstrip("/") if value else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except (ValueError, KeyError, OSError):
+            raise fail(
+                f"unknown time zone {value!r}", "use an IANA name such as Europe/Berlin or UTC"
+            ) from None
+        return value
+
+    # -- derived values (the model stays the single source of truth) --------------------
+
+    @property
+    def control_plane(self) -> Node:
+        return next(n for n in self.nodes if n.role == "control-plane")
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def pod_cidr(self) -> IPv4Network:
+        return self.kubernetes.pod_cidr or IPv4Network(DEFAULT_POD_CIDR[self.distribution])
+
+    @property
+    def service_cidr(self) -> IPv4Network:
+        return self.kubernetes.service_cidr or IPv4Network(DEFAULT_SERVICE_CIDR[self.distribution])
+
+    @property
+    def kubernetes_version(self) -> str:
+        return self.kubernetes.version or DEFAULT_KUBEADM_VERSION
+
+    @property
+    def microk8s_channel(self) -> str:
+        return self.kubernetes.channel or DEFAULT_MICROK8S_CHANNEL
+
+    @property
+    def cni(self) -> str:
+        return self.kubernetes.cni or "flannel"
+
+    @property
+    def dns_domain(self) -> str | None:
+        return self.network.domain
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "": Cluster,
+    "network": Network,
+    "ssh": Ssh,
+    "kubernetes": Kubernetes,
+    "nodes": Node,
+}

@@ -1,0 +1,109 @@
+"""Render the Ansible inventory and group_vars from the cluster model.
+
+``group_vars`` and ``host_vars`` are pure functions of the model; the Jinja2 templates in
+``templates/inventory/`` lay them out. Output is byte-identical for the same model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pikube.config.model import Cluster, Node
+from pikube.templating import render
+
+GROUPS = {"control-plane": "control_plane", "worker": "workers"}
+
+
+def group_vars(cluster: Cluster) -> dict[str, Any]:
+    """Cluster-wide settings for the ``cluster`` group, every one with the ``pikube_`` prefix."""
+    state_dir = Path(str(cluster.state_dir))
+    values: dict[str, Any] = {
+        "pikube_cluster_name": cluster.name,
+        "pikube_distribution": cluster.distribution,
+        "pikube_pod_cidr": str(cluster.pod_cidr),
+        "pikube_service_cidr": str(cluster.service_cidr),
+        "pikube_network_subnet": str(cluster.network.subnet),
+        "pikube_network_gateway": str(cluster.network.gateway),
+        "pikube_network_dns": [str(d) for d in cluster.network.dns],
+        "pikube_network_domain": cluster.network.domain or "",
+        "pikube_control_plane_host": cluster.control_plane.name,
+        "pikube_control_plane_ip": str(cluster.control_plane.ip),
+        "pikube_apt_proxy": cluster.apt_proxy or "",
+        "pikube_timezone": cluster.timezone or "",
+        "pikube_image": cluster.image,
+        "pikube_state_dir": str(state_dir),
+        "pikube_kubeconfig": str(state_dir / "kubeconfig"),
+        "ansible_user": cluster.ssh.user,
+        "ansible_ssh_private_key_file": str(cluster.ssh.private_key),
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={cluster.ssh.known_hosts} -o StrictHostKeyChecking=yes"
+        ),
+    }
+    if cluster.distribution == "kubeadm":
+        values.update(
+            {
+                "pikube_kubernetes_version": cluster.kubernetes_version,
+                "pikube_kubernetes_package_repo": cluster.kubernetes.package_repo,
+                "pikube_cni": cluster.cni,
+                "pikube_kubeadm_config": cluster.kubernetes.kubeadm_config,
+            }
+        )
+    else:
+        values.update(
+            {
+                "pikube_microk8s_channel": cluster.microk8s_channel,
+                "pikube_microk8s_addons": list(cluster.kubernetes.addons),
+            }
+        )
+    return dict(sorted(values.items()))
+
+
+def host_vars(node: Node) -> dict[str, Any]:
+    values: dict[str, Any] = {"ansible_host": str(node.ip), "pikube_node_role": node.role}
+    if node.model:
+        values["pikube_node_model"] = node.model
+    if node.mac:
+        values["pikube_node_mac"] = node.mac
+    return values
+
+
+def _context(cluster: Cluster) -> dict[str, Any]:
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {g: [] for g in GROUPS.values()}
+    for node in cluster.nodes:
+        groups[GROUPS[node.role]].append((node.name, host_vars(node)))
+    return {"cluster": cluster, "groups": groups, "group_vars": group_vars(cluster)}
+
+
+def render_inventory(cluster: Cluster) -> str:
+    """One self-contained YAML inventory (group_vars inline under ``cluster.vars``)."""
+    return render("inventory/hosts.yml.j2", **_context(cluster), inline_vars=True)
+
+
+def render_inventory_files(cluster: Cluster) -> dict[str, str]:
+    """``hosts.yml`` plus ``group_vars/cluster.yml``, relative path -> text."""
+    context = _context(cluster)
+    return {
+        "hosts.yml": render("inventory/hosts.yml.j2", **context, inline_vars=False),
+        "group_vars/cluster.yml": render("inventory/group_vars.yml.j2", **context),
+    }
+
+
+def write_files(files: dict[str, str], directory: Path) -> list[Path]:
+    """Write each file atomically (temp file + rename) so no half-written file remains."""
+    written = []
+    for relative, text in files.items():
+        target = directory / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
