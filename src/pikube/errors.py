@@ -77,6 +77,9 @@ class ConfigError(PikubeError):
         super().__init__(what, fix="correct each entry above and run `pikube validate` again")
 
     def render(self) -> str:
+        if len(self.problems) == 1 and not self.problems[0].path:
+            only = self.problems[0]  # a file-level problem: missing, unreadable, not YAML
+            return f"{only.message}, in {only.location()}\n  fix: {only.fix}"
         lines = [self.what + ":"]
         lines += ["  " + p.render().replace("\n", "\n  ") for p in self.problems]
         lines.append(f"  fix: {self.fix}")

@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import importlib
-import os
-import sys
+import traceback
 from typing import Any
 
 import click
 
 from pikube import __version__
 
-# name -> "module:attribute"; modules are imported only when their command runs, so that
-# `pikube --help` and shell completion stay fast (no Ansible, pydantic or Jinja2 import).
-COMMANDS: dict[str, str] = {
-    "init": "pikube.cli.init:init",
-    "validate": "pikube.cli.validate:validate",
-    "inventory": "pikube.cli.inventory:inventory",
+# name -> ("module:attribute", short help). Modules are imported only when their command
+# runs, so `pikube --help` and shell completion stay fast (no Ansible, pydantic or Jinja2).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("pikube.cli.init:init", "Write a commented cluster.yaml to start from."),
+    "validate": (
+        "pikube.cli.validate:validate",
+        "Check cluster.yaml; every problem with its line and a fix.",
+    ),
+    "inventory": ("pikube.cli.inventory:inventory", "Render the Ansible inventory and group_vars."),
 }
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 flash refused, "
+    "5 verification failed, 6 hosts unreachable, 130 interrupted."
+)
+
+
+class CommandError(click.ClickException):
+    """A pikube error on its way out: `Error: what, where` + fix on stderr, its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.message}", err=True)
 
 
 class LazyGroup(click.Group):
@@ -25,25 +43,40 @@ class LazyGroup(click.Group):
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help comes from the table below, so listing commands imports nothing.
-        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        # Short help comes from the table, so listing commands imports nothing.
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from pikube.errors import EXIT_INTERRUPTED, PikubeError
 
-HELP: dict[str, str] = {
-    "init": "Write a commented cluster.yaml to start from.",
-    "validate": "Check cluster.yaml; every problem with its line and a fix.",
-    "inventory": "Render the Ansible inventory and group_vars.",
-}
+        try:
+            return super().invoke(ctx)
+        except PikubeError as err:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            raise CommandError(err.render(), err.exit_code) from err
+        except KeyboardInterrupt:
+            raise CommandError("interrupted", EXIT_INTERRUPTED) from None
+        except click.ClickException:
+            raise
+        except (OSError, RuntimeError, ValueError) as err:
+            # An error pikube did not anticipate: still no traceback unless asked for.
+            if ctx.params.get("debug"):
+                raise
+            raise CommandError(
+                f"{type(err).__name__}: {err}\n  fix: rerun with --debug for the traceback "
+                "and report it if the message does not tell you what to change",
+                1,
+            ) from err
 
 
 def _ansible_version() -> str:
@@ -62,7 +95,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     ctx.exit(0)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP
+)
 @click.option(
     "--version",
     is_flag=True,
@@ -78,39 +113,9 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     help="Show tracebacks for errors (also PIKUBE_DEBUG=1).",
 )
 def cli(debug: bool) -> None:
-    """pikube: turn a stack of Raspberry Pis into a Kubernetes cluster, and reset it again.
-
-    Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 flash refused,
-    5 verification failed, 6 hosts unreachable, 130 interrupted.
-    """
+    """pikube: turn a stack of Raspberry Pis into a Kubernetes cluster, and reset it again."""
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; turn every pikube error into `Error: ...` and its exit code."""
-    from pikube.errors import EXIT_INTERRUPTED, EXIT_USAGE, PikubeError
-
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or os.environ.get("PIKUBE_DEBUG", "") not in ("", "0")
-    try:
-        cli.main(args=args, prog_name="pikube", standalone_mode=False)
-    except PikubeError as err:
-        if debug:
-            raise
-        click.echo(f"Error: {err.render()}", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code if err.exit_code else EXIT_USAGE)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(0)
-
-
-def run_command(*args: Any) -> None:  # pragma: no cover - convenience for python -m
-    main(list(args))
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="pikube")

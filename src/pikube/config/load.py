@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,8 @@ def _from_pydantic(error: Any, positions: dict[Any, int], file: str) -> Problem:
         section = _section(loc[:-1])
         known = list(section.model_fields) if section else []
         where = dotted(loc[:-1]) or "the top level"
-        return _unknown(f"key in {where}", str(loc[-1]), known, loc, positions, file)
+        problem = _unknown("key", str(loc[-1]), known, loc, positions, file)
+        return replace(problem, message=f"{problem.message} in {where}")
     if kind == "missing":
         where = dotted(loc[:-1]) or "the top level"
         return Problem(

@@ -1,0 +1,42 @@
+"""The project's static checks, run as tests so one command proves everything."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def run_tool(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), cwd=REPO, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
+    )
+
+
+def test_python_passes_ruff() -> None:
+    result = run_tool(str(BIN / "ruff"), "check", "src", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_passes_mypy_strict() -> None:
+    result = run_tool(str(BIN / "mypy"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yaml_passes_yamllint() -> None:
+    result = run_tool(str(BIN / "yamllint"), "--strict", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not (REPO / "playbooks").is_dir(), reason="no playbooks")
+def test_ansible_passes_ansible_lint_production_profile() -> None:
+    result = run_tool(
+        str(BIN / "ansible-lint"), "--offline", "--profile", "production", "playbooks", "roles"
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
