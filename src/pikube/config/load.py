@@ -32,10 +32,14 @@ GENERIC_FIXES = {
 
 
 @functools.cache
-def image_ids() -> tuple[str, ...]:
-    """Ids of the images in pikube's catalog (``images/catalog.yaml``)."""
+def image_catalog() -> dict[str, dict[str, Any]]:
+    """Entries of pikube's image catalog (``images/catalog.yaml``) by id."""
     catalog = yaml.safe_load(data_path("images", "catalog.yaml").read_text())
-    return tuple(entry["id"] for entry in catalog.get("images", []))
+    return {entry["id"]: entry for entry in catalog.get("images", [])}
+
+
+def image_ids() -> tuple[str, ...]:
+    return tuple(image_catalog())
 
 
 def load_cluster(path: Path) -> Cluster:

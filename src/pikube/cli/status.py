@@ -1,0 +1,129 @@
+"""``pikube status`` and ``pikube doctor``: read-only probes over SSH, host keys verified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from pikube.cli.common import cluster_option, info, load
+from pikube.errors import PikubeError
+
+if TYPE_CHECKING:
+    from pikube.config.model import Cluster, Node
+
+STATUS_HELP = "JSON schema (version 1) is documented in the README."
+
+
+def _selected(cluster_file: Path, limit: tuple[str, ...]) -> tuple[Cluster, list[Node]]:
+    cluster = load(cluster_file)
+    unknown = [n for n in limit if n not in {node.name for node in cluster.nodes}]
+    if unknown:
+        raise PikubeError(
+            f"unknown node {', '.join(unknown)}",
+            where=str(cluster_file),
+            fix="use names from the nodes list of the cluster file",
+        )
+    return cluster, [n for n in cluster.nodes if not limit or n.name in limit]
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+@click.command(epilog=STATUS_HELP)
+@cluster_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", "-l", multiple=True, metavar="NODE", help="Only these nodes.")
+@click.option("--timeout", default=8.0, show_default=True, help="SSH timeout per node (s).")
+def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: float) -> None:
+    """Per node: reachable, OS, kernel, arch, memory, role, Kubernetes version and Ready."""
+    from pikube.probe.status import cluster_status
+
+    cluster, nodes = _selected(cluster_file, limit)
+    result = cluster_status(cluster, nodes, timeout)
+    data = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        rows = [
+            ["NODE", "ADDRESS", "ROLE", "SSH", "OS", "KERNEL", "ARCH", "MEM", "VERSION", "READY"]
+        ]
+        for node in data["nodes"]:
+            kube = node["kubernetes"]
+            ready = "-" if kube["ready"] is None else ("Ready" if kube["ready"] else "NotReady")
+            if kube["registered"] and kube["schedulable"] is False:
+                ready += ",SchedulingDisabled"
+            rows.append(
+                [
+                    node["name"],
+                    node["address"],
+                    node["role"],
+                    "ok" if node["reachable"] else "DOWN",
+                    node["os"] or "-",
+                    node["kernel"] or "-",
+                    node["arch"] or "-",
+                    f"{node['memory_mb']} MB" if node["memory_mb"] else "-",
+                    kube["version"] or "-",
+                    ready,
+                ]
+            )
+        click.echo(_table(rows))
+        api = data["api"]
+        state = {True: "healthy", False: "not ready", None: "unknown"}[api["healthy"]]
+        click.echo(f"\nAPI: {state} ({api['detail']})")
+        for node in data["nodes"]:
+            if node["error"]:
+                info(f"{node['name']}: {node['error']}")
+    if any(not n["reachable"] for n in data["nodes"]):
+        from pikube.errors import HostsUnreachable
+
+        down = [n["name"] for n in data["nodes"] if not n["reachable"]]
+        raise HostsUnreachable(
+            f"{len(down)} node(s) not reachable: {', '.join(down)}",
+            fix="check power and network; `pikube doctor` says more",
+        )
+
+
+@click.command()
+@cluster_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable findings.")
+@click.option("--limit", "-l", multiple=True, metavar="NODE", help="Only these nodes.")
+@click.option("--timeout", default=8.0, show_default=True, help="SSH timeout per node (s).")
+def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: float) -> None:
+    """Find what breaks Kubernetes on Pis (cgroups, swap, vxlan, clock, clones...), with fixes.
+
+    Exits 1 when a finding would stop `pikube up`; findings that `up` fixes by itself
+    (swap, cgroup flags, NTP) are reported but do not fail.
+    """
+    from pikube.config.load import image_catalog
+    from pikube.probe.doctor import diagnose
+    from pikube.probe.status import probe_nodes
+
+    cluster, nodes = _selected(cluster_file, limit)
+    facts = probe_nodes(cluster, nodes, timeout)
+    image_arch = image_catalog().get(cluster.image, {}).get("arch")
+    findings = diagnose(cluster, facts, image_arch)
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        for node in nodes:
+            mine = [f for f in findings if f.node == node.name]
+            mark = "ok" if not mine else ("FAIL" if any(f.blocking for f in mine) else "warn")
+            click.echo(f"{node.name:<20} {mark}")
+            for finding in mine:
+                level = "error" if finding.blocking else "note "
+                click.echo(
+                    f"  {level} {finding.check}: {finding.message}\n        fix: {finding.fix}"
+                )
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        raise PikubeError(
+            f"doctor found {len(blocking)} problem(s) that stop `pikube up`",
+            fix="apply the fixes listed above, then run `pikube doctor` again",
+        )

@@ -1,0 +1,1 @@
+"""Read-only probes of nodes over SSH (host keys verified): facts for status and doctor."""

@@ -1,0 +1,134 @@
+"""Cluster status: node facts in parallel plus the Kubernetes view from the control plane."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pikube.config.model import Cluster, Node
+from pikube.probe.facts import NodeFacts, gather_facts
+from pikube.probe.ssh import ProbeError, SshTarget, run_command
+
+KUBECTL = {
+    "kubeadm": "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf",
+    "microk8s": "sudo -n microk8s kubectl",
+}
+STATUS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KubeNode:
+    name: str
+    ready: bool | None
+    version: str
+    unschedulable: bool = False
+
+
+@dataclass
+class ClusterStatus:
+    cluster: Cluster
+    nodes: list[NodeFacts]
+    api_healthy: bool | None = None
+    api_detail: str = ""
+    kube_nodes: dict[str, KubeNode] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        rows = []
+        for facts in self.nodes:
+            node = self.cluster.node(facts.name)
+            kube = self.kube_nodes.get(facts.name)
+            rows.append(
+                {
+                    "name": facts.name,
+                    "address": facts.address,
+                    "role": node.role,
+                    "reachable": facts.reachable,
+                    "error": facts.error or None,
+                    "os": facts.get("os") or None,
+                    "kernel": facts.get("kernel") or None,
+                    "arch": facts.get("arch") or None,
+                    "memory_mb": facts.memory_mb if facts.reachable else None,
+                    "cpus": facts.integer("cpus") if facts.reachable else None,
+                    "kubernetes": {
+                        "registered": kube is not None,
+                        "version": kube.version if kube else None,
+                        "ready": kube.ready if kube else None,
+                        "schedulable": (not kube.unschedulable) if kube else None,
+                    },
+                }
+            )
+        return {
+            "schema": STATUS_SCHEMA_VERSION,
+            "cluster": self.cluster.name,
+            "distribution": self.cluster.distribution,
+            "api": {"healthy": self.api_healthy, "detail": self.api_detail},
+            "nodes": rows,
+        }
+
+
+def ssh_target(cluster: Cluster, node: Node, timeout: float = 8.0) -> SshTarget:
+    return SshTarget(
+        str(node.ip),
+        cluster.ssh.user,
+        cluster.ssh.private_key,
+        cluster.ssh.known_hosts or cluster.ssh.private_key.parent / "known_hosts",
+        timeout=timeout,
+    )
+
+
+def probe_nodes(cluster: Cluster, nodes: list[Node], timeout: float = 8.0) -> list[NodeFacts]:
+    """Facts of ``nodes``, probed in parallel, in the order given."""
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
+        return list(
+            pool.map(lambda n: gather_facts(n.name, ssh_target(cluster, n, timeout)), nodes)
+        )
+
+
+def parse_kube_nodes(text: str) -> dict[str, KubeNode]:
+    """``kubectl get nodes -o json`` -> name -> KubeNode."""
+    result = {}
+    for item in json.loads(text).get("items", []):
+        name = item["metadata"]["name"]
+        ready = None
+        for condition in item.get("status", {}).get("conditions", []):
+            if condition.get("type") == "Ready":
+                ready = condition.get("status") == "True"
+        version = item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")
+        unschedulable = bool(item.get("spec", {}).get("unschedulable", False))
+        result[name] = KubeNode(name, ready, version, unschedulable)
+    return result
+
+
+def kubernetes_view(
+    cluster: Cluster, timeout: float = 8.0
+) -> tuple[bool | None, str, dict[str, KubeNode]]:
+    """(API healthy?, detail, nodes) as the control plane sees them."""
+    target = ssh_target(cluster, cluster.control_plane, timeout)
+    kubectl = KUBECTL[cluster.distribution]
+    try:
+        health = run_command(target, f"{kubectl} get --raw /readyz")
+        if health.exit_status != 0:
+            detail = (health.stderr.strip().splitlines() or ["not installed"])[-1]
+            return False, detail, {}
+        listing = run_command(target, f"{kubectl} get nodes -o json")
+    except ProbeError as err:
+        return None, f"control plane not reachable: {err.reason}", {}
+    if listing.exit_status != 0:
+        return True, "API ready, but listing nodes failed: " + listing.stderr.strip(), {}
+    try:
+        return True, health.stdout.strip() or "ok", parse_kube_nodes(listing.stdout)
+    except (ValueError, KeyError) as err:
+        return True, f"unreadable node list: {err}", {}
+
+
+def cluster_status(
+    cluster: Cluster, nodes: list[Node] | None = None, timeout: float = 8.0
+) -> ClusterStatus:
+    selected = nodes or list(cluster.nodes)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        view = pool.submit(kubernetes_view, cluster, timeout)
+        facts = probe_nodes(cluster, selected, timeout)
+        healthy, detail, kube_nodes = view.result()
+    return ClusterStatus(cluster, facts, healthy, detail, kube_nodes)
