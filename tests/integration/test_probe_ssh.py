@@ -1,4 +1,4 @@
-"""Probes over real SSH (a throwaway sshd on 127.0.0.1): facts, and host keys never trusted blindly."""
+"""Probes over real SSH (a throwaway sshd on 127.0.0.1): facts, and no blind host-key trust."""
 
 from __future__ import annotations
 
