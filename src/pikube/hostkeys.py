@@ -72,9 +72,11 @@ def ensure_host_key(private_path: Path, comment: str) -> tuple[str, bool]:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode("ascii")
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode("ascii")
+    )
     _write_atomic(private_path, private, 0o600)
     _write_atomic(pub_path, f"{public} {comment}\n".encode("ascii"), 0o644)
     return public, True

@@ -138,7 +138,7 @@ def render_vagrant_inventory_files(cluster: Cluster) -> dict[str, str]:
     files = render_inventory_files(cluster)
     lines = [
         "---",
-        f"# Rehearsal on virtual machines for cluster {cluster.name}, rendered by `pikube vagrant`.",
+        f"# Rehearsal on VMs for cluster {cluster.name}, rendered by `pikube vagrant`.",
         "# Everything else in this inventory is exactly what the Pis get.",
     ]
     lines += [f"{key}: {to_yaml(value)}" for key, value in VM_VARS.items()]
