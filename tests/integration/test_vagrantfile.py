@@ -84,13 +84,28 @@ def seven_node_cluster(directory: Path) -> Path:
     return path
 
 
-CLUSTERS = {"example": example_cluster, "seven": seven_node_cluster}
+def rehearsal_cluster(directory: Path) -> Path:
+    """inventory/vagrant/cluster.yaml, the rehearsal file docs/vagrant.md starts from."""
+    key = make_key(directory)
+    text = (ROOT / "inventory" / "vagrant" / "cluster.yaml").read_text()
+    path = directory / "cluster.yaml"
+    path.write_text(text.replace("~/.ssh/id_ed25519", str(key)))
+    return path
+
+
+CLUSTERS = {
+    "example": example_cluster,
+    "seven": seven_node_cluster,
+    "rehearsal": rehearsal_cluster,
+}
 
 
 def vagrant_env(cluster_file: Path, **extra: str) -> dict[str, str]:
     scratch = cluster_file.parent
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("VAGRANT_", "PIKUBE_"))}
     return {
-        **os.environ,
+        **inherited,
+        "PATH": "/usr/bin:/bin",  # pikube's venv is not on PATH, as for a pipx install
         "PIKUBE_BIN": str(PIKUBE),
         "PIKUBE_CLUSTER": str(cluster_file),
         "VAGRANT_HOME": str(scratch / "vagrant.d"),
@@ -204,6 +219,11 @@ def test_the_last_vm_provisions_all_nodes_with_pikubes_playbook_and_inventory(
         if p["type"] == "ansible"
     ]
     assert [index for index, _ in ansible] == [len(machines) - 1]
+    # ...and runs after the others are up: `vagrant up` must not start VMs in parallel.
+    assert plan["no_parallel"] == "yes"
+    # ...with the ansible-playbook installed alongside pikube, found first on PATH.
+    assert plan["path"][0] == str(PIKUBE.parent)
+    assert (PIKUBE.parent / "ansible-playbook").is_file()
     provisioner = ansible[0][1]
     assert provisioner["playbook"] == str(ROOT / "playbooks" / "site.yml")
     assert provisioner["limit"] == "all"

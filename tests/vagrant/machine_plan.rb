@@ -59,4 +59,7 @@ machines = vagrantfile.machine_names.map do |name|
 end
 
 arches = %w[x86_64 amd64 aarch64 arm64].to_h { |m| [m, PikubeVagrant.host_arch(m)] }
-puts JSON.pretty_generate("machines" => machines, "host_arch" => arches)
+puts JSON.pretty_generate(
+  "machines" => machines, "host_arch" => arches, "no_parallel" => ENV["VAGRANT_NO_PARALLEL"],
+  "path" => ENV["PATH"].split(File::PATH_SEPARATOR),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -41,4 +42,8 @@ def vagrant(cluster_file: Path, plan_only: bool) -> None:
         for pinned in pin_known_hosts(Path(plan["known_hosts"]), pins):
             info(f"pinned host key of {pinned.names[0]} in {plan['known_hosts']}")
         write_files(render_vagrant_inventory_files(cluster), Path(plan["inventory"]))
+    # Vagrant's Ansible provisioner runs `ansible` and `ansible-playbook` from PATH: point
+    # it at the ones installed with pikube (a venv or pipx install need not be on PATH).
+    bin_dir = Path(sys.executable).parent
+    plan["ansible_bin_dir"] = str(bin_dir) if (bin_dir / "ansible-playbook").is_file() else None
     click.echo(json.dumps(plan, indent=2, sort_keys=True))
