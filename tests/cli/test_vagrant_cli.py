@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner, Result
 
-from pikube.cli.main import main
+from pikube.cli.main import cli
 from pikube.hostkeys import KnownHost, ensure_host_key, pin_known_hosts
+from tests.factories import make_key_pair, write_cluster
 
 CLUSTER = """
 name: rehearsal
@@ -25,24 +24,13 @@ nodes:
 
 
 def invoke(*args: str) -> Result:
-    """Run pikube's real entry point (error wrapper and exit codes included)."""
-
-    @click.command()
-    def entry() -> None:
-        main(list(args))
-
-    return CliRunner().invoke(entry, [])
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture
 def cluster_file(tmp_path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id_test")],
-        check=True,
-    )
-    path = tmp_path / "cluster.yaml"
-    path.write_text(CLUSTER)
-    return path
+    key = make_key_pair(tmp_path, "id_test")
+    return write_cluster(tmp_path, CLUSTER.replace("id_test", str(key)))
 
 
 def test_prints_the_plan_as_json_and_prepares_keys_and_inventory(cluster_file: Path) -> None:

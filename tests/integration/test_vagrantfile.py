@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.factories import make_key_pair
+
 ROOT = Path(__file__).resolve().parents[2]
 PIKUBE = Path(sys.executable).with_name("pikube")
 ANSIBLE_INVENTORY = Path(sys.executable).with_name("ansible-inventory")
@@ -41,27 +43,28 @@ SEVEN_SIZES = {  # (memory MB, CPUs) each VM must get: the Pi model's memory
 }
 
 
-def make_key(directory: Path) -> Path:
-    key = directory / "id_test"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    return key
+def copied_cluster(directory: Path, relative: str) -> Path:
+    """A cluster file of this repository, pointed at a fresh key pair."""
+    key = make_key_pair(directory, "id_test")
+    text = (ROOT / relative).read_text()
+    path = directory / "cluster.yaml"
+    path.write_text(text.replace("~/.ssh/id_ed25519", str(key)))
+    return path
 
 
 def example_cluster(directory: Path) -> Path:
-    """The commented example `pikube init` writes, pointed at a fresh key pair."""
-    key = make_key(directory)
-    path = directory / "cluster.yaml"
-    subprocess.run([str(PIKUBE), "init", "--cluster", str(path)], check=True)
-    text = path.read_text()
-    for old in ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"):
-        text = text.replace(old, str(key))
-    path.write_text(text)
-    return path
+    """inventory/example/cluster.yaml, the example users copy (what `pikube init` writes)."""
+    return copied_cluster(directory, "inventory/example/cluster.yaml")
+
+
+def rehearsal_cluster(directory: Path) -> Path:
+    """inventory/vagrant/cluster.yaml, the rehearsal file docs/vagrant.md starts from."""
+    return copied_cluster(directory, "inventory/vagrant/cluster.yaml")
 
 
 def seven_node_cluster(directory: Path) -> Path:
     """A generated cluster: one control plane and six workers of mixed Pi models."""
-    key = make_key(directory)
+    key = make_key_pair(directory, "id_test")
     nodes = []
     for index, model in enumerate(SEVEN_MODELS, start=1):
         node: dict[str, Any] = {
@@ -81,15 +84,6 @@ def seven_node_cluster(directory: Path) -> Path:
     }
     path = directory / "cluster.yaml"
     path.write_text(yaml.safe_dump(cluster, sort_keys=False))
-    return path
-
-
-def rehearsal_cluster(directory: Path) -> Path:
-    """inventory/vagrant/cluster.yaml, the rehearsal file docs/vagrant.md starts from."""
-    key = make_key(directory)
-    text = (ROOT / "inventory" / "vagrant" / "cluster.yaml").read_text()
-    path = directory / "cluster.yaml"
-    path.write_text(text.replace("~/.ssh/id_ed25519", str(key)))
     return path
 
 
