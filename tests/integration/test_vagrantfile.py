@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -341,3 +342,60 @@ def test_missing_pikube_is_explained(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
 def test_first_boot_script_passes_shellcheck() -> None:
     subprocess.run(["shellcheck", str(ROOT / "vagrant" / "prepare-node.sh")], check=True)
+
+
+PROBE_PLAYBOOK = """
+- hosts: all
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.debug:
+        msg: >-
+          PROBE {{ inventory_hostname }} user={{ ansible_user }} host={{ ansible_host }}
+          vm={{ pikube_node_is_vm }} groups={{ group_names | join(',') }}
+          hostkeychecking={{ lookup('env', 'ANSIBLE_HOST_KEY_CHECKING') }}
+          sshargs={{ lookup('env', 'ANSIBLE_SSH_ARGS') }} common={{ ansible_ssh_common_args }}
+"""
+
+
+def test_vagrants_ansible_run_connects_as_the_cluster_user_to_every_node(cluster: Path) -> None:
+    """Vagrant's own provisioner code builds and runs ansible-playbook (playbook swapped
+    for a probe that prints, per host, what the real play would connect with)."""
+    playbook = cluster.parent / "probe.yml"
+    playbook.write_text(PROBE_PLAYBOOK)
+    data_dir = cluster.parent / "provisioner-data"
+    result = subprocess.run(
+        [
+            "ruby",
+            str(ROOT / "tests" / "vagrant" / "run_ansible_provisioner.rb"),
+            str(ROOT),
+            str(data_dir),
+            str(playbook),
+        ],
+        env=vagrant_env(cluster),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    fields = ("user", "host", "vm", "groups", "hostkeychecking")
+    pattern = r"PROBE (\S+) " + " ".join(rf"{f}=(\S+)" for f in fields)
+    probes = {
+        match[0]: dict(zip(fields, match[1:], strict=True))
+        for match in re.findall(pattern, result.stdout)
+    }
+    settings = yaml.safe_load(cluster.read_text())
+    expected = {
+        node["name"]: {
+            "user": settings["ssh"]["user"],  # not Vagrant's "vagrant"
+            "host": node["ip"],  # the node address, not a forwarded port on 127.0.0.1
+            "vm": "True",
+            "groups": "cluster,"
+            + ("control_plane" if node["role"] == "control-plane" else "workers"),
+            "hostkeychecking": "true",
+        }
+        for node in settings["nodes"]
+    }
+    assert probes == expected
+    assert "UserKnownHostsFile=/dev/null" not in result.stdout
+    known_hosts = cluster.parent / ".pikube" / "known_hosts"
+    assert f"UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes" in result.stdout
