@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inventory": ("pikube.cli.inventory:inventory", "Render the Ansible inventory and group_vars."),
     "vagrant": (
         "pikube.cli.vagrant:vagrant",
-        "Prepare a rehearsal on Vagrant VMs; print the Vagrantfile's machine plan.",
+        "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
 }
 
