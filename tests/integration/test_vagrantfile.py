@@ -355,6 +355,8 @@ PROBE_PLAYBOOK = """
           vm={{ pikube_node_is_vm }} groups={{ group_names | join(',') }}
           hostkeychecking={{ lookup('env', 'ANSIBLE_HOST_KEY_CHECKING') }}
           sshargs={{ lookup('env', 'ANSIBLE_SSH_ARGS') }} common={{ ansible_ssh_common_args }}
+          roles={{ lookup('env', 'ANSIBLE_ROLES_PATH') }}
+          facts={{ lookup('env', 'ANSIBLE_CACHE_PLUGIN_CONNECTION') }}
 """
 
 
@@ -399,3 +401,6 @@ def test_vagrants_ansible_run_connects_as_the_cluster_user_to_every_node(cluster
     assert "UserKnownHostsFile=/dev/null" not in result.stdout
     known_hosts = cluster.parent / ".pikube" / "known_hosts"
     assert f"UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes" in result.stdout
+    # pikube's roles; facts cached in this cluster's state dir, never shared with the Pis.
+    assert f"roles={ROOT / 'roles'}" in result.stdout
+    assert f"facts={cluster.parent / '.pikube' / 'facts'}" in result.stdout

@@ -82,6 +82,11 @@ def test_paths_come_from_the_state_dir_and_pikubes_playbooks(keydir: Path) -> No
     )
     assert plan["playbook"] == str(data_path("playbooks", "site.yml"))
     assert plan["ssh_user"] == "pi"
+    assert plan["ansible_env"] == {
+        "ANSIBLE_ROLES_PATH": str(data_path("roles")),
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "facts"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "vagrant" / "cp"),
+    }
     assert plan["ssh_public_key"] == str(keydir / "key.pub")
 
 
