@@ -65,7 +65,7 @@ for _ in $(seq 50); do
 done
 touch "$out/ready"
 # The test logs in from here (same network namespace) and then drops $work/done.
-for _ in $(seq 300); do
+for _ in $(seq 1200); do
     [ -e "$work/done" ] && exit 0
     sleep 0.1
 done
