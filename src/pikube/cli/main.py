@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Check cluster.yaml; every problem with its line and a fix.",
     ),
     "inventory": ("pikube.cli.inventory:inventory", "Render the Ansible inventory and group_vars."),
+    "vagrant": (
+        "pikube.cli.vagrant:vagrant",
+        "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
+    ),
 }
 
 EXIT_CODES_HELP = (

@@ -34,6 +34,7 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "pikube_apt_proxy": cluster.apt_proxy or "",
         "pikube_timezone": cluster.timezone or "",
         "pikube_image": cluster.image,
+        "pikube_node_iface": NODE_IFACE_EXPR,
         "pikube_state_dir": str(state_dir),
         "pikube_kubeconfig": str(state_dir / "kubeconfig"),
         "ansible_user": cluster.ssh.user,
@@ -61,8 +62,26 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
     return dict(sorted(values.items()))
 
 
+# The interface that carries the node's address (eth0 on a Pi, the private network on a
+# Vagrant VM whose first interface is the provider's NAT), from the gathered facts. Roles
+# pass it to flannel's --iface; evaluated lazily by Ansible, so it needs facts gathered.
+NODE_IFACE_EXPR = (
+    "{{ ansible_facts.interfaces | map('replace', '-', '_') | map('replace', '.', '_')"
+    " | map('extract', ansible_facts) | selectattr('ipv4', 'defined')"
+    " | selectattr('ipv4.address', 'equalto', pikube_node_ip)"
+    " | map(attribute='device') | first }}"
+)
+
+
 def host_vars(node: Node) -> dict[str, Any]:
-    values: dict[str, Any] = {"ansible_host": str(node.ip), "pikube_node_role": node.role}
+    """Per-node values. ``pikube_node_ip`` is the node's cluster address; it equals
+    ``ansible_host`` on Pis, and roles use it (never the default-route address) for
+    kubelet ``--node-ip`` and the API server's advertise address."""
+    values: dict[str, Any] = {
+        "ansible_host": str(node.ip),
+        "pikube_node_ip": str(node.ip),
+        "pikube_node_role": node.role,
+    }
     if node.model:
         values["pikube_node_model"] = node.model
     if node.mac:
