@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from lab import acng, rootfs
 DEFAULT_NAME = "pikube-lab"
 DEFAULT_SUBNET = "10.77.0.0/24"
 STATE_ROOT = Path(os.environ.get("PIKUBE_LAB_STATE", "/var/lib/pikube-lab"))
+LOG_ROOT = Path(os.environ.get("PIKUBE_LAB_LOGS", "/var/log/pikube-lab"))
 HERE = Path(__file__).resolve().parent
 HTTP_PORT = 8080
 FIRST_NODE_OFFSET = 10  # node-1 gets .11
@@ -145,13 +146,14 @@ def missing_tools() -> list[str]:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while the process runs; reaps it (and says False) if it is our exited child."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _read_pid(path: Path) -> int | None:
@@ -163,7 +165,9 @@ def _read_pid(path: Path) -> int | None:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return ""
 
@@ -388,11 +392,19 @@ class Lab:
             if degraded:
                 say(f"degraded nodes: {degraded}")
         except BaseException:
-            say("start failed; tearing the lab down")
+            kept = self._keep_logs()
+            say(f"start failed; tearing the lab down (logs kept in {kept})")
             self.down()
             raise
         timings["total"] = time.monotonic() - started
         return timings
+
+    def _keep_logs(self) -> Path:
+        """Copy the logs of a failed start out of the state dir that ``down`` removes."""
+        target = LOG_ROOT / f"{self.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        with contextlib.suppress(OSError):
+            shutil.copytree(self.state_dir / "logs", target)
+        return target
 
     def _make_bridge(self) -> None:
         _run(["ip", "link", "add", self.bridge, "type", "bridge"])
@@ -406,13 +418,20 @@ class Lab:
         _run(["ip", "link", "set", self.bridge, "up"])
 
     def _start_services(self) -> None:
-        argv = [sys.executable, str(HERE / "services.py"), "--bind", self.bridge_ip,
-                "--www", str(self.www_dir)]
+        argv = [
+            sys.executable,
+            str(HERE / "services.py"),
+            "--bind",
+            self.bridge_ip,
+            "--www",
+            str(self.www_dir),
+        ]
         if acng.listening(self.bridge_ip, acng.ACNG_PORT):
             argv.append("--no-forward")  # an apt-cacher-ng on all addresses answers already
         log = (self.state_dir / "logs" / "services.log").open("w")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
         (self.state_dir / "run" / "services.pid").write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + 10
         while not acng.listening(self.bridge_ip, HTTP_PORT):
@@ -440,16 +459,41 @@ class Lab:
         return {}
 
     def _make_keys(self) -> None:
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pikube-lab-{self.name}",
-              "-f", str(self.private_key)])
+        _run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"pikube-lab-{self.name}",
+                "-f",
+                str(self.private_key),
+            ]
+        )
         self.private_key.chmod(0o600)
         self.known_hosts.write_text("")
 
     def _make_netns(self, spec: NodeSpec) -> None:
         _run(["ip", "netns", "add", spec.netns])
         ns = ["ip", "-n", spec.netns]
-        _run(["ip", "link", "add", spec.veth, "type", "veth", "peer", "name", "eth0",
-              "netns", spec.netns])
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                spec.veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                spec.netns,
+            ]
+        )
         _run(["ip", "link", "set", spec.veth, "alias", f"pikube-lab:{self.name}:{spec.name}"])
         _run(["ip", "link", "set", spec.veth, "master", self.bridge, "up"])
         _run([*ns, "link", "set", "eth0", "address", spec.mac])
@@ -468,9 +512,17 @@ class Lab:
         ndir = self.node_dir(spec.name)
         for sub in ("upper", "work", "merged"):
             (ndir / sub).mkdir(parents=True)
-        _run(["mount", "-t", "overlay", f"pikube-lab-{spec.machine}", "-o",
-              f"lowerdir={base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}",
-              str(ndir / "merged")])
+        _run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                f"pikube-lab-{spec.machine}",
+                "-o",
+                f"lowerdir={base},upperdir={ndir / 'upper'},workdir={ndir / 'work'}",
+                str(ndir / "merged"),
+            ]
+        )
         root = ndir / "merged"
         uid, gid = _user_ids(root, rootfs.USER)
         hosts = "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"
@@ -482,23 +534,25 @@ class Lab:
             "/etc/hosts": (hosts.encode(), 0o644),
             "/etc/resolv.conf": (f"nameserver {self.bridge_ip}\n".encode(), 0o644),
             LAB_ENV_PATH: (
-                (f"LAB_HTTP={self.http_url}\nLAB_NAME={self.name}\nLAB_BRIDGE={self.bridge_ip}\n"
-                 f"LAB_NODE={spec.name}\nLAB_APT_PROXY={self.apt_proxy}\n").encode(),
+                (
+                    f"LAB_HTTP={self.http_url}\nLAB_NAME={self.name}\nLAB_BRIDGE={self.bridge_ip}\n"
+                    f"LAB_NODE={spec.name}\nLAB_APT_PROXY={self.apt_proxy}\n"
+                ).encode(),
                 0o644,
             ),
         }
         if spec.pi:
             files["/boot/firmware/cmdline.txt"] = (PI_CMDLINE.encode(), 0o755)
             files["/boot/firmware/config.txt"] = (PI_CONFIG_TXT.encode(), 0o755)
-            files["/etc/pikube-lab/device-tree-model"] = (
-                PI_MODEL_STRING.encode() + b"\0", 0o444)
+            files["/etc/pikube-lab/device-tree-model"] = (PI_MODEL_STRING.encode() + b"\0", 0o444)
             # The file bind-mounted over the node's /sys/firmware/devicetree/base/model.
             (ndir / "model").write_bytes(PI_MODEL_STRING.encode() + b"\0")
         files.update(node_files)
         for path, (data, mode) in files.items():
             _write_inside(root, path, data, mode)
-        ssh = _write_inside(root, f"/home/{rootfs.USER}/.ssh/authorized_keys",
-                            self.public_key.read_bytes(), 0o600)
+        ssh = _write_inside(
+            root, f"/home/{rootfs.USER}/.ssh/authorized_keys", self.public_key.read_bytes(), 0o600
+        )
         for path in (ssh, ssh.parent):
             os.chown(path, uid, gid)
         ssh.parent.chmod(0o700)
@@ -506,31 +560,44 @@ class Lab:
     def nspawn_argv(self, spec: NodeSpec) -> list[str]:
         ndir = self.node_dir(spec.name)
         argv = [
-            "systemd-nspawn", "--boot", "--keep-unit", "--register=no",
+            "systemd-nspawn",
+            "--boot",
+            "--keep-unit",
+            "--register=no",
             "--capability=CAP_NET_ADMIN",
             f"--network-namespace-path=/run/netns/{spec.netns}",
             f"--directory={ndir / 'merged'}",
             f"--machine={spec.machine}",
             f"--hostname={spec.name}",
-            "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+            "--console=read-only",
+            "--resolv-conf=off",
+            "--timezone=off",
+            "--link-journal=no",
         ]
         if spec.pi:
-            argv += ["--tmpfs=/sys/firmware:mode=0755",
-                     f"--bind-ro={ndir / 'model'}:{DEVICE_TREE_MODEL_PATH}"]
+            argv += [
+                "--tmpfs=/sys/firmware:mode=0755",
+                f"--bind-ro={ndir / 'model'}:{DEVICE_TREE_MODEL_PATH}",
+            ]
         return argv
 
     def _start_supervisor(self, spec: NodeSpec) -> None:
         run = self.state_dir / "run"
         argv = [
-            sys.executable, str(HERE / "supervisor.py"),
-            "--cgroup", f"pikube-lab/{self.name}/{spec.name}",
-            "--pidfile", str(run / f"{spec.name}.nspawn.pid"),
-            "--", *self.nspawn_argv(spec),
+            sys.executable,
+            str(HERE / "supervisor.py"),
+            "--cgroup",
+            f"pikube-lab/{self.name}/{spec.name}",
+            "--pidfile",
+            str(run / f"{spec.name}.nspawn.pid"),
+            "--",
+            *self.nspawn_argv(spec),
         ]
         env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
         log = (self.state_dir / "logs" / f"{spec.name}.log").open("a")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+        )
         (run / f"{spec.name}.supervisor.pid").write_text(f"{proc.pid}\n")
 
     # -- node access ---------------------------------------------------------------------
@@ -549,8 +616,9 @@ class Lab:
         except OSError:
             return None
         for child in children:
-            if _cmdline(int(child)).startswith(("/usr/lib/systemd/systemd", "/lib/systemd/systemd",
-                                                "/sbin/init")):
+            if _cmdline(int(child)).startswith(
+                ("/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init")
+            ):
                 return int(child)
         return None
 
@@ -560,20 +628,30 @@ class Lab:
             raise LabError(f"node {node} of lab {self.name} is not running (`lab start {node}`)")
         return ["nsenter", "-t", str(pid), "-a", "--", *argv]
 
-    def exec(self, node: str, argv: Sequence[str], check: bool = False,
-             timeout: float | None = 60) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, node: str, argv: Sequence[str], check: bool = False, timeout: float | None = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside a node as root (no SSH involved)."""
         return _run(self.exec_argv(node, argv), check=check, timeout=timeout)
 
     def ssh_argv(self, node: str, command: Sequence[str] = ()) -> list[str]:
         spec = self.node(node)
         return [
-            "ssh", "-i", str(self.private_key),
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "ControlPath=none", "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=10",
-            f"{rootfs.USER}@{spec.ip}", *command,
+            "ssh",
+            "-i",
+            str(self.private_key),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            f"{rootfs.USER}@{spec.ip}",
+            *command,
         ]
 
     def system_state(self, node: str) -> str:
@@ -599,12 +677,17 @@ class Lab:
             for node in list(pending):
                 state = self.system_state(node)
                 if state in ("running", "degraded") and self._ssh_ready(node):
-                    states[node] = state if state == "running" else (
-                        "degraded: " + ", ".join(self.failed_units(node)))
+                    states[node] = (
+                        state
+                        if state == "running"
+                        else ("degraded: " + ", ".join(self.failed_units(node)))
+                    )
                     pending.remove(node)
                 elif state == "stopped":
-                    raise LabError(f"node {node} stopped while booting; see "
-                                   f"{self.state_dir / 'logs' / (node + '.log')}")
+                    raise LabError(
+                        f"node {node} stopped while booting; see "
+                        f"{self.state_dir / 'logs' / (node + '.log')}"
+                    )
             if pending:
                 if time.monotonic() > deadline:
                     detail = {n: self.system_state(n) for n in pending}
@@ -704,18 +787,29 @@ class Lab:
             return {"name": self.name, "up": False}
         nodes = []
         for spec in self.nodes():
-            nodes.append({
-                "name": spec.name, "ip": spec.ip, "role": spec.role, "pi": spec.pi,
-                "state": self.system_state(spec.name),
-                "isolated": spec.name in state.get("isolated", []),
-                "memory_pss_mb": round(self.memory(spec.name)["pss_bytes"] / 2**20, 1),
-            })
+            nodes.append(
+                {
+                    "name": spec.name,
+                    "ip": spec.ip,
+                    "role": spec.role,
+                    "pi": spec.pi,
+                    "state": self.system_state(spec.name),
+                    "isolated": spec.name in state.get("isolated", []),
+                    "memory_pss_mb": round(self.memory(spec.name)["pss_bytes"] / 2**20, 1),
+                }
+            )
         services = _read_pid(self.state_dir / "run" / "services.pid")
         return {
-            "name": self.name, "up": True, "subnet": state["subnet"], "bridge": self.bridge,
-            "bridge_ip": self.bridge_ip, "http": self.http_url, "apt_proxy": self.apt_proxy,
+            "name": self.name,
+            "up": True,
+            "subnet": state["subnet"],
+            "bridge": self.bridge,
+            "bridge_ip": self.bridge_ip,
+            "http": self.http_url,
+            "apt_proxy": self.apt_proxy,
             "services_running": bool(services and _pid_alive(services)),
-            "cluster_file": str(self.cluster_file), "nodes": nodes,
+            "cluster_file": str(self.cluster_file),
+            "nodes": nodes,
         }
 
     # -- cluster.yaml --------------------------------------------------------------------
@@ -724,14 +818,21 @@ class Lab:
         distribution = distribution or state.get("distribution", "kubeadm")
         kubernetes: dict[str, Any]
         if distribution == "kubeadm":
-            kubernetes = {"version": "1.31", "cni": "flannel",
-                          "package_repo": f"{self.http_url}/core:/stable:"}
+            kubernetes = {
+                "version": "1.31",
+                "cni": "flannel",
+                "package_repo": f"{self.http_url}/core:/stable:",
+            }
         else:
             kubernetes = {"channel": "1.31/stable", "addons": ["dns"]}
         nodes = []
         for spec in self.nodes():
-            entry: dict[str, Any] = {"name": spec.name, "ip": spec.ip, "role": spec.role,
-                                     "mac": spec.mac}
+            entry: dict[str, Any] = {
+                "name": spec.name,
+                "ip": spec.ip,
+                "role": spec.role,
+                "mac": spec.mac,
+            }
             if spec.pi:
                 entry["model"] = PI_CLUSTER_MODEL
             nodes.append(entry)
@@ -739,10 +840,17 @@ class Lab:
             "name": self.name,
             "distribution": distribution,
             "kubernetes": kubernetes,
-            "network": {"subnet": str(self.subnet), "gateway": self.bridge_ip,
-                        "dns": [self.bridge_ip]},
-            "ssh": {"user": rootfs.USER, "public_key": str(self.public_key),
-                    "private_key": str(self.private_key), "known_hosts": str(self.known_hosts)},
+            "network": {
+                "subnet": str(self.subnet),
+                "gateway": self.bridge_ip,
+                "dns": [self.bridge_ip],
+            },
+            "ssh": {
+                "user": rootfs.USER,
+                "public_key": str(self.public_key),
+                "private_key": str(self.private_key),
+                "known_hosts": str(self.known_hosts),
+            },
             "image": "ubuntu-24.04-server-arm64",
             "apt_proxy": self.apt_proxy,
             "state_dir": str(self.state_dir / "pikube"),
@@ -754,23 +862,30 @@ class Lab:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = (f"# Written by the pikube lab ({self.name}); nodes are systemd-nspawn "
-                  "containers on the lab bridge.\n")
+        header = (
+            f"# Written by the pikube lab ({self.name}); nodes are systemd-nspawn "
+            "containers on the lab bridge.\n"
+        )
         path.write_text(header + yaml.safe_dump(self.cluster_data(distribution), sort_keys=False))
         return path
 
     def ansible_env(self) -> dict[str, str]:
         """Environment for ansible runs against this lab (per-run SSH control path)."""
-        return {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
-                "ANSIBLE_HOST_KEY_CHECKING": "True"}
+        return {
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+        }
 
     # -- down ----------------------------------------------------------------------------
     def _netns_names(self) -> list[str]:
         names = {s.netns for s in self.nodes()}
         pattern = re.compile(rf"^{re.escape(self.name)}-node-\d+$")
         out = _run(["ip", "netns", "list"], check=False).stdout
-        names.update(line.split()[0] for line in out.splitlines()
-                     if line.strip() and pattern.match(line.split()[0]))
+        names.update(
+            line.split()[0]
+            for line in out.splitlines()
+            if line.strip() and pattern.match(line.split()[0])
+        )
         return sorted(names)
 
     def _links(self) -> list[str]:
@@ -796,9 +911,12 @@ class Lab:
         marker = str(self.state_dir) + "/"
         pids = []
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != os.getpid():
-                if marker in _cmdline(int(entry.name)):
-                    pids.append(int(entry.name))
+            if (
+                entry.name.isdigit()
+                and int(entry.name) != os.getpid()
+                and marker in _cmdline(int(entry.name))
+            ):
+                pids.append(int(entry.name))
         return pids
 
     def _cgroup_dirs(self, node: str) -> list[Path]:

@@ -208,7 +208,9 @@ def customize(root: Path) -> None:
     units = root / "etc/systemd/system"
     (units / "pikube-lab-hostkeys.service").write_text(HOSTKEYS_UNIT)
     (units / "pikube-lab-cmdline.service").write_text(CMDLINE_UNIT)
-    _chroot(root, "systemctl", "enable", "pikube-lab-hostkeys.service", "pikube-lab-cmdline.service")
+    _chroot(
+        root, "systemctl", "enable", "pikube-lab-hostkeys.service", "pikube-lab-cmdline.service"
+    )
     for unit in MASKED_UNITS:
         _chroot(root, "systemctl", "mask", unit)
     # modprobe br_netfilter / overlay succeed as on a Pi (DESIGN.md, "Kernel modules").
@@ -222,6 +224,9 @@ def customize(root: Path) -> None:
     # Per-node identity is written at node creation; the image carries none.
     (root / "etc/machine-id").write_text("")
     (root / "etc/hostname").write_text("localhost\n")
-    subprocess.run(["rm", "-rf", str(root / "var/cache/apt/archives"), str(root / "var/lib/apt/lists")], check=True)
+    subprocess.run(
+        ["rm", "-rf", str(root / "var/cache/apt/archives"), str(root / "var/lib/apt/lists")],
+        check=True,
+    )
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)

@@ -13,6 +13,7 @@ Standalone on purpose (no imports from the lab package): ``Lab.up`` starts it wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import signal
 import socket
@@ -26,7 +27,7 @@ ACNG_PORT = 3142
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write("http: " + (format % args) + "\n")
 
 
@@ -38,10 +39,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for sock in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _forward(client: socket.socket, target: tuple[str, int]) -> None:
