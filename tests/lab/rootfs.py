@@ -159,6 +159,7 @@ def ensure_rootfs(log: bool = True) -> tuple[Path, float]:
     """Return the cached rootfs (building it first if needed) and the build time (0 if cached)."""
     target = rootfs_path()
     if (target / ".pikube-lab-complete").exists():
+        os.utime(target)  # last used: keeps prune_stale() away
         return target, 0.0
     with _locked(CACHE_ROOT / "rootfs.lock"):
         if (target / ".pikube-lab-complete").exists():
@@ -186,7 +187,23 @@ def ensure_rootfs(log: bool = True) -> tuple[Path, float]:
         customize(build)
         (build / ".pikube-lab-complete").write_text(json.dumps(recipe(), sort_keys=True))
         build.rename(target)
+        prune_stale(keep=target)
         return target, time.monotonic() - started
+
+
+STALE_AFTER = 2 * 86400  # other labs (other branches) may use other recipes: keep 2 days
+
+
+def prune_stale(keep: Path) -> None:
+    """Delete rootfs trees of other recipes unused for two days (no node has them mounted)."""
+    in_use = Path("/proc/self/mountinfo").read_text()
+    for old in CACHE_ROOT.glob("rootfs-*"):
+        if old == keep or not old.is_dir() or f"lowerdir={old}" in in_use:
+            continue
+        if time.time() - old.stat().st_mtime < STALE_AFTER:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        old.with_name(old.name + ".debootstrap.log").unlink(missing_ok=True)
 
 
 def _chroot(root: Path, *argv: str) -> None:
