@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab
-from lab.fixtures import lab_halves, lab_name, skip_unless_lab_possible
+from tests.lab import Lab
+from tests.lab.fixtures import lab_halves, lab_name, skip_unless_lab_possible
 
 pytestmark = pytest.mark.lab
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab
-from lab.fixtures import bin_path, run_ansible
+from tests.lab import Lab
+from tests.lab.fixtures import bin_path, run_ansible
 
 pytestmark = pytest.mark.lab
 

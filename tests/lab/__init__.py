@@ -4,9 +4,9 @@ Each node is a Debian bookworm rootfs (built once with debootstrap, cached) boot
 ``systemd-nspawn --boot`` on its own overlayfs copy, inside its own network namespace that is
 attached to a lab bridge on the host. See ``tests/lab/README.md``.
 
-Import it with ``tests/`` on ``sys.path`` (``tests/integration/conftest.py`` does that)::
+Import it as ``tests.lab`` (pytest: ``pythonpath = ["."]``)::
 
-    from lab import Lab
+    from tests.lab import Lab
     lab = Lab("pkl1", "10.77.1.0/24")
     lab.up(3)
     ...
@@ -15,6 +15,6 @@ Import it with ``tests/`` on ``sys.path`` (``tests/integration/conftest.py`` doe
 
 from __future__ import annotations
 
-from lab.core import DEFAULT_NAME, DEFAULT_SUBNET, Lab, LabError, NodeSpec
+from .core import DEFAULT_NAME, DEFAULT_SUBNET, Lab, LabError, NodeSpec
 
 __all__ = ["DEFAULT_NAME", "DEFAULT_SUBNET", "Lab", "LabError", "NodeSpec"]

@@ -32,7 +32,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from lab import acng, rootfs
+from . import acng, rootfs
 
 DEFAULT_NAME = "pikube-lab"
 DEFAULT_SUBNET = "10.77.0.0/24"
@@ -441,7 +441,7 @@ class Lab:
 
     def _standins(self) -> Any:
         try:
-            from lab import standins  # type: ignore[attr-defined]
+            from . import standins  # type: ignore[attr-defined]
         except ImportError:
             return None
         return standins

@@ -23,7 +23,7 @@ from types import FrameType
 
 import pytest
 
-from lab.core import Lab, missing_tools
+from .core import Lab, missing_tools
 
 DEFAULT_TEST_NAME = "pikube-test"
 DEFAULT_TEST_SUBNET = "10.77.200.0/24"

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lab.acng import ACNG_LOCAL_URL
+from .acng import ACNG_LOCAL_URL
 
 CACHE_ROOT = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab"))
 SUITE = "bookworm"
@@ -114,7 +114,7 @@ def kernel_release() -> str:
 def extra_packages() -> tuple[str, ...]:
     """Packages the stand-ins ask for (``lab.standins.rootfs_packages()``), if present."""
     try:
-        from lab import standins  # type: ignore[attr-defined]
+        from . import standins  # type: ignore[attr-defined]
     except ImportError:
         return ()
     hook = getattr(standins, "rootfs_packages", None)
