@@ -601,6 +601,21 @@ class Lab:
         (run / f"{spec.name}.supervisor.pid").write_text(f"{proc.pid}\n")
 
     # -- node access ---------------------------------------------------------------------
+    def _still_stopped(self, node: str) -> bool:
+        """A second look a moment later: a node counts as stopped only if it stays so."""
+        time.sleep(1.0)
+        return self.system_state(node) == "stopped"
+
+    def _diagnose(self, node: str) -> str:
+        pid = _read_pid(self.state_dir / "run" / f"{node}.supervisor.pid")
+        if pid is None:
+            return "no supervisor pid file"
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            stat = "gone"
+        return f"supervisor {pid}: state {stat}, argv {_cmdline(pid)[:120]!r}"
+
     def supervisor_pid(self, node: str) -> int | None:
         pid = _read_pid(self.state_dir / "run" / f"{node}.supervisor.pid")
         return pid if pid and _pid_alive(pid) and "supervisor.py" in _cmdline(pid) else None
@@ -683,9 +698,9 @@ class Lab:
                         else ("degraded: " + ", ".join(self.failed_units(node)))
                     )
                     pending.remove(node)
-                elif state == "stopped":
+                elif state == "stopped" and self._still_stopped(node):
                     raise LabError(
-                        f"node {node} stopped while booting; see "
+                        f"node {node} stopped while booting ({self._diagnose(node)}); see "
                         f"{self.state_dir / 'logs' / (node + '.log')}"
                     )
             if pending:
