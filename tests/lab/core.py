@@ -206,6 +206,8 @@ class Lab:
             self.subnet = IPv4Network(state["subnet"])
         digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:6]
         self.bridge = f"pkl-{digest}"
+        # Policy-routing table and rule priority of this lab (below main's 32766).
+        self.route_table = 1000 + int(digest, 16) % 30000
         self.bridge_ip = str(self.subnet.network_address + 1)
         self._on_ready: list[Callable[[Lab], None]] = []
 
@@ -412,7 +414,24 @@ class Lab:
         _run(["ip", "addr", "add", f"{self.bridge_ip}/{self.subnet.prefixlen}", "dev", self.bridge])
         # Nodes get a default route via the bridge (as on a home LAN, so tools that need one
         # work), but the host never forwards their packets: nothing leaves the lab network.
+        # Two locks: no forwarding on the bridge, and a policy rule sending everything that
+        # arrives on the bridge and is not for the host itself to an `unreachable` route (it
+        # holds even if someone turns on forwarding globally later).
         Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/forwarding").write_text("0\n")
+        _run(["ip", "route", "add", "unreachable", "default", "table", str(self.route_table)])
+        _run(
+            [
+                "ip",
+                "rule",
+                "add",
+                "iif",
+                self.bridge,
+                "priority",
+                str(self.route_table),
+                "table",
+                str(self.route_table),
+            ]
+        )
         with contextlib.suppress(OSError):
             Path(f"/proc/sys/net/ipv6/conf/{self.bridge}/disable_ipv6").write_text("1\n")
         _run(["ip", "link", "set", self.bridge, "up"])
@@ -958,6 +977,10 @@ class Lab:
         found = [f"netns {n}" for n in self._netns_names()]
         found += [f"link {link}" for link in self._links()]
         found += [f"mount {m}" for m in self._mounts()]
+        rules = _run(["ip", "rule", "show"], check=False).stdout
+        found += [f"ip rule {r.strip()}" for r in rules.splitlines() if f"iif {self.bridge}" in r]
+        routes = _run(["ip", "route", "show", "table", str(self.route_table)], check=False)
+        found += [f"route {r.strip()}" for r in routes.stdout.splitlines() if r.strip()]
         found += [f"process {p}: {_cmdline(p)[:80]}" for p in self._processes()]
         found += [f"cgroup {c}" for c in self._all_cgroup_dirs() if c.exists()]
         if self.state_dir.exists():
@@ -1008,6 +1031,10 @@ class Lab:
             _quiet(["ip", "link", "del", link])
         for netns in self._netns_names():
             _quiet(["ip", "netns", "del", netns])
+        for _ in range(10):
+            if not _quiet(["ip", "rule", "del", "iif", self.bridge]):
+                break
+        _quiet(["ip", "route", "flush", "table", str(self.route_table)])
         # 5. cgroups (bottom-up) and nspawn's runtime leftovers.
         for top in self._all_cgroup_dirs():
             for directory in sorted(_walk_dirs(top), key=lambda p: len(p.parts), reverse=True):
