@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +38,11 @@ Remap-debrep: file:deb_mirror*.gz /debian ; http://deb.debian.org/debian/
 Remap-secdeb: security.debian.org deb.debian.org/debian-security /debian-security ; \
 http://deb.debian.org/debian-security/
 ExThreshold: 4
+# The lab's own HTTP server (stand-in apt repository on BRIDGE:8080) is reached through the
+# proxy too when a node's apt uses it for everything, as pikube's apt_proxy setting does:
+# allow that port, and never cache it (its packages are rebuilt under the same names).
+AllowUserPorts: 80 8080
+DontCache: :8080/
 """
 
 
@@ -47,9 +54,36 @@ def listening(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def _our_pid() -> int | None:
+    """PID of the apt-cacher-ng this module started, if it still runs."""
+    try:
+        pid = int((ACNG_HOME / "pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"apt-cacher-ng" in cmdline and str(ACNG_HOME).encode() in cmdline else None
+
+
 def ensure_acng() -> None:
-    """Start the shared apt-cacher-ng on 127.0.0.1:3142 unless something already serves it."""
+    """Start the shared apt-cacher-ng on 127.0.0.1:3142 unless something already serves it.
+
+    Ours is restarted when its configuration changed (a newer lab version).
+    """
+    conf = ACNG_HOME / "acng.conf"
+    ours = _our_pid()
+    if ours is not None and conf.exists() and conf.read_text() != ACNG_CONF:
+        os.kill(ours, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while listening("127.0.0.1", ACNG_PORT) and time.monotonic() < deadline:
+            time.sleep(0.1)
     if listening("127.0.0.1", ACNG_PORT):
+        if _our_pid() is None:
+            print(
+                "lab: using the apt-cacher-ng already on 127.0.0.1:3142; if nodes get "
+                "'403 ... prohibited port' for the lab repository, add 'AllowUserPorts: 80 8080'"
+                " and 'DontCache: :8080/' to its configuration",
+                file=sys.stderr,
+            )
         return
     binary = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
     if not Path(binary).exists():
