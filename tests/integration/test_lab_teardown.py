@@ -5,6 +5,7 @@ Each test uses a throwaway lab (``make_lab``) in the second half of the session 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -39,6 +40,8 @@ def host_traces(lab: Lab) -> list[str]:
             for line in out.splitlines()
             if any(m in line for m in marks) and "pytest" not in line
         ]
+    for depth in ("", "*/", "*/*/", "*/*/*/"):
+        traces += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/{depth}pikube-lab/{lab.name}")]
     if lab.state_dir.exists():
         traces.append(f"state dir {lab.state_dir}")
     return traces

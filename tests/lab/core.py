@@ -967,6 +967,20 @@ class Lab:
             candidate = hierarchy / "pikube-lab" / self.name
             if candidate.is_dir():
                 dirs.add(candidate)
+        # Supervisors create node cgroups below the cgroup they start in (per hierarchy);
+        # look below ours too, so a lost state file does not hide them.
+        hierarchies = {"name=systemd": "systemd", "": "unified", "memory": "memory", "pids": "pids"}
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                mount = hierarchies.get(controllers)
+                base = root / mount if mount else None
+                if (root / "cgroup.controllers").exists():
+                    base = root
+                if base is not None:
+                    candidate = base / path.lstrip("/") / "pikube-lab" / self.name
+                    if candidate.is_dir():
+                        dirs.add(candidate)
         for spec in self.nodes():
             for d in self._cgroup_dirs(spec.name):
                 dirs.add(d.parent)
