@@ -209,7 +209,13 @@ class Lab:
         # Policy-routing table and rule priority of this lab (below main's 32766).
         self.route_table = 1000 + int(digest, 16) % 30000
         self.bridge_ip = str(self.subnet.network_address + 1)
-        self._on_ready: list[Callable[[Lab], None]] = []
+        self.node_states: dict[str, str] = {}  # after up(): running, or degraded + failed units
+
+    def owner(self) -> int | None:
+        """PID of the live process that started this lab (a test session), if any."""
+        state = self._load_state()
+        pid = state.get("owner_pid") if state else None
+        return pid if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid) else None
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -363,6 +369,7 @@ class Lab:
             "rootfs": str(base),
             "distribution": distribution,
             "run_id": uuid.uuid4().hex[:8],
+            "owner_pid": os.getpid(),
             "nodes": [asdict(s) for s in specs],
             "stopped": [],
             "isolated": [],
@@ -390,6 +397,7 @@ class Lab:
             self.write_cluster(self.cluster_file, distribution)
             if cluster_out is not None:
                 self.write_cluster(cluster_out, distribution)
+            self.node_states = states
             degraded = {n: s for n, s in states.items() if s != "running"}
             if degraded:
                 say(f"degraded nodes: {degraded}")

@@ -47,6 +47,16 @@ def skip_unless_lab_possible() -> None:
         pytest.skip("lab tools missing: " + ", ".join(missing))
 
 
+def _refuse_if_in_use(lab: Lab) -> None:
+    """Never tear down a lab another live test session is using (same name by mistake)."""
+    owner = lab.owner()
+    if owner is not None:
+        pytest.fail(
+            f"lab {lab.name} is in use by process {owner}; give this session its own "
+            "PIKUBE_LAB_NAME and PIKUBE_LAB_SUBNET"
+        )
+
+
 def _sigterm_as_interrupt() -> None:
     """pytest turns Ctrl-C into KeyboardInterrupt (finalizers run); do the same for SIGTERM."""
 
@@ -115,6 +125,7 @@ def lab() -> Iterator[Lab]:
     _sigterm_as_interrupt()
     first, _ = lab_halves()
     the_lab = Lab(lab_name(), first)
+    _refuse_if_in_use(the_lab)
     the_lab.down()  # a lab left over by a crashed session of the same name
     try:
         the_lab.up(int(os.environ.get("PIKUBE_LAB_NODES", "3")), pi=1)
@@ -146,6 +157,7 @@ def make_lab() -> Iterator[Callable[[str], Lab]]:
         if made:
             raise RuntimeError("make_lab: one throwaway lab per test (they share a subnet)")
         new = Lab(f"{lab_name()}-{suffix}", second)
+        _refuse_if_in_use(new)
         new.down()
         made.append(new)
         return new
