@@ -180,15 +180,33 @@ def ensure_rootfs(log: bool = True) -> tuple[Path, float]:
         if log:
             print(f"lab: building rootfs {target.name} (debootstrap, ~1 min)", file=sys.stderr)
         logfile = CACHE_ROOT / f"{target.name}.debootstrap.log"
-        with logfile.open("w") as out:
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"debootstrap failed (exit {result.returncode}); see {logfile}")
-        customize(build)
+        try:
+            with logfile.open("w") as out:
+                result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"debootstrap failed (exit {result.returncode}); see {logfile}")
+            customize(build)
+        except BaseException:
+            _discard(build)  # interrupted or failed: no half-built tree, no mounts left in it
+            raise
         (build / ".pikube-lab-complete").write_text(json.dumps(recipe(), sort_keys=True))
         build.rename(target)
         prune_stale(keep=target)
         return target, time.monotonic() - started
+
+
+def _discard(build: Path) -> None:
+    """Unmount whatever debootstrap mounted inside a build tree (proc, sys...), delete it."""
+    prefix = str(build) + "/"
+    points = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith(prefix)
+    ]
+    for point in sorted(points, key=len, reverse=True):
+        if subprocess.run(["umount", point], check=False, capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+    shutil.rmtree(build, ignore_errors=True)
 
 
 STALE_AFTER = 2 * 86400  # other labs (other branches) may use other recipes: keep 2 days
