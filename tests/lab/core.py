@@ -829,13 +829,15 @@ class Lab:
             return {"name": self.name, "up": False}
         nodes = []
         for spec in self.nodes():
+            system = self.system_state(spec.name)
             nodes.append(
                 {
                     "name": spec.name,
                     "ip": spec.ip,
                     "role": spec.role,
                     "pi": spec.pi,
-                    "state": self.system_state(spec.name),
+                    "state": system,
+                    "failed_units": self.failed_units(spec.name) if system == "degraded" else [],
                     "isolated": spec.name in state.get("isolated", []),
                     "memory_pss_mb": round(self.memory(spec.name)["pss_bytes"] / 2**20, 1),
                 }
