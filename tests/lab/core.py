@@ -915,6 +915,8 @@ class Lab:
 
     def ansible_env(self) -> dict[str, str]:
         """Environment for ansible runs against this lab (per-run SSH control path)."""
+        if self._load_state() is None:
+            raise LabError(f"lab {self.name} is not up (`tests/lab/lab up N --name {self.name}`)")
         return {
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
