@@ -12,6 +12,7 @@ host where ``apt-get install apt-cacher-ng`` started it), that one is used as is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -106,3 +107,18 @@ def ensure_acng() -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"apt-cacher-ng did not start on 127.0.0.1:{ACNG_PORT}; see {ACNG_HOME}/log")
+
+
+def stop_ours() -> None:
+    """Stop the apt-cacher-ng the lab started (never one it found running)."""
+    pid = _our_pid()
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _our_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        if _our_pid() is not None:
+            os.kill(pid, signal.SIGKILL)

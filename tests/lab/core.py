@@ -1076,6 +1076,10 @@ class Lab:
         # 6. The state dir (keys, overlays, control-path dir, logs).
         if self.state_dir.exists() and not self._mounts():
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        # 7. The shared apt proxy goes with the last lab: a run leaves no process behind.
+        others = [d for d in self.state_dir.parent.glob("*") if d.is_dir() and d != self.state_dir]
+        if not others:
+            acng.stop_ours()
         return self._leftovers()
 
 
