@@ -1077,7 +1077,8 @@ class Lab:
         if self.state_dir.exists() and not self._mounts():
             shutil.rmtree(self.state_dir, ignore_errors=True)
         # 7. The shared apt proxy goes with the last lab: a run leaves no process behind.
-        others = [d for d in self.state_dir.parent.glob("*") if d.is_dir() and d != self.state_dir]
+        others = [d for d in self.state_dir.parent.glob("*/state.json")
+                  if d.parent != self.state_dir]
         if not others:
             acng.stop_ours()
         return self._leftovers()
