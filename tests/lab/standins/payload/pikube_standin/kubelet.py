@@ -1,0 +1,204 @@
+"""kubelet stand-in: registers its Node and posts a Ready heartbeat.
+
+Contract: https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/ ,
+node heartbeats https://kubernetes.io/docs/concepts/architecture/nodes/#heartbeats ,
+kubeadm's drop-in https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/kubelet-integration/ .
+Without its config / kubeconfig it exits 1 with the real kubelet's message, and
+systemd (Restart=always) keeps restarting it: the crash loop kubeadm's docs describe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common
+from .common import ApiError, Client, path
+
+
+def klog(level: str, msg: str) -> None:
+    t = dt.datetime.now()
+    print(f"{level}{t:%m%d %H:%M:%S.%f} {os.getpid():>7} kubelet.go] {msg}", file=sys.stderr, flush=True)
+
+
+def fail(msg: str) -> int:
+    klog("E", f'"command failed" err="{msg}"')
+    return 1
+
+
+def env_file(p: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not p.exists():
+        return out
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = " ".join(shlex.split(v))
+    return out
+
+
+def dropin_argv() -> list[str]:
+    """What systemd passes through kubeadm's 10-kubeadm.conf drop-in (used in spawn mode)."""
+    envs = {**env_file(path("/var/lib/kubelet/kubeadm-flags.env")), **env_file(path("/etc/default/kubelet"))}
+    args = ["--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+            "--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml"]
+    for k in ("KUBELET_KUBEADM_ARGS", "KUBELET_EXTRA_ARGS"):
+        args += shlex.split(envs.get(k, ""))
+    return args
+
+
+def node_object(name: str, ip: str, version: str, cri: str) -> dict[str, Any]:
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(platform.machine(), platform.machine())
+    os_image = "Linux"
+    rel = path("/etc/os-release")
+    if rel.exists():
+        for line in rel.read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_image = line.split("=", 1)[1].strip('"')
+    runtime = "containerd://unknown"
+    try:
+        r = subprocess.run(["containerd", "--version"], capture_output=True, text=True, timeout=5, check=False)
+        parts = r.stdout.split()
+        if len(parts) >= 3:
+            runtime = "containerd://" + parts[2].lstrip("v")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem_ki = "0"
+    try:
+        for line in common.proc("meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_ki = line.split()[1]
+    except OSError:
+        pass
+    mid = path("/etc/machine-id")
+    capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_ki}Ki", "pods": "110",
+                "ephemeral-storage": "10Gi"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {
+            "beta.kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+            "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket": cri,
+                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "spec": {},
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+            "nodeInfo": {"machineID": mid.read_text().strip() if mid.exists() else "", "systemUUID": "",
+                         "bootID": "", "kernelVersion": platform.release(), "osImage": os_image,
+                         "containerRuntimeVersion": runtime, "kubeletVersion": f"v{version}",
+                         "kubeProxyVersion": f"v{version}", "operatingSystem": "linux", "architecture": arch},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        },
+    }
+
+
+def conditions() -> list[dict[str, str]]:
+    t = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = []
+    for typ, reason, msg in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                             ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                             ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available")):
+        out.append({"type": typ, "status": "False", "reason": reason, "message": msg,
+                    "lastHeartbeatTime": t, "lastTransitionTime": t})
+    out.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args and common.service_mode() == "spawn":
+        args = dropin_argv()
+    ap = argparse.ArgumentParser(prog="kubelet")
+    ap.add_argument("--config")
+    ap.add_argument("--kubeconfig")
+    ap.add_argument("--bootstrap-kubeconfig")
+    ap.add_argument("--container-runtime-endpoint", default="")
+    ap.add_argument("--hostname-override")
+    ap.add_argument("--node-ip")
+    ap.add_argument("--version", action="store_true")
+    a, _unknown = ap.parse_known_args(args)
+    version = common.installed_version("kubelet")
+    if a.version:
+        print(f"Kubernetes v{version}")
+        return 0
+    import yaml
+
+    if not a.config:
+        return fail("failed to validate kubelet flags: the container runtime endpoint address was not specified "
+                    "or empty, use --container-runtime-endpoint to set")
+    cfg_path = path(a.config)
+    if not cfg_path.exists():
+        return fail(f"failed to load kubelet config file, path: {a.config}, error: failed to load Kubelet config "
+                    f"file {a.config}, error failed to read kubelet config file \"{a.config}\", error: open "
+                    f"{a.config}: no such file or directory")
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    if cfg.get("failSwapOn", True) is not False:
+        try:
+            swaps = [ln for ln in common.proc("swaps").read_text().splitlines()[1:] if ln.strip()]
+        except OSError:
+            swaps = []
+        if swaps:
+            return fail("failed to run Kubelet: running with swap on is not supported, please disable swap or set "
+                        "--fail-swap-on flag to false")
+    kc = path(a.kubeconfig) if a.kubeconfig else None
+    if kc is None or not kc.exists():
+        boot = a.bootstrap_kubeconfig or "/etc/kubernetes/bootstrap-kubelet.conf"
+        return fail(f"failed to run Kubelet: unable to load bootstrap kubeconfig: stat {boot}: no such file or "
+                    "directory")
+    name = (a.hostname_override or common.node_name()).lower()
+    ip = a.node_ip or common.default_ip()
+    cri = a.container_runtime_endpoint or cfg.get("containerRuntimeEndpoint") or \
+        "unix:///var/run/containerd/containerd.sock"
+    interval = float(common.env("PIKUBE_STANDIN_HEARTBEAT", "5"))
+    client = Client.from_kubeconfig(kc, timeout=5)
+    stop = False
+
+    def on_term(_sig: int, _frm: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    klog("I", f'"Starting kubelet" version="v{version}" node="{name}"')
+    registered = False
+    while not stop:
+        try:
+            if not registered:
+                body = node_object(name, ip, version, cri)
+                try:
+                    client.post("/api/v1/nodes", body)
+                    klog("I", f'"Successfully registered node" node="{name}"')
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    klog("I", f'"Node was previously registered" node="{name}"')
+                registered = True
+            st = node_object(name, ip, version, cri)["status"]
+            st["conditions"] = conditions()
+            client.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": st},
+                           "application/strategic-merge-patch+json")
+        except ApiError as e:
+            klog("E", f'"Error updating node status, will retry" err="error getting node \\"{name}\\": {e}"')
+        except OSError as e:
+            klog("E", f'"Unable to register node with API server" err="{e}" node="{name}"')
+        deadline = time.monotonic() + interval
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.2)
+    klog("I", '"Shutting down kubelet"')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
