@@ -263,6 +263,7 @@ def spawn_argv(unit: str) -> list[str]:
 
 def service_start(unit: str, *, restart: bool = True) -> None:
     if service_mode() == "systemd":
+        subprocess.run(["systemctl", "enable", unit], check=False, capture_output=True)
         subprocess.run(
             ["systemctl", "restart" if restart else "start", unit], check=True, capture_output=True
         )
