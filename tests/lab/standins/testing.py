@@ -14,6 +14,8 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .repo import cache_dir, kubectl_debs, run
@@ -43,6 +45,15 @@ def kubectl_binary() -> Path:
     if not dest.exists():
         run(["dpkg-deb", "-x", str(kubectl_debs()["amd64"]), str(dest.parents[2])])
     return dest
+
+
+def wait_until(predicate: Callable[[], bool], attempts: int = 150, interval: float = 0.2) -> bool:
+    """Poll a condition (used to wait for effects, never to assert on durations)."""
+    for _ in range(attempts):
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def free_port(ip: str) -> int:

@@ -296,16 +296,24 @@ def service_active(unit: str) -> bool:
     if not pf.exists():
         return False
     try:
-        pid = int(pf.read_text())
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+        return _alive(int(pf.read_text()))
+    except ValueError:
         return False
-    # a zombie child of ours counts as stopped
-    with contextlib.suppress(OSError):
+
+
+def _alive(pid: int) -> bool:
+    """True while pid runs (a zombie awaiting its reaper counts as gone)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
+    except OSError:
+        return False
+    return not stat.split(") ", 1)[1].startswith("Z")
 
 
 def service_stop(unit: str) -> None:
@@ -319,12 +327,8 @@ def service_stop(unit: str) -> None:
         pid = int(pf.read_text())
         os.killpg(pid, signal.SIGTERM)
         for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 break
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
         else:
             with contextlib.suppress(ProcessLookupError):
