@@ -96,8 +96,8 @@ def node_object(name: str, ip: str, version: str, cri: str) -> dict[str, Any]:
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "nodeInfo": {"machineID": mid.read_text().strip() if mid.exists() else "", "systemUUID": "",
                          "bootID": "", "kernelVersion": platform.release(), "osImage": os_image,
-                         "containerRuntimeVersion": runtime, "kubeletVersion": f"v{version}",
-                         "kubeProxyVersion": f"v{version}", "operatingSystem": "linux", "architecture": arch},
+                         "containerRuntimeVersion": runtime, "kubeletVersion": f"v{version.lstrip('v')}",
+                         "kubeProxyVersion": f"v{version.lstrip('v')}", "operatingSystem": "linux", "architecture": arch},
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
         },
     }
@@ -114,6 +114,48 @@ def conditions() -> list[dict[str, str]]:
     out.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t})
     return out
+
+
+def heartbeat_loop(client: Client, name: str, ip: str, version: str, cri: str,
+                   labels: dict[str, str] | None = None) -> None:
+    """Register the Node once, then post its status every PIKUBE_STANDIN_HEARTBEAT seconds until SIGTERM."""
+    interval = float(common.env("PIKUBE_STANDIN_HEARTBEAT", "5"))
+    stop = False
+
+    def on_term(_sig: int, _frm: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    v = version.lstrip("v")
+    klog("I", f'"Starting kubelet" version="v{v}" node="{name}"')
+    registered = False
+    while not stop:
+        try:
+            if not registered:
+                body = node_object(name, ip, version, cri)
+                body["metadata"]["labels"].update(labels or {})
+                try:
+                    client.post("/api/v1/nodes", body)
+                    klog("I", f'"Successfully registered node" node="{name}"')
+                except ApiError as e:
+                    if e.status != 409:
+                        raise
+                    klog("I", f'"Node was previously registered" node="{name}"')
+                registered = True
+            st = node_object(name, ip, version, cri)["status"]
+            st["conditions"] = conditions()
+            client.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": st},
+                           "application/strategic-merge-patch+json")
+        except ApiError as e:
+            klog("E", f'"Error updating node status, will retry" err="error getting node \\"{name}\\": {e}"')
+        except OSError as e:
+            klog("E", f'"Unable to register node with API server" err="{e}" node="{name}"')
+        deadline = time.monotonic() + interval
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.2)
+    klog("I", '"Shutting down kubelet"')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,42 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ip = a.node_ip or common.default_ip()
     cri = a.container_runtime_endpoint or cfg.get("containerRuntimeEndpoint") or \
         "unix:///var/run/containerd/containerd.sock"
-    interval = float(common.env("PIKUBE_STANDIN_HEARTBEAT", "5"))
     client = Client.from_kubeconfig(kc, timeout=5)
-    stop = False
-
-    def on_term(_sig: int, _frm: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    klog("I", f'"Starting kubelet" version="v{version}" node="{name}"')
-    registered = False
-    while not stop:
-        try:
-            if not registered:
-                body = node_object(name, ip, version, cri)
-                try:
-                    client.post("/api/v1/nodes", body)
-                    klog("I", f'"Successfully registered node" node="{name}"')
-                except ApiError as e:
-                    if e.status != 409:
-                        raise
-                    klog("I", f'"Node was previously registered" node="{name}"')
-                registered = True
-            st = node_object(name, ip, version, cri)["status"]
-            st["conditions"] = conditions()
-            client.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": st},
-                           "application/strategic-merge-patch+json")
-        except ApiError as e:
-            klog("E", f'"Error updating node status, will retry" err="error getting node \\"{name}\\": {e}"')
-        except OSError as e:
-            klog("E", f'"Unable to register node with API server" err="{e}" node="{name}"')
-        deadline = time.monotonic() + interval
-        while not stop and time.monotonic() < deadline:
-            time.sleep(0.2)
-    klog("I", '"Shutting down kubelet"')
+    heartbeat_loop(client, name, ip, version, cri)
     return 0
 
 
