@@ -27,7 +27,8 @@ def node(tmp_path: Path) -> Iterator[FakeNode]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     base = tmp_path_factory.mktemp("kubeadm")
-    cp = FakeNode(base, "cp1", "127.0.3.1", port=testing.free_port("127.0.3.1"))
+    cp = FakeNode(base, "cp1", "127.0.3.1", port=testing.free_port("127.0.3.1"),
+                  extra_env={"PIKUBE_STANDIN_KEY_ALGO": "rsa"})  # kubeadm's default key type
     cfg = base / "init.yaml"
     cfg.write_text(testing.init_config(cp))
     res = cp.kubeadm("init", "--config", str(cfg))
@@ -156,7 +157,7 @@ def test_token_create_prints_real_join_command_with_ca_pin(cluster: dict[str, ob
     # the command from the kubeadm docs for computing the pin, run independently with openssl
     pub = subprocess.run(["openssl", "x509", "-pubkey", "-in", str(cp.root / "etc/kubernetes/pki/ca.crt")],
                          capture_output=True, check=True).stdout
-    der = subprocess.run(["openssl", "rsa", "-pubin", "-outform", "der"], input=pub, capture_output=True,
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True,
                          check=True).stdout
     digest = subprocess.run(["sha256sum"], input=der, capture_output=True, check=True).stdout.split()[0]
     assert m.group(3) == "sha256:" + digest.decode()

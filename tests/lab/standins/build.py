@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
-from .repo import ARCHES, PAYLOAD, RELEASES, build_repo, input_hash, kubectl_debs, payload_files
+from .repo import ARCHES, PAYLOAD, RELEASES, build_repo, cache_dir, input_hash, kubectl_debs, payload_files
 
 MICROK8S_REVISIONS = {"1.30": 7394, "1.31": 7446}  # stand-in revision numbers, one per track
 MANIFEST = "pikube-standins.json"
@@ -68,6 +69,20 @@ def build_snaps(www: Path) -> Path:
     return out
 
 
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy a built tree into the web root, hard-linking files when on the same filesystem."""
+    if dst.exists():
+        shutil.rmtree(dst)
+
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
 def prepare(www: Path, bridge_ip: str) -> None:
     """Build the apt repositories and snap payloads into the lab's web root (cached by content hash)."""
     www = Path(www)
@@ -83,8 +98,15 @@ def prepare(www: Path, bridge_ip: str) -> None:
                 return
         except ValueError:
             pass
-    build_repo(www, versions=versions)
-    build_snaps(www)
+    built = cache_dir() / "www" / digest[:16]
+    if not (built / MANIFEST).exists():
+        shutil.rmtree(built, ignore_errors=True)
+        build_repo(built, versions=versions)
+        build_snaps(built)
+        (built / MANIFEST).write_text("{}")
+    for m in versions:
+        _link_tree(built / f"core:/stable:/v{m}", www / f"core:/stable:/v{m}")
+    _link_tree(built / "snaps/microk8s", www / "snaps/microk8s")
     manifest.write_text(json.dumps({
         "inputs": digest,
         "apt": {m: {"path": f"core:/stable:/v{m}/deb/", "url": f"http://{bridge_ip}:8080/core:/stable:/v{m}/deb/",

@@ -274,6 +274,8 @@ def cmd_init(a: argparse.Namespace) -> int:
     user_kubelet = docs.get("KubeletConfiguration")
     fail_swap_on = (user_kubelet or {}).get("failSwapOn", True) is not False
     ignored = ignored_set(a.ignore_preflight_errors, nodereg.get("ignorePreflightErrors"))
+    if str(clusterc.get("encryptionAlgorithm", "")).startswith("ECDSA"):
+        os.environ["PIKUBE_STANDIN_KEY_ALGO"] = "ecdsa"
     skip = set(initc.get("skipPhases") or []) | set(filter(None, (a.skip_phases or "").split(",")))
 
     man = path("/etc/kubernetes/manifests")

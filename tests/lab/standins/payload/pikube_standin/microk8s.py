@@ -255,7 +255,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     members = json.loads((data() / "var/kubernetes/backend/members.json").read_text()) \
         if (data() / "var/kubernetes/backend/members.json").exists() else []
     print("microk8s is running")
-    print(f"high-availability: {'yes' if len(members) >= 2 else 'no'}")
+    print(f"high-availability: {'yes' if len(members) + 1 >= 3 else 'no'}")  # HA needs three voters
     print(f"  datastore master nodes: {' '.join([f'{common.default_ip()}:19001'] + members)}")
     print("  datastore standby nodes: none")
     print("addons:\n  enabled:")
