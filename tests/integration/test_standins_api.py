@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from _standins import requires_standin_prereqs, testing
 
 pytestmark = requires_standin_prereqs
@@ -90,12 +89,19 @@ def test_apply_cni_manifest_then_nodes_become_ready(api: tuple[FakeNode, FakeNod
     flannel = str(testing.FIXTURES / "kube-flannel.yml")
     first = cp.kubectl("apply", "-f", flannel)
     assert first.returncode == 0, first.stderr
-    for line in ("namespace/kube-flannel created", "clusterrole.rbac.authorization.k8s.io/flannel created",
-                 "clusterrolebinding.rbac.authorization.k8s.io/flannel created", "serviceaccount/flannel created",
-                 "configmap/kube-flannel-cfg created", "daemonset.apps/kube-flannel-ds created"):
+    for line in (
+        "namespace/kube-flannel created",
+        "clusterrole.rbac.authorization.k8s.io/flannel created",
+        "clusterrolebinding.rbac.authorization.k8s.io/flannel created",
+        "serviceaccount/flannel created",
+        "configmap/kube-flannel-cfg created",
+        "daemonset.apps/kube-flannel-ds created",
+    ):
         assert line in first.stdout
     second = cp.kubectl("apply", "-f", flannel)
-    assert second.returncode == 0 and "created" not in second.stdout and "unchanged" in second.stdout
+    assert (
+        second.returncode == 0 and "created" not in second.stdout and "unchanged" in second.stdout
+    )
     listed = cp.kubectl("get", "daemonsets", "-A")
     assert "kube-flannel" in listed.stdout and "kube-flannel-ds" in listed.stdout
     waited = cp.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
@@ -105,18 +111,35 @@ def test_apply_cni_manifest_then_nodes_become_ready(api: tuple[FakeNode, FakeNod
     header = wide.stdout.splitlines()[0].split()
     assert header[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] and "INTERNAL-IP" in header
     row = next(ln.split() for ln in wide.stdout.splitlines() if ln.startswith("cp1"))
-    assert row[1] == "Ready" and row[2] == "control-plane" and row[4] == "v1.31.13" and row[5] == "127.0.4.1"
+    assert (
+        row[1] == "Ready"
+        and row[2] == "control-plane"
+        and row[4] == "v1.31.13"
+        and row[5] == "127.0.4.1"
+    )
 
 
-def test_apply_changed_manifest_patches_object(api: tuple[FakeNode, FakeNode], tmp_path: Path) -> None:
+def test_apply_changed_manifest_patches_object(
+    api: tuple[FakeNode, FakeNode], tmp_path: Path
+) -> None:
     cp, _ = api
     changed = tmp_path / "flannel.yml"
-    changed.write_text((testing.FIXTURES / "kube-flannel.yml").read_text().replace('"Type": "vxlan"',
-                                                                                 '"Type": "host-gw"'))
+    changed.write_text(
+        (testing.FIXTURES / "kube-flannel.yml")
+        .read_text()
+        .replace('"Type": "vxlan"', '"Type": "host-gw"')
+    )
     r = cp.kubectl("apply", "-f", str(changed))
     assert "configmap/kube-flannel-cfg configured" in r.stdout, r.stdout + r.stderr
-    got = cp.kubectl("get", "configmap", "-n", "kube-flannel", "kube-flannel-cfg", "-o",
-                     "jsonpath={.data.net-conf\\.json}")
+    got = cp.kubectl(
+        "get",
+        "configmap",
+        "-n",
+        "kube-flannel",
+        "kube-flannel-cfg",
+        "-o",
+        "jsonpath={.data.net-conf\\.json}",
+    )
     assert "host-gw" in got.stdout
 
 
@@ -138,7 +161,9 @@ def test_cordon_uncordon_drain_delete(api: tuple[FakeNode, FakeNode]) -> None:
     assert "Ready,SchedulingDisabled" in cp.kubectl("get", "node", "w1").stdout
     assert cp.kubectl("uncordon", "w1").stdout.strip() == "node/w1 uncordoned"
     assert not nodes(cp)["w1"]["spec"].get("unschedulable")  # type: ignore[union-attr]
-    drained = cp.kubectl("drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s")
+    drained = cp.kubectl(
+        "drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"
+    )
     assert drained.returncode == 0, drained.stderr
     assert "node/w1 drained" in drained.stdout
     assert nodes(cp)["w1"]["spec"].get("unschedulable") is True  # type: ignore[union-attr]
@@ -155,7 +180,9 @@ def test_raw_readyz_version_cluster_info(api: tuple[FakeNode, FakeNode]) -> None
     assert "is running at" in info.stdout and f"https://{cp.ip}:{cp.port}" in info.stdout
 
 
-def test_client_without_valid_credentials_is_rejected(api: tuple[FakeNode, FakeNode], tmp_path: Path) -> None:
+def test_client_without_valid_credentials_is_rejected(
+    api: tuple[FakeNode, FakeNode], tmp_path: Path
+) -> None:
     cp, _ = api
     import yaml
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from _standins import requires_standin_prereqs, testing
 
 pytestmark = requires_standin_prereqs
 FakeNode = testing.FakeNode
-JOIN_RE = re.compile(r"^kubeadm join (\S+) --token ([a-z0-9]{6}\.[a-z0-9]{16}) "
-                     r"--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64}) $")
+JOIN_RE = re.compile(
+    r"^kubeadm join (\S+) --token ([a-z0-9]{6}\.[a-z0-9]{16}) "
+    r"--discovery-token-ca-cert-hash (sha256:[0-9a-f]{64}) $"
+)
 
 
 @pytest.fixture()
@@ -27,8 +28,13 @@ def node(tmp_path: Path) -> Iterator[FakeNode]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     base = tmp_path_factory.mktemp("kubeadm")
-    cp = FakeNode(base, "cp1", "127.0.3.1", port=testing.free_port("127.0.3.1"),
-                  extra_env={"PIKUBE_STANDIN_KEY_ALGO": "rsa"})  # kubeadm's default key type
+    cp = FakeNode(
+        base,
+        "cp1",
+        "127.0.3.1",
+        port=testing.free_port("127.0.3.1"),
+        extra_env={"PIKUBE_STANDIN_KEY_ALGO": "rsa"},
+    )  # kubeadm's default key type
     cfg = base / "init.yaml"
     cfg.write_text(testing.init_config(cp))
     res = cp.kubeadm("init", "--config", str(cfg))
@@ -61,15 +67,20 @@ def test_init_rejects_unknown_config_field(node: FakeNode, tmp_path: Path) -> No
     cfg.write_text(testing.init_config(node, extra_cluster="  timeoutForControlPlane: 4m0s\n"))
     r = node.kubeadm("init", "--config", str(cfg))
     assert r.returncode == 1
-    assert ('strict decoding error: unknown field "apiServer.timeoutForControlPlane"' in r.stderr), r.stderr
+    assert 'strict decoding error: unknown field "apiServer.timeoutForControlPlane"' in r.stderr, (
+        r.stderr
+    )
     assert 'Kind:"ClusterConfiguration"' in r.stderr
     assert not (node.root / "etc/kubernetes/pki/ca.crt").exists()
 
 
 def test_v1beta3_accepts_timeout_for_control_plane(node: FakeNode, tmp_path: Path) -> None:
     cfg = tmp_path / "v3.yaml"
-    cfg.write_text(testing.init_config(node, api="kubeadm.k8s.io/v1beta3",
-                                       extra_cluster="  timeoutForControlPlane: 4m0s\n"))
+    cfg.write_text(
+        testing.init_config(
+            node, api="kubeadm.k8s.io/v1beta3", extra_cluster="  timeoutForControlPlane: 4m0s\n"
+        )
+    )
     r = node.kubeadm("config", "validate", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
 
@@ -79,12 +90,15 @@ def test_kubeadm_130_does_not_know_v1beta4(node: FakeNode, tmp_path: Path) -> No
     cfg.write_text(testing.init_config(node))
     r = node.kubeadm("init", "--config", str(cfg), env={"PIKUBE_STANDIN_VERSION": "1.30.14"})
     assert r.returncode == 1
-    assert 'no kind "InitConfiguration" is registered for version "kubeadm.k8s.io/v1beta4"' in r.stderr
+    assert (
+        'no kind "InitConfiguration" is registered for version "kubeadm.k8s.io/v1beta4"' in r.stderr
+    )
 
 
 def test_preflight_reports_swap_forwarding_and_runtime(node: FakeNode, tmp_path: Path) -> None:
-    (node.proc / "swaps").write_text((node.proc / "swaps").read_text()
-                                     + "/swapfile  file  102396  0  -2\n")
+    (node.proc / "swaps").write_text(
+        (node.proc / "swaps").read_text() + "/swapfile  file  102396  0  -2\n"
+    )
     (node.proc / "sys/net/ipv4/ip_forward").write_text("0\n")
     node.stop_cri()
     cfg = tmp_path / "c.yaml"
@@ -92,8 +106,11 @@ def test_preflight_reports_swap_forwarding_and_runtime(node: FakeNode, tmp_path:
     r = node.kubeadm("init", "--config", str(cfg))
     assert r.returncode == 1
     assert "[ERROR Swap]: running with swap on is not supported. Please disable swap" in r.stderr
-    assert ("[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward contents are "
-            "not set to 1") in r.stderr
+    assert (
+        "[ERROR FileContent--proc-sys-net-ipv4-ip_forward]: /proc/sys/net/ipv4/ip_forward "
+        "contents are "
+        "not set to 1"
+    ) in r.stderr
     assert "[ERROR CRI]: container runtime is not running" in r.stderr
     assert "--ignore-preflight-errors" in r.stderr
     assert not (node.root / "etc/kubernetes/admin.conf").exists()
@@ -105,13 +122,18 @@ def test_preflight_reports_swap_forwarding_and_runtime(node: FakeNode, tmp_path:
 def test_kubelet_without_kubeconfig_exits_1_like_the_real_one(node: FakeNode) -> None:
     r = node.run("kubelet")
     assert r.returncode == 1
-    assert "failed to load kubelet config file" in r.stderr and "no such file or directory" in r.stderr
+    assert (
+        "failed to load kubelet config file" in r.stderr and "no such file or directory" in r.stderr
+    )
 
 
 def test_version_short() -> None:
-    r = subprocess.run([testing.PYTHON, "-m", "pikube_standin.kubeadm", "version", "-o", "short"],
-                       env={"PYTHONPATH": str(testing.PAYLOAD), "PIKUBE_STANDIN_VERSION": "1.30.14"},
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [testing.PYTHON, "-m", "pikube_standin.kubeadm", "version", "-o", "short"],
+        env={"PYTHONPATH": str(testing.PAYLOAD), "PIKUBE_STANDIN_VERSION": "1.30.14"},
+        capture_output=True,
+        text=True,
+    )
     assert r.stdout == "v1.30.14\n"
 
 
@@ -123,16 +145,42 @@ def test_init_creates_ca_admin_conf_and_never_prints_the_token(cluster: dict[str
     assert "Your Kubernetes control-plane has initialized successfully!" in res.stdout
     assert not re.search(r"[a-z0-9]{6}\.[a-z0-9]{16}", res.stdout + res.stderr)
     pki = cp.root / "etc/kubernetes/pki"
-    ca = subprocess.run(["openssl", "x509", "-in", str(pki / "ca.crt"), "-noout", "-subject", "-ext",
-                         "basicConstraints"], capture_output=True, text=True, check=True).stdout
+    ca = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-in",
+            str(pki / "ca.crt"),
+            "-noout",
+            "-subject",
+            "-ext",
+            "basicConstraints",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "CN = kubernetes" in ca and "CA:TRUE" in ca
-    sans = subprocess.run(["openssl", "x509", "-in", str(pki / "apiserver.crt"), "-noout", "-ext",
-                           "subjectAltName"], capture_output=True, text=True, check=True).stdout
-    for san in ("DNS:cp1", "DNS:cp.lab.example", "IP Address:127.0.3.1", "IP Address:10.99.0.1",
-                "IP Address:10.96.0.1", "DNS:kubernetes.default.svc.cluster.local"):
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(pki / "apiserver.crt"), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for san in (
+        "DNS:cp1",
+        "DNS:cp.lab.example",
+        "IP Address:127.0.3.1",
+        "IP Address:10.99.0.1",
+        "IP Address:10.96.0.1",
+        "DNS:kubernetes.default.svc.cluster.local",
+    ):
         assert san in sans
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(pki / "ca.crt"), str(pki / "apiserver.crt")],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(pki / "ca.crt"), str(pki / "apiserver.crt")],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0
     assert (cp.root / "etc/kubernetes/admin.conf").stat().st_mode & 0o077 == 0
     nodes = cp.kubectl("get", "nodes", "-o", "name")
@@ -145,8 +193,10 @@ def test_second_init_is_refused(cluster: dict[str, object]) -> None:
     r = cp.kubeadm("init", "--config", str(cfg))
     assert r.returncode == 1
     assert f"[ERROR Port-{cp.port}]: Port {cp.port} is in use" in r.stderr
-    assert ("[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]: "
-            "/etc/kubernetes/manifests/kube-apiserver.yaml already exists") in r.stderr
+    assert (
+        "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]: "
+        "/etc/kubernetes/manifests/kube-apiserver.yaml already exists"
+    ) in r.stderr
 
 
 # --------------------------------------------------------------------------- tokens + join
@@ -155,11 +205,17 @@ def test_token_create_prints_real_join_command_with_ca_pin(cluster: dict[str, ob
     m = join_command(cp)
     assert m.group(1) == f"{cp.ip}:{cp.port}"
     # the command from the kubeadm docs for computing the pin, run independently with openssl
-    pub = subprocess.run(["openssl", "x509", "-pubkey", "-in", str(cp.root / "etc/kubernetes/pki/ca.crt")],
-                         capture_output=True, check=True).stdout
-    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True,
-                         check=True).stdout
-    digest = subprocess.run(["sha256sum"], input=der, capture_output=True, check=True).stdout.split()[0]
+    pub = subprocess.run(
+        ["openssl", "x509", "-pubkey", "-in", str(cp.root / "etc/kubernetes/pki/ca.crt")],
+        capture_output=True,
+        check=True,
+    ).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True, check=True
+    ).stdout
+    digest = subprocess.run(
+        ["sha256sum"], input=der, capture_output=True, check=True
+    ).stdout.split()[0]
     assert m.group(3) == "sha256:" + digest.decode()
     listing = cp.kubeadm("token", "list")
     tid = m.group(2).split(".")[0]
@@ -170,12 +226,23 @@ def test_join_with_wrong_token_fails(cluster: dict[str, object]) -> None:
     cp: FakeNode = cluster["cp"]  # type: ignore[assignment]
     m = join_command(cp)
     w = new_worker(cluster, "wbad1", "127.0.3.11")
-    r = w.kubeadm("join", m.group(1), "--token", "abcdef.0123456789abcdef", "--discovery-token-ca-cert-hash",
-                  m.group(3))
+    r = w.kubeadm(
+        "join",
+        m.group(1),
+        "--token",
+        "abcdef.0123456789abcdef",
+        "--discovery-token-ca-cert-hash",
+        m.group(3),
+    )
     assert r.returncode == 1
-    assert 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' in r.stderr
+    assert (
+        'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"'
+        in r.stderr
+    )
     wrong_secret = m.group(2).split(".")[0] + ".0123456789abcdef"
-    r = w.kubeadm("join", m.group(1), "--token", wrong_secret, "--discovery-token-ca-cert-hash", m.group(3))
+    r = w.kubeadm(
+        "join", m.group(1), "--token", wrong_secret, "--discovery-token-ca-cert-hash", m.group(3)
+    )
     assert r.returncode == 1
     assert "failed to verify JWS signature of received cluster info object" in r.stderr
     assert not (w.root / "etc/kubernetes/kubelet.conf").exists()
@@ -185,9 +252,19 @@ def test_join_with_wrong_ca_pin_fails(cluster: dict[str, object]) -> None:
     cp: FakeNode = cluster["cp"]  # type: ignore[assignment]
     m = join_command(cp)
     w = new_worker(cluster, "wbad2", "127.0.3.12")
-    r = w.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", "sha256:" + "0" * 64)
+    r = w.kubeadm(
+        "join",
+        m.group(1),
+        "--token",
+        m.group(2),
+        "--discovery-token-ca-cert-hash",
+        "sha256:" + "0" * 64,
+    )
     assert r.returncode == 1
-    assert "cluster CA found in cluster-info ConfigMap is not trusted: none of the public keys" in r.stderr
+    assert (
+        "cluster CA found in cluster-info ConfigMap is not trusted: none of the public keys"
+        in r.stderr
+    )
     assert not (w.root / "etc/kubernetes/kubelet.conf").exists()
 
 
@@ -196,7 +273,10 @@ def test_join_without_pin_is_refused(cluster: dict[str, object]) -> None:
     m = join_command(cp)
     w = new_worker(cluster, "wbad3", "127.0.3.13")
     r = w.kubeadm("join", m.group(1), "--token", m.group(2))
-    assert r.returncode == 1 and "using token-based discovery without caCertHashes can be unsafe" in r.stderr
+    assert (
+        r.returncode == 1
+        and "using token-based discovery without caCertHashes can be unsafe" in r.stderr
+    )
 
 
 def test_join_with_expired_token_fails(cluster: dict[str, object]) -> None:
@@ -206,32 +286,50 @@ def test_join_with_expired_token_fails(cluster: dict[str, object]) -> None:
     # the token cleaner removes the expired token; wait for that to be observable
     assert testing.wait_until(lambda: tid not in cp.kubeadm("token", "list").stdout)
     w = new_worker(cluster, "wbad4", "127.0.3.14")
-    r = w.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3))
+    r = w.kubeadm(
+        "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
+    )
     assert r.returncode == 1
-    assert f'could not find a JWS signature in the cluster-info ConfigMap for token ID "{tid}"' in r.stderr
+    assert (
+        f'could not find a JWS signature in the cluster-info ConfigMap for token ID "{tid}"'
+        in r.stderr
+    )
 
 
 def test_join_succeeds_registers_node_and_refuses_second_join(cluster: dict[str, object]) -> None:
     cp: FakeNode = cluster["cp"]  # type: ignore[assignment]
     m = join_command(cp)
     w = new_worker(cluster, "w1", "127.0.3.21")
-    r = w.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3))
+    r = w.kubeadm(
+        "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
+    )
     assert r.returncode == 0, r.stderr
     assert "This node has joined the cluster" in r.stdout
     assert (w.root / "etc/kubernetes/kubelet.conf").exists()
-    assert (w.root / "etc/kubernetes/pki/ca.crt").read_bytes() == (cp.root / "etc/kubernetes/pki/ca.crt").read_bytes()
+    assert (w.root / "etc/kubernetes/pki/ca.crt").read_bytes() == (
+        cp.root / "etc/kubernetes/pki/ca.crt"
+    ).read_bytes()
     got = cp.kubectl("get", "node", "w1", "-o", "jsonpath={.status.nodeInfo.kubeletVersion}")
     assert got.stdout == "v1.31.13", got.stderr
-    again = w.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3))
+    again = w.kubeadm(
+        "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
+    )
     assert again.returncode == 1
-    assert "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already exists" \
-        in again.stderr
+    assert (
+        "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already "
+        "exists" in again.stderr
+    )
     # the same name from another machine is refused while the node is Ready
     assert cp.kubectl("wait", "--for=condition=Ready", "node/w1", "--timeout=60s").returncode == 0
     twin = FakeNode(Path(cluster["base"]) / "twin", "w1", "127.0.3.22", port=0)  # type: ignore[arg-type]
     cluster["workers"].append(twin)  # type: ignore[attr-defined]
-    r3 = twin.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3))
-    assert r3.returncode == 1 and 'a Node with name "w1" and status "Ready" already exists' in r3.stderr
+    r3 = twin.kubeadm(
+        "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
+    )
+    assert (
+        r3.returncode == 1
+        and 'a Node with name "w1" and status "Ready" already exists' in r3.stderr
+    )
 
 
 def test_join_config_file(cluster: dict[str, object]) -> None:
@@ -258,8 +356,12 @@ def test_reset_undoes_join_and_node_goes_not_ready(cluster: dict[str, object]) -
     cp: FakeNode = cluster["cp"]  # type: ignore[assignment]
     m = join_command(cp)
     w = new_worker(cluster, "w3", "127.0.3.24")
-    assert w.kubeadm("join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash",
-                     m.group(3)).returncode == 0
+    assert (
+        w.kubeadm(
+            "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
+        ).returncode
+        == 0
+    )
     assert cp.kubectl("wait", "--for=condition=Ready", "node/w3", "--timeout=60s").returncode == 0
     refused = w.kubeadm("reset", input="")
     assert refused.returncode == 1 and "won't proceed" in refused.stderr
@@ -273,7 +375,9 @@ def test_reset_undoes_join_and_node_goes_not_ready(cluster: dict[str, object]) -
     assert waited.returncode == 0, waited.stderr
     # after reset the node can join again
     m2 = join_command(cp)
-    again = w.kubeadm("join", m2.group(1), "--token", m2.group(2), "--discovery-token-ca-cert-hash", m2.group(3))
+    again = w.kubeadm(
+        "join", m2.group(1), "--token", m2.group(2), "--discovery-token-ca-cert-hash", m2.group(3)
+    )
     assert again.returncode == 0, again.stderr
 
 
@@ -299,11 +403,18 @@ def test_reset_on_control_plane_stops_the_api(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- upgrade
 def test_upgrade_plan_and_apply_one_minor(tmp_path: Path) -> None:
-    cp = FakeNode(tmp_path, "up", "127.0.2.10", port=testing.free_port("127.0.2.10"),
-                  extra_env={"PIKUBE_STANDIN_VERSION": "1.30.14"})
+    cp = FakeNode(
+        tmp_path,
+        "up",
+        "127.0.2.10",
+        port=testing.free_port("127.0.2.10"),
+        extra_env={"PIKUBE_STANDIN_VERSION": "1.30.14"},
+    )
     try:
         cfg = tmp_path / "init.yaml"
-        cfg.write_text(testing.init_config(cp, api="kubeadm.k8s.io/v1beta3").replace("v1.31.13", "v1.30.14"))
+        cfg.write_text(
+            testing.init_config(cp, api="kubeadm.k8s.io/v1beta3").replace("v1.31.13", "v1.30.14")
+        )
         r = cp.kubeadm("init", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
         old = cp.kubeadm("upgrade", "apply", "v1.31.13", "-y")
@@ -318,18 +429,31 @@ def test_upgrade_plan_and_apply_one_minor(tmp_path: Path) -> None:
         assert unconfirmed.returncode == 1
         ok = cp.kubeadm("upgrade", "apply", "v1.31.13", "-y", env=new)
         assert ok.returncode == 0, ok.stderr
-        assert '[upgrade/successful] SUCCESS! Your cluster was upgraded to "v1.31.13". Enjoy!' in ok.stdout
+        assert (
+            '[upgrade/successful] SUCCESS! Your cluster was upgraded to "v1.31.13". Enjoy!'
+            in ok.stdout
+        )
         ver = cp.kubectl("version")
         assert 'GitVersion:"v1.31.13"' in ver.stdout.split("Server Version")[1]
         # the kubelet reports its own package version until it is upgraded and restarted
-        assert cp.kubectl("get", "node", "up", "-o", "jsonpath={.status.nodeInfo.kubeletVersion}").stdout \
+        assert (
+            cp.kubectl(
+                "get", "node", "up", "-o", "jsonpath={.status.nodeInfo.kubeletVersion}"
+            ).stdout
             == "v1.30.14"
+        )
         node_up = cp.kubeadm("upgrade", "node", env=new)
         assert node_up.returncode == 0 and "successfully updated" in node_up.stdout
         cp.env["PIKUBE_STANDIN_VERSION"] = "1.31.13"
         cp.service("start", "kubelet")
-        assert testing.wait_until(lambda: cp.kubectl("get", "node", "up", "-o",
-                                               "jsonpath={.status.nodeInfo.kubeletVersion}").stdout == "v1.31.13")
+        assert testing.wait_until(
+            lambda: (
+                cp.kubectl(
+                    "get", "node", "up", "-o", "jsonpath={.status.nodeInfo.kubeletVersion}"
+                ).stdout
+                == "v1.31.13"
+            )
+        )
         again = cp.kubeadm("upgrade", "plan", env=new)
         assert "up-to-date" in again.stdout
     finally:

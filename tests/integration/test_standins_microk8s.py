@@ -12,7 +12,6 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from _standins import requires_standin_prereqs, testing
 
 pytestmark = requires_standin_prereqs
@@ -21,7 +20,7 @@ JOIN_RE = re.compile(r"^microk8s join (\S+):(\d+)/([0-9a-f]{32})/([0-9a-f]{12})$
 
 
 class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -43,10 +42,17 @@ class Lab:
         self.base, self.store, self.nodes = base, store, []  # type: ignore[var-annotated]
 
     def node(self, name: str, ip: str, *, cmdline: str | None = None) -> FakeNode:
-        n = FakeNode(self.base, name, ip, port=0, extra_env={
-            "PIKUBE_LAB_HTTP": self.store,
-            "PIKUBE_STANDIN_MICROK8S_API_PORT": str(testing.free_port(ip)),
-            "PIKUBE_STANDIN_MICROK8S_AGENT_PORT": str(testing.free_port(ip))})
+        n = FakeNode(
+            self.base,
+            name,
+            ip,
+            port=0,
+            extra_env={
+                "PIKUBE_LAB_HTTP": self.store,
+                "PIKUBE_STANDIN_MICROK8S_API_PORT": str(testing.free_port(ip)),
+                "PIKUBE_STANDIN_MICROK8S_AGENT_PORT": str(testing.free_port(ip)),
+            },
+        )
         if cmdline is not None:
             (n.root / "run/pikube-lab").mkdir(parents=True, exist_ok=True)
             (n.root / "run/pikube-lab/cmdline").write_text(cmdline + "\n")
@@ -82,7 +88,10 @@ def add_node(n: FakeNode, *args: str) -> re.Match[str]:
     m = JOIN_RE.match(lines[1])
     assert m, lines[1]
     assert f"{lines[1]} --worker" in r.stdout
-    assert "Use the '--worker' flag to join a node as a worker not running the control plane, eg:" in r.stdout
+    assert (
+        "Use the '--worker' flag to join a node as a worker not running the control plane, eg:"
+        in r.stdout
+    )
     return m
 
 
@@ -136,7 +145,9 @@ def test_status_config_and_real_kubectl(lab: Lab, tmp_path: Path) -> None:
     r = n.kubectl("get", "nodes", "-o", "json", kubeconfig=cfg)
     assert r.returncode == 0, r.stderr
     assert [x["metadata"]["name"] for x in json.loads(r.stdout)["items"]] == ["c1"]
-    waited = n.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s", kubeconfig=cfg)
+    waited = n.kubectl(
+        "wait", "--for=condition=Ready", "node", "--all", "--timeout=60s", kubeconfig=cfg
+    )
     assert waited.returncode == 0, waited.stderr
     assert "calico-node" in mk(n, "kubectl", "get", "ds", "-A").stdout
 
@@ -169,7 +180,9 @@ def test_add_node_tokens_are_single_use(lab: Lab) -> None:
     nodes = mk(cp, "kubectl", "get", "nodes", "-o", "json")
     items = {x["metadata"]["name"]: x for x in json.loads(nodes.stdout)["items"]}
     assert set(items) == {"c3", "w1"}
-    assert items["w1"]["metadata"]["labels"]["node.kubernetes.io/microk8s-worker"] == "microk8s-worker"
+    assert (
+        items["w1"]["metadata"]["labels"]["node.kubernetes.io/microk8s-worker"] == "microk8s-worker"
+    )
     locked = mk(w1, "status")
     assert locked.returncode == 1 and "acting as a node in a cluster" in locked.stdout
 
@@ -220,16 +233,24 @@ def test_control_plane_join_leave_and_remove_node(lab: Lab) -> None:
 
 
 def test_missing_memory_cgroup_on_a_pi_keeps_microk8s_down(lab: Lab) -> None:
-    pi = lab.node("pi1", "127.0.7.60", cmdline="console=serial0,115200 root=LABEL=writable rootwait fixrtc")
-    assert pi.run("snap", "install", "microk8s", "--classic", "--channel=1.31/stable").returncode == 0
+    pi = lab.node(
+        "pi1", "127.0.7.60", cmdline="console=serial0,115200 root=LABEL=writable rootwait fixrtc"
+    )
+    assert (
+        pi.run("snap", "install", "microk8s", "--classic", "--channel=1.31/stable").returncode == 0
+    )
     r = mk(pi, "status", "--wait-ready", "--timeout", "5")
     assert r.returncode == 1
-    assert r.stdout.strip() == "microk8s is not running. Use microk8s inspect for a deeper inspection."
+    assert (
+        r.stdout.strip() == "microk8s is not running. Use microk8s inspect for a deeper inspection."
+    )
     assert "The memory cgroup is not enabled." in mk(pi, "inspect").stdout
     log = (pi.root / "var/log/pikube-standin/snap.microk8s.daemon-kubelite.log").read_text()
     assert "Following Cgroup subsystem not mounted: [memory]" in log
     # after the boot flags are added and the node "reboots", MicroK8s comes up
     (pi.root / "run/pikube-lab/cmdline").write_text(
-        "console=serial0,115200 root=LABEL=writable rootwait fixrtc cgroup_enable=memory cgroup_memory=1\n")
+        "console=serial0,115200 root=LABEL=writable rootwait fixrtc cgroup_enable=memory "
+        "cgroup_memory=1\n"
+    )
     pi.service("start", "snap.microk8s.daemon-kubelite")
     assert mk(pi, "status", "--wait-ready", "--timeout", "60").returncode == 0

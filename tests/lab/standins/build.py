@@ -19,7 +19,16 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .repo import ARCHES, PAYLOAD, RELEASES, build_repo, cache_dir, input_hash, kubectl_debs, payload_files
+from .repo import (
+    ARCHES,
+    PAYLOAD,
+    RELEASES,
+    build_repo,
+    cache_dir,
+    input_hash,
+    kubectl_debs,
+    payload_files,
+)
 
 MICROK8S_REVISIONS = {"1.30": 7394, "1.31": 7446}  # stand-in revision numbers, one per track
 MANIFEST = "pikube-standins.json"
@@ -28,8 +37,12 @@ MANIFEST = "pikube-standins.json"
 def snap_channels() -> dict[str, dict[str, object]]:
     chans: dict[str, dict[str, object]] = {}
     for minor, rev in MICROK8S_REVISIONS.items():
-        entry = {"revision": rev, "version": f"v{RELEASES[minor].kube}", "confinement": "classic",
-                 "files": {a: f"microk8s_{rev}_{a}.tar.gz" for a in ARCHES}}
+        entry = {
+            "revision": rev,
+            "version": f"v{RELEASES[minor].kube}",
+            "confinement": "classic",
+            "files": {a: f"microk8s_{rev}_{a}.tar.gz" for a in ARCHES},
+        }
         chans[f"{minor}/stable"] = entry
         chans[f"{minor}/candidate"] = entry
     latest = max(MICROK8S_REVISIONS, key=lambda m: tuple(int(x) for x in m.split(".")))
@@ -57,15 +70,27 @@ def build_snaps(www: Path) -> Path:
         for minor, rev in MICROK8S_REVISIONS.items():
             version = f"v{RELEASES[minor].kube}"
             for a in ARCHES:
-                with tarfile.open(out / f"microk8s_{rev}_{a}.tar.gz", "w:gz", compresslevel=1) as tar:
+                with tarfile.open(
+                    out / f"microk8s_{rev}_{a}.tar.gz", "w:gz", compresslevel=1
+                ) as tar:
                     for p in payload_files():
                         _add(tar, f"lib/pikube_standin/{p.name}", p.read_bytes(), 0o644)
                     _add(tar, "kubectl", kubectl[a], 0o755)
                     _add(tar, "VERSION", f"{version}\n".encode(), 0o644)
-                    _add(tar, "meta/snap.yaml", (f"name: microk8s\nversion: {version}\nconfinement: classic\n"
-                                                 f"architectures: [{a}]\ngrade: stable\n").encode(), 0o644)
-    (out / "index.json").write_text(json.dumps({"name": "microk8s", "publisher": "canonical",
-                                                "channels": snap_channels()}, indent=2))
+                    _add(
+                        tar,
+                        "meta/snap.yaml",
+                        (
+                            f"name: microk8s\nversion: {version}\nconfinement: classic\n"
+                            f"architectures: [{a}]\ngrade: stable\n"
+                        ).encode(),
+                        0o644,
+                    )
+    (out / "index.json").write_text(
+        json.dumps(
+            {"name": "microk8s", "publisher": "canonical", "channels": snap_channels()}, indent=2
+        )
+    )
     return out
 
 
@@ -84,17 +109,22 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def prepare(www: Path, bridge_ip: str) -> None:
-    """Build the apt repositories and snap payloads into the lab's web root (cached by content hash)."""
+    """Build the apt repos and snap payloads into the lab's web root (cached by content hash)."""
     www = Path(www)
     www.mkdir(parents=True, exist_ok=True)
     versions = tuple(RELEASES)
-    digest = input_hash(versions, extra=Path(__file__).read_text() + "".join(p.name for p in kubectl_debs().values()))
+    digest = input_hash(
+        versions,
+        extra=Path(__file__).read_text() + "".join(p.name for p in kubectl_debs().values()),
+    )
     manifest = www / MANIFEST
     if manifest.exists():
         try:
-            if json.loads(manifest.read_text()).get("inputs") == digest and all(
-                    (www / f"core:/stable:/v{m}/deb/InRelease").exists() for m in versions) and \
-                    (www / "snaps/microk8s/index.json").exists():
+            if (
+                json.loads(manifest.read_text()).get("inputs") == digest
+                and all((www / f"core:/stable:/v{m}/deb/InRelease").exists() for m in versions)
+                and (www / "snaps/microk8s/index.json").exists()
+            ):
                 return
         except ValueError:
             pass
@@ -107,13 +137,24 @@ def prepare(www: Path, bridge_ip: str) -> None:
     for m in versions:
         _link_tree(built / f"core:/stable:/v{m}", www / f"core:/stable:/v{m}")
     _link_tree(built / "snaps/microk8s", www / "snaps/microk8s")
-    manifest.write_text(json.dumps({
-        "inputs": digest,
-        "apt": {m: {"path": f"core:/stable:/v{m}/deb/", "url": f"http://{bridge_ip}:8080/core:/stable:/v{m}/deb/",
-                    "kubeadm": RELEASES[m].deb_version} for m in versions},
-        "package_repo": f"http://{bridge_ip}:8080/core:/stable:",
-        "snaps": {"microk8s": sorted(snap_channels())},
-    }, indent=2))
+    manifest.write_text(
+        json.dumps(
+            {
+                "inputs": digest,
+                "apt": {
+                    m: {
+                        "path": f"core:/stable:/v{m}/deb/",
+                        "url": f"http://{bridge_ip}:8080/core:/stable:/v{m}/deb/",
+                        "kubeadm": RELEASES[m].deb_version,
+                    }
+                    for m in versions
+                },
+                "package_repo": f"http://{bridge_ip}:8080/core:/stable:",
+                "snaps": {"microk8s": sorted(snap_channels())},
+            },
+            indent=2,
+        )
+    )
 
 
 def node_files() -> dict[str, tuple[bytes, int]]:
@@ -121,18 +162,31 @@ def node_files() -> dict[str, tuple[bytes, int]]:
     files: dict[str, tuple[bytes, int]] = {}
     for p in payload_files():
         files[f"/usr/lib/pikube-standin/snap/pikube_standin/{p.name}"] = (p.read_bytes(), 0o644)
-    files["/usr/bin/snap"] = (b"#!/usr/bin/python3\nimport sys\nsys.path.insert(0, "
-                              b"\"/usr/lib/pikube-standin/snap\")\nfrom pikube_standin.snap import main\n"
-                              b"sys.exit(main())\n", 0o755)
-    path_line = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games:/snap/bin"
+    files["/usr/bin/snap"] = (
+        b"#!/usr/bin/python3\nimport sys\nsys.path.insert(0, "
+        b'"/usr/lib/pikube-standin/snap")\nfrom pikube_standin.snap import main\n'
+        b"sys.exit(main())\n",
+        0o755,
+    )
+    path_line = (
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/games:/usr/local/games"
+        ":/snap/bin"
+    )
     files["/etc/environment"] = (f'PATH="{path_line}"\n'.encode(), 0o644)
     files["/etc/profile.d/apps-bin-path.sh"] = (
-        b'# Expand $PATH to include the directory where snappy applications go (as snapd ships it).\n'
-        b'snap_bin_path="/snap/bin"\nif [ -n "${PATH##*${snap_bin_path}}" ] && [ -n "${PATH##*${snap_bin_path}:*}" ]; '
-        b'then\n    export PATH="$PATH:${snap_bin_path}"\nfi\n', 0o644)
+        b"# Expand $PATH to include the directory where snappy applications go (as snapd ships "
+        b"it).\n"
+        b'snap_bin_path="/snap/bin"\nif [ -n "${PATH##*${snap_bin_path}}" ] && [ -n '
+        b'"${PATH##*${snap_bin_path}:*}" ]; '
+        b'then\n    export PATH="$PATH:${snap_bin_path}"\nfi\n',
+        0o644,
+    )
     files["/etc/sudoers.d/pikube-lab-snap-path"] = (
-        b'# Ubuntu\'s sudoers secure_path includes /snap/bin\nDefaults secure_path="'
-        + path_line.replace(":/usr/games:/usr/local/games", "").encode() + b'"\n', 0o440)
+        b"# Ubuntu's sudoers secure_path includes /snap/bin\nDefaults secure_path=\""
+        + path_line.replace(":/usr/games:/usr/local/games", "").encode()
+        + b'"\n',
+        0o440,
+    )
     return files
 
 

@@ -3,7 +3,8 @@
 Layout (https://kubernetes.io/blog/2023/08/15/pkgs-k8s-io-introduction/):
     www/core:/stable:/v1.NN/deb/{Release,InRelease,Release.gpg,Release.key,Packages,Packages.gz}
     www/core:/stable:/v1.NN/deb/{amd64,arm64}/<package>_<version>_<arch>.deb
-used as ``deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] URL/core:/stable:/v1.NN/deb/ /``.
+used as
+    deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] URL/core:/stable:/v1.NN/deb/ /
 
 kubectl is Debian's real kubectl (package kubernetes-client) repackaged; kubeadm,
 kubelet and cri-tools carry the Python stand-ins from ./payload.
@@ -70,17 +71,29 @@ def kubectl_debs() -> dict[str, Path]:
     """Debian's kubernetes-client .deb for each arch, fetched once through apt (cached)."""
     cache = cache_dir() / "debs"
     cache.mkdir(exist_ok=True)
-    found = {a: next(iter(sorted(cache.glob(f"kubernetes-client_*_{a}.deb"))), None) for a in ARCHES}
+    found = {
+        a: next(iter(sorted(cache.glob(f"kubernetes-client_*_{a}.deb"))), None) for a in ARCHES
+    }
     if all(found.values()):
         return {a: p for a, p in found.items() if p is not None}
     apt = cache / "apt"
     for d in ("lists/partial", "archives/partial"):
         (apt / d).mkdir(parents=True, exist_ok=True)
     opts = [
-        "-o", f"Dir::State::Lists={apt / 'lists'}", "-o", f"Dir::Cache={apt}",
-        "-o", "Dir::State::status=/dev/null", "-o", "Acquire::Languages=none",
-        "-o", "APT::Architectures::=amd64", "-o", "APT::Architectures::=arm64",
-        "-o", "APT::Sandbox::User=root",
+        "-o",
+        f"Dir::State::Lists={apt / 'lists'}",
+        "-o",
+        f"Dir::Cache={apt}",
+        "-o",
+        "Dir::State::status=/dev/null",
+        "-o",
+        "Acquire::Languages=none",
+        "-o",
+        "APT::Architectures::=amd64",
+        "-o",
+        "APT::Architectures::=arm64",
+        "-o",
+        "APT::Sandbox::User=root",
     ]
     run(["apt-get", *opts, "update"])
     run(["apt-get", *opts, "download", *(f"kubernetes-client:{a}" for a in ARCHES)], cwd=cache)
@@ -95,22 +108,43 @@ def gnupg_home() -> Path:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(mode=0o700)
     try:
-        run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-             "--quick-gen-key", KEY_UID, "rsa3072", "sign", "never"])
+        run(
+            [
+                "gpg",
+                "--homedir",
+                str(home),
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                KEY_UID,
+                "rsa3072",
+                "sign",
+                "never",
+            ]
+        )
     finally:
         stop_agent(home)
     return home
 
 
 def _secret_keys(home: Path) -> bool:
-    r = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--list-secret-keys", "--with-colons"],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--list-secret-keys", "--with-colons"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     stop_agent(home)
     return "sec:" in r.stdout
 
 
 def stop_agent(home: Path) -> None:
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
+    subprocess.run(
+        ["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False
+    )
 
 
 def payload_files() -> list[Path]:
@@ -160,7 +194,7 @@ EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
 EnvironmentFile=-/etc/default/kubelet
 ExecStart=
 ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-"""
+"""  # noqa: E501 - verbatim upstream drop-in (kubernetes/release)
 
 APISERVER_SERVICE = """[Unit]
 Description=pikube lab stand-in for the kube-apiserver static Pod (run by kubeadm init)
@@ -177,7 +211,7 @@ RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
-"""
+"""  # noqa: E501 - systemd lines cannot wrap
 
 SYSTEMD_POSTINST = """#!/bin/sh
 set -e
@@ -201,10 +235,19 @@ exit 0
 """
 
 
-def _control(pkg: str, version: str, arch: str, depends: list[str], description: str, size_kb: int) -> str:
-    lines = [f"Package: {pkg}", f"Version: {version}", f"Architecture: {arch}",
-             "Maintainer: pikube lab stand-ins <lab@pikube.invalid>", f"Installed-Size: {size_kb}",
-             "Section: admin", "Priority: optional", "Homepage: https://kubernetes.io"]
+def _control(
+    pkg: str, version: str, arch: str, depends: list[str], description: str, size_kb: int
+) -> str:
+    lines = [
+        f"Package: {pkg}",
+        f"Version: {version}",
+        f"Architecture: {arch}",
+        "Maintainer: pikube lab stand-ins <lab@pikube.invalid>",
+        f"Installed-Size: {size_kb}",
+        "Section: admin",
+        "Priority: optional",
+        "Homepage: https://kubernetes.io",
+    ]
     if depends:
         lines.append("Depends: " + ", ".join(depends))
     lines.append(f"Description: {description}")
@@ -229,8 +272,19 @@ def _write(root: Path, rel: str, text: str | bytes, mode: int = 0o644) -> None:
     p.chmod(mode)
 
 
-def build_deb(stage: Path, out: Path, pkg: str, version: str, arch: str, depends: list[str], description: str,
-              *, postinst: str | None = None, prerm: str | None = None, conffiles: list[str] | None = None) -> Path:
+def build_deb(
+    stage: Path,
+    out: Path,
+    pkg: str,
+    version: str,
+    arch: str,
+    depends: list[str],
+    description: str,
+    *,
+    postinst: str | None = None,
+    prerm: str | None = None,
+    conffiles: list[str] | None = None,
+) -> Path:
     size_kb = sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) // 1024 + 1
     debian = stage / "DEBIAN"
     debian.mkdir(exist_ok=True)
@@ -258,11 +312,23 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
     _write(s, "/usr/bin/kubeadm", SCRIPT.format(component="kubeadm", module="kubeadm"), 0o755)
     _write(s, "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN)
     _write(s, "/usr/lib/systemd/system/pikube-standin-apiserver.service", APISERVER_SERVICE)
-    debs.append(build_deb(s, out, "kubeadm", v, arch,
-                          [f"kubelet (>= {rel.minor}.0)", f"kubectl (>= {rel.minor}.0)",
-                           f"cri-tools (>= {rel.minor}.0)", *py],
-                          "Command-line utility for administering a Kubernetes cluster (pikube lab stand-in)",
-                          postinst=SYSTEMD_POSTINST.format(extra="")))
+    debs.append(
+        build_deb(
+            s,
+            out,
+            "kubeadm",
+            v,
+            arch,
+            [
+                f"kubelet (>= {rel.minor}.0)",
+                f"kubectl (>= {rel.minor}.0)",
+                f"cri-tools (>= {rel.minor}.0)",
+                *py,
+            ],
+            "Command-line utility for administering a Kubernetes cluster (pikube lab stand-in)",
+            postinst=SYSTEMD_POSTINST.format(extra=""),
+        )
+    )
 
     # kubelet
     s = tmp / f"kubelet-{arch}"
@@ -270,34 +336,65 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
     _write(s, "/usr/bin/kubelet", SCRIPT.format(component="kubelet", module="kubelet"), 0o755)
     _write(s, "/usr/lib/systemd/system/kubelet.service", KUBELET_SERVICE)
     _write(s, "/etc/default/kubelet", "KUBELET_EXTRA_ARGS=\n")
-    debs.append(build_deb(s, out, "kubelet", v, arch, [*py, "iproute2", "mount"],
-                          "Node agent for Kubernetes clusters (pikube lab stand-in)",
-                          postinst=SYSTEMD_POSTINST.format(extra=KUBELET_POSTINST_EXTRA), prerm=KUBELET_PRERM,
-                          conffiles=["/etc/default/kubelet"]))
+    debs.append(
+        build_deb(
+            s,
+            out,
+            "kubelet",
+            v,
+            arch,
+            [*py, "iproute2", "mount"],
+            "Node agent for Kubernetes clusters (pikube lab stand-in)",
+            postinst=SYSTEMD_POSTINST.format(extra=KUBELET_POSTINST_EXTRA),
+            prerm=KUBELET_PRERM,
+            conffiles=["/etc/default/kubelet"],
+        )
+    )
 
     # cri-tools
     s = tmp / f"cri-tools-{arch}"
     _install_payload(s, "cri-tools", rel.cri)
     _write(s, "/usr/bin/crictl", SCRIPT.format(component="cri-tools", module="crictl"), 0o755)
-    debs.append(build_deb(s, out, "cri-tools", rel.cri_deb_version, arch, ["python3"],
-                          "Command-line utility for interacting with a container runtime (pikube lab stand-in)"))
+    debs.append(
+        build_deb(
+            s,
+            out,
+            "cri-tools",
+            rel.cri_deb_version,
+            arch,
+            ["python3"],
+            "Command-line utility for interacting with a container runtime (pikube lab stand-in)",
+        )
+    )
 
     # kubectl: the real binary from Debian's kubernetes-client
     s = tmp / f"kubectl-{arch}"
     run(["dpkg-deb", "-x", str(kubectl_deb), str(s)])
     shutil.rmtree(s / "usr/share/doc", ignore_errors=True)
     debian_version = run(["dpkg-deb", "-f", str(kubectl_deb), "Version"]).stdout.strip()
-    debs.append(build_deb(s, out, "kubectl", v, arch, [],
-                          f"Command-line utility for interacting with a Kubernetes cluster\n Repackaged for the "
-                          f"pikube lab from Debian's kubernetes-client {debian_version} (real kubectl)."))
+    debs.append(
+        build_deb(
+            s,
+            out,
+            "kubectl",
+            v,
+            arch,
+            [],
+            f"Command-line utility for interacting with a Kubernetes cluster\n Repackaged for the "
+            f"pikube lab from Debian's kubernetes-client {debian_version} (real kubectl).",
+        )
+    )
     return debs
 
 
 # --------------------------------------------------------------------------- index + signing
 def _hashes(p: Path) -> dict[str, str]:
     data = p.read_bytes()
-    return {"MD5sum": hashlib.md5(data).hexdigest(), "SHA1": hashlib.sha1(data).hexdigest(),  # noqa: S324
-            "SHA256": hashlib.sha256(data).hexdigest()}
+    return {
+        "MD5sum": hashlib.md5(data).hexdigest(),  # noqa: S324 - apt index field, not security
+        "SHA1": hashlib.sha1(data).hexdigest(),  # noqa: S324 - apt index field, not security
+        "SHA256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def packages_index(repo: Path, debs: list[Path]) -> str:
@@ -305,16 +402,21 @@ def packages_index(repo: Path, debs: list[Path]) -> str:
     for deb in sorted(debs):
         control = run(["dpkg-deb", "-f", str(deb)]).stdout.rstrip("\n")
         h = _hashes(deb)
-        stanzas.append(control + f"\nFilename: {deb.relative_to(repo)}\nSize: {deb.stat().st_size}\n"
-                       + "".join(f"{k}: {v}\n" for k, v in h.items()))
+        stanzas.append(
+            control
+            + f"\nFilename: {deb.relative_to(repo)}\nSize: {deb.stat().st_size}\n"
+            + "".join(f"{k}: {v}\n" for k, v in h.items())
+        )
     return "\n".join(stanzas)
 
 
 def release_file(repo: Path, minor: str, files: list[str]) -> str:
-    out = [f"Origin: obs://build.opensuse.org/isv:kubernetes:core:stable:v{minor}/deb",
-           f"Label: isv:kubernetes:core:stable:v{minor}",
-           "Architectures: " + " ".join(ARCHES),
-           f"Date: {email.utils.formatdate(usegmt=True)}"]
+    out = [
+        f"Origin: obs://build.opensuse.org/isv:kubernetes:core:stable:v{minor}/deb",
+        f"Label: isv:kubernetes:core:stable:v{minor}",
+        "Architectures: " + " ".join(ARCHES),
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+    ]
     for field, algo in (("MD5Sum", "md5"), ("SHA1", "sha1"), ("SHA256", "sha256")):
         out.append(f"{field}:")
         for f in files:
@@ -324,11 +426,30 @@ def release_file(repo: Path, minor: str, files: list[str]) -> str:
 
 
 def sign_repo(repo: Path, home: Path) -> None:
-    base = ["gpg", "--homedir", str(home), "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""]
+    base = [
+        "gpg",
+        "--homedir",
+        str(home),
+        "--batch",
+        "--yes",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]
     try:
         run([*base, "--armor", "--export", "-o", str(repo / "Release.key")])
         run([*base, "--clearsign", "-o", str(repo / "InRelease"), str(repo / "Release")])
-        run([*base, "--armor", "--detach-sign", "-o", str(repo / "Release.gpg"), str(repo / "Release")])
+        run(
+            [
+                *base,
+                "--armor",
+                "--detach-sign",
+                "-o",
+                str(repo / "Release.gpg"),
+                str(repo / "Release"),
+            ]
+        )
     finally:
         stop_agent(home)
 
@@ -359,5 +480,7 @@ def build_repo(www: Path, *, versions: tuple[str, ...] = ("1.30", "1.31")) -> di
 
 
 def public_key_armored() -> str:
-    return (cache_dir() / "gnupg").exists() and run(
-        ["gpg", "--homedir", str(gnupg_home()), "--armor", "--export"]).stdout or ""
+    return (
+        (cache_dir() / "gnupg").exists()
+        and run(["gpg", "--homedir", str(gnupg_home()), "--armor", "--export"]).stdout
+    ) or ""

@@ -30,7 +30,9 @@ def missing_prerequisites() -> str | None:
     """Why the stand-in tests cannot run on this machine, or None."""
     if not Path(PYTHON).exists():
         return f"{PYTHON} (Debian's python3) is missing"
-    r = subprocess.run([PYTHON, "-c", "import yaml, cryptography"], capture_output=True, check=False)
+    r = subprocess.run(
+        [PYTHON, "-c", "import yaml, cryptography"], capture_output=True, check=False
+    )
     if r.returncode != 0:
         return "apt packages python3-yaml and python3-cryptography are required"
     for tool in ("dpkg-deb", "gpg", "apt-get"):
@@ -63,7 +65,9 @@ def free_port(ip: str) -> int:
 
 
 class FakeNode:
-    def __init__(self, base: Path, name: str, ip: str, *, port: int, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, base: Path, name: str, ip: str, *, port: int, extra_env: dict[str, str] | None = None
+    ):
         self.name, self.ip, self.port = name, ip, port
         self.dir = base / name
         self.root = self.dir / "root"
@@ -93,7 +97,7 @@ class FakeNode:
             "PIKUBE_STANDIN_NODE_GRACE": "4",
             "PIKUBE_STANDIN_DISCOVERY_TIMEOUT": "2",
             "PIKUBE_STANDIN_VERSION": "1.31.13",
-            "PIKUBE_STANDIN_KEY_ALGO": "ecdsa",  # kubeadm's ECDSA-P256 option: much faster keys than RSA
+            "PIKUBE_STANDIN_KEY_ALGO": "ecdsa",  # kubeadm's ECDSA-P256: far faster keys than RSA
             **(extra_env or {}),
         }
         self.env.pop("KUBECONFIG", None)
@@ -103,10 +107,23 @@ class FakeNode:
             self.cri.close()
             self.cri = None
 
-    def run(self, module: str, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", f"pikube_standin.{module}", *args], env={**self.env, **(env or {})},
-                              input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    def run(
+        self,
+        module: str,
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, "-m", f"pikube_standin.{module}", *args],
+            env={**self.env, **(env or {})},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def kubeadm(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return self.run("kubeadm", *args, **kw)  # type: ignore[arg-type]
@@ -115,24 +132,36 @@ class FakeNode:
         code = f"from pikube_standin import common; common.service_{action}({unit!r})"
         subprocess.run([PYTHON, "-c", code], env=self.env, check=True, timeout=30)
 
-    def kubectl(self, *args: str, kubeconfig: Path | None = None, timeout: float = 120
-                ) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         kc = kubeconfig or self.root / "etc/kubernetes/admin.conf"
         home = self.dir / "home"
         home.mkdir(exist_ok=True)
-        return subprocess.run([str(kubectl_binary()), f"--kubeconfig={kc}", *args],
-                              env={"HOME": str(home), "PATH": os.environ.get("PATH", "")},
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [str(kubectl_binary()), f"--kubeconfig={kc}", *args],
+            env={"HOME": str(home), "PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def cleanup(self) -> None:
-        for unit in ("kubelet", "pikube-standin-apiserver", "snap.microk8s.daemon-kubelite",
-                     "snap.microk8s.daemon-cluster-agent"):
+        for unit in (
+            "kubelet",
+            "pikube-standin-apiserver",
+            "snap.microk8s.daemon-kubelite",
+            "snap.microk8s.daemon-cluster-agent",
+        ):
             with contextlib.suppress(subprocess.SubprocessError):
                 self.service("stop", unit)
         self.stop_cri()
 
 
-def init_config(node: FakeNode, *, api: str = "kubeadm.k8s.io/v1beta4", extra_cluster: str = "") -> str:
+def init_config(
+    node: FakeNode, *, api: str = "kubeadm.k8s.io/v1beta4", extra_cluster: str = ""
+) -> str:
     return f"""apiVersion: {api}
 kind: InitConfiguration
 localAPIEndpoint:

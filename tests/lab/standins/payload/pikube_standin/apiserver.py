@@ -63,7 +63,16 @@ class Res:
 BUILTIN: list[Res] = [
     Res("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize")),
     Res("", "v1", "Node", "nodes", False, ("no",), ("status", "proxy")),
-    Res("", "v1", "Pod", "pods", True, ("po",), ("status", "eviction", "log", "exec"), categories=("all",)),
+    Res(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        True,
+        ("po",),
+        ("status", "eviction", "log", "exec"),
+        categories=("all",),
+    ),
     Res("", "v1", "Service", "services", True, ("svc",), ("status", "proxy"), categories=("all",)),
     Res("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     Res("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
@@ -75,9 +84,36 @@ BUILTIN: list[Res] = [
     Res("", "v1", "LimitRange", "limitranges", True, ("limits",)),
     Res("", "v1", "ResourceQuota", "resourcequotas", True, ("quota",), ("status",)),
     Res("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)),
-    Res("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale"), categories=("all",)),
-    Res("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status", "scale"), categories=("all",)),
-    Res("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale"), categories=("all",)),
+    Res(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        True,
+        ("deploy",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    Res(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        True,
+        ("rs",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    Res(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        True,
+        ("sts",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
     Res("apps", "v1", "ControllerRevision", "controllerrevisions", True),
     Res("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
     Res("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)),
@@ -87,20 +123,44 @@ BUILTIN: list[Res] = [
     Res("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
     Res("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)),
     Res("coordination.k8s.io", "v1", "Lease", "leases", True),
-    Res("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", False,
-        ("csr",), ("status", "approval")),
-    Res("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
-        ("crd", "crds"), ("status",)),
+    Res(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        False,
+        ("csr",),
+        ("status", "approval"),
+    ),
+    Res(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        ("crd", "crds"),
+        ("status",),
+    ),
     Res("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, ("netpol",)),
     Res("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
     Res("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
     Res("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",)),
     Res("storage.k8s.io", "v1", "CSIDriver", "csidrivers", False),
     Res("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, ("pc",)),
-    Res("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration",
-        "mutatingwebhookconfigurations", False),
-    Res("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration",
-        "validatingwebhookconfigurations", False),
+    Res(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        False,
+    ),
+    Res(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        False,
+    ),
     Res("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     Res("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("status",)),
 ]
@@ -111,7 +171,7 @@ CNI_DAEMONSETS = re.compile(r"flannel|calico-node|cilium|weave-net|kube-router|c
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def ts(t: dt.datetime | None = None) -> str:
@@ -119,7 +179,7 @@ def ts(t: dt.datetime | None = None) -> str:
 
 
 def parse_ts(s: str) -> dt.datetime:
-    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
 def human_duration(seconds: float) -> str:
@@ -147,7 +207,9 @@ def human_duration(seconds: float) -> str:
     return f"{d // 365}y"
 
 
-def status_obj(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+def status_obj(
+    code: int, reason: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
     o: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -163,7 +225,9 @@ def status_obj(code: int, reason: str, message: str, details: dict[str, Any] | N
 
 
 class HttpError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.body = status_obj(code, reason, message, details)
         self.code = code
@@ -183,7 +247,16 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-MERGE_KEYS = ("name", "type", "containerPort", "mountPath", "devicePath", "key", "ip", "topologyKey")
+MERGE_KEYS = (
+    "name",
+    "type",
+    "containerPort",
+    "mountPath",
+    "devicePath",
+    "key",
+    "ip",
+    "topologyKey",
+)
 
 
 def strategic_merge(target: Any, patch: Any) -> Any:
@@ -194,12 +267,17 @@ def strategic_merge(target: Any, patch: Any) -> Any:
         return {k: v for k, v in copy.deepcopy(patch).items() if k != "$patch"}
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
-        if k.startswith(("$setElementOrder/", "$retainKeys", "$deleteFromPrimitiveList/", "$patch")):
+        if k.startswith(
+            ("$setElementOrder/", "$retainKeys", "$deleteFromPrimitiveList/", "$patch")
+        ):
             continue
         if v is None:
             result.pop(k, None)
-        elif isinstance(v, list) and isinstance(result.get(k), list) and v and all(
-            isinstance(i, dict) for i in v
+        elif (
+            isinstance(v, list)
+            and isinstance(result.get(k), list)
+            and v
+            and all(isinstance(i, dict) for i in v)
         ):
             result[k] = _merge_list(result[k], v)
         else:
@@ -208,7 +286,9 @@ def strategic_merge(target: Any, patch: Any) -> Any:
 
 
 def _merge_list(old: list[Any], new: list[Any]) -> list[Any]:
-    key = next((mk for mk in MERGE_KEYS if all(mk in i for i in new if "$patch" not in i or mk in i)), None)
+    key = next(
+        (mk for mk in MERGE_KEYS if all(mk in i for i in new if "$patch" not in i or mk in i)), None
+    )
     if key is None or not all(isinstance(i, dict) for i in old):
         return [i for i in copy.deepcopy(new) if i.get("$patch") != "delete"]
     out = copy.deepcopy(old)
@@ -228,7 +308,9 @@ def json_patch(target: Any, ops: list[dict[str, Any]]) -> Any:
     doc = copy.deepcopy(target)
 
     def split(p: str) -> list[str]:
-        return [s.replace("~1", "/").replace("~0", "~") for s in p.lstrip("/").split("/")] if p else []
+        return (
+            [s.replace("~1", "/").replace("~0", "~") for s in p.lstrip("/").split("/")] if p else []
+        )
 
     for op in ops:
         parts = split(op["path"])
@@ -336,7 +418,10 @@ class Store:
                 self.objects[tuple(item["key"])] = item["obj"]  # type: ignore[index]
 
     def save(self) -> None:
-        data = {"rv": self.rv, "objects": [{"key": list(k), "obj": o} for k, o in self.objects.items()]}
+        data = {
+            "rv": self.rv,
+            "objects": [{"key": list(k), "obj": o} for k, o in self.objects.items()],
+        }
         common.write_file(self.state_file, json.dumps(data), 0o600)
 
     def emit(self, key: tuple[str, str, str, str], typ: str, obj: dict[str, Any]) -> None:
@@ -375,8 +460,11 @@ class Api:
             for ns in SEED_NAMESPACES:
                 key = ("", "namespaces", "", ns)
                 if key not in self.store.objects:
-                    self._create_locked(self.res_for("", "namespaces"), "", {
-                        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                    self._create_locked(
+                        self.res_for("", "namespaces"),
+                        "",
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                    )
 
     # ---- registry
     def resources(self) -> list[Res]:
@@ -389,15 +477,28 @@ class Api:
             for v in spec.get("versions", []):
                 if not v.get("served", True):
                     continue
-                out.append(Res(spec.get("group", ""), v["name"], names.get("kind", ""), names.get("plural", ""),
-                               spec.get("scope", "Namespaced") == "Namespaced", tuple(names.get("shortNames", [])),
-                               ("status",) if v.get("subresources", {}).get("status") is not None else (),
-                               names.get("singular", ""), tuple(names.get("categories", []))))
+                out.append(
+                    Res(
+                        spec.get("group", ""),
+                        v["name"],
+                        names.get("kind", ""),
+                        names.get("plural", ""),
+                        spec.get("scope", "Namespaced") == "Namespaced",
+                        tuple(names.get("shortNames", [])),
+                        ("status",) if v.get("subresources", {}).get("status") is not None else (),
+                        names.get("singular", ""),
+                        tuple(names.get("categories", [])),
+                    )
+                )
         return out
 
     def res_for(self, group: str, plural: str, version: str | None = None) -> Res:
         for r in self.resources():
-            if r.group == group and r.plural == plural and (version is None or r.version == version):
+            if (
+                r.group == group
+                and r.plural == plural
+                and (version is None or r.version == version)
+            ):
                 return r
         raise HttpError(404, "NotFound", "the server could not find the requested resource")
 
@@ -414,17 +515,26 @@ class Api:
         obj = self.store.objects.get(self.key(r, ns, name))
         if obj is None:
             gr = f"{r.plural}.{r.group}" if r.group else r.plural
-            raise HttpError(404, "NotFound", f'{gr} "{name}" not found',
-                            {"name": name, "group": r.group, "kind": r.plural})
+            raise HttpError(
+                404,
+                "NotFound",
+                f'{gr} "{name}" not found',
+                {"name": name, "group": r.group, "kind": r.plural},
+            )
         return self.present(r, obj)
 
     def present(self, r: Res, obj: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(obj)
         out["apiVersion"] = r.gv
         out["kind"] = r.kind
-        if r.plural == "configmaps" and obj["metadata"].get("namespace") == "kube-public" \
-                and obj["metadata"]["name"] == "cluster-info":
-            out.setdefault("data", {}).update(self.jws_signatures(out.get("data", {}).get("kubeconfig", "")))
+        if (
+            r.plural == "configmaps"
+            and obj["metadata"].get("namespace") == "kube-public"
+            and obj["metadata"]["name"] == "cluster-info"
+        ):
+            out.setdefault("data", {}).update(
+                self.jws_signatures(out.get("data", {}).get("kubeconfig", ""))
+            )
         return out
 
     def list(self, r: Res, ns: str, fsel: str, lsel: str) -> list[dict[str, Any]]:
@@ -446,24 +556,40 @@ class Api:
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name")
         if not name:
-            raise HttpError(422, "Invalid", f"{r.kind} is invalid: metadata.name: Required value: name or "
-                            "generateName is required")
+            raise HttpError(
+                422,
+                "Invalid",
+                f"{r.kind} is invalid: metadata.name: Required value: name or "
+                "generateName is required",
+            )
         if r.namespaced:
             ns = ns or meta.get("namespace") or "default"
             if meta.get("namespace") and meta["namespace"] != ns:
-                raise HttpError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                "namespace sent on the request")
+                raise HttpError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the "
+                    "namespace sent on the request",
+                )
             meta["namespace"] = ns
             if ("", "namespaces", "", ns) not in self.store.objects:
-                raise HttpError(404, "NotFound", f'namespaces "{ns}" not found',
-                                {"name": ns, "kind": "namespaces"})
+                raise HttpError(
+                    404,
+                    "NotFound",
+                    f'namespaces "{ns}" not found',
+                    {"name": ns, "kind": "namespaces"},
+                )
         else:
             meta.pop("namespace", None)
         k = self.key(r, ns, name)
         if k in self.store.objects:
             gr = f"{r.plural}.{r.group}" if r.group else r.plural
-            raise HttpError(409, "AlreadyExists", f'{gr} "{name}" already exists',
-                            {"name": name, "group": r.group, "kind": r.plural})
+            raise HttpError(
+                409,
+                "AlreadyExists",
+                f'{gr} "{name}" already exists',
+                {"name": name, "group": r.group, "kind": r.plural},
+            )
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = ts()
         meta["resourceVersion"] = self.bump()
@@ -489,7 +615,9 @@ class Api:
             for k, v in body.pop("stringData").items():
                 data[k] = base64.b64encode(str(v).encode()).decode()
 
-    def update(self, r: Res, ns: str, name: str, new: dict[str, Any], sub: str = "") -> dict[str, Any]:
+    def update(
+        self, r: Res, ns: str, name: str, new: dict[str, Any], sub: str = ""
+    ) -> dict[str, Any]:
         with self.store.cond:
             k = self.key(r, ns, name)
             old = self.store.objects.get(k)
@@ -498,9 +626,13 @@ class Api:
                 raise AssertionError
             rv = new.get("metadata", {}).get("resourceVersion")
             if rv and rv != old["metadata"]["resourceVersion"]:
-                raise HttpError(409, "Conflict", f'Operation cannot be fulfilled on {r.plural} "{name}": the '
-                                "object has been modified; please apply your changes to the latest version "
-                                "and try again")
+                raise HttpError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
+                    "object has been modified; please apply your changes to the latest version "
+                    "and try again",
+                )
             merged = copy.deepcopy(new)
             meta = merged.setdefault("metadata", {})
             for f in ("uid", "creationTimestamp", "name", "namespace"):
@@ -543,8 +675,10 @@ class Api:
 
     # ---- controllers
     def cni_present(self) -> bool:
-        return any(g == "apps" and p == "daemonsets" and CNI_DAEMONSETS.search(n)
-                   for (g, p, _ns, n) in self.store.objects)
+        return any(
+            g == "apps" and p == "daemonsets" and CNI_DAEMONSETS.search(n)
+            for (g, p, _ns, n) in self.store.objects
+        )
 
     def node_effective(self, node: dict[str, Any]) -> None:
         """What kubelet + node lifecycle controller would report for this node."""
@@ -556,13 +690,21 @@ class Api:
         stale = beat is None or (now() - parse_ts(beat)).total_seconds() > self.s.node_grace
         if stale:
             if ready.get("status") != "Unknown":
-                ready.update(status="Unknown", reason="NodeStatusUnknown",
-                             message="Kubelet stopped posting node status.", lastTransitionTime=ts())
+                ready.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=ts(),
+                )
         elif ready.get("status") == "True" and self.s.require_cni and not self.cni_present():
-            ready.update(status="False", reason="KubeletNotReady", lastTransitionTime=ts(),
-                         message="container runtime network not ready: NetworkReady=false "
-                         "reason:NetworkPluginNotReady message:Network plugin returns error: "
-                         "cni plugin not initialized")
+            ready.update(
+                status="False",
+                reason="KubeletNotReady",
+                lastTransitionTime=ts(),
+                message="container runtime network not ready: NetworkReady=false "
+                "reason:NetworkPluginNotReady message:Network plugin returns error: "
+                "cni plugin not initialized",
+            )
 
     def controllers(self) -> None:
         while True:
@@ -580,13 +722,17 @@ class Api:
                 if obj != before:
                     obj["metadata"]["resourceVersion"] = self.bump()
                     self.store.emit(k, "MODIFIED", self.present(nodes, obj))
-                if any(c.get("type") == "Ready" and c.get("status") == "True"
-                       for c in obj.get("status", {}).get("conditions", [])):
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in obj.get("status", {}).get("conditions", [])
+                ):
                     ready_nodes += 1
             elif k[1] == "secrets" and obj.get("type") == "bootstrap.kubernetes.io/token":
                 exp = obj.get("data", {}).get("expiration")
                 if exp:
-                    when = dt.datetime.fromisoformat(base64.b64decode(exp).decode().replace("Z", "+00:00"))
+                    when = dt.datetime.fromisoformat(
+                        base64.b64decode(exp).decode().replace("Z", "+00:00")
+                    )
                     if when < now():
                         del self.store.objects[k]
                         self.bump()
@@ -596,17 +742,34 @@ class Api:
                 continue
             gen = obj["metadata"].get("generation", 1)
             if k[1] == "daemonsets":
-                st = {"desiredNumberScheduled": ready_nodes, "currentNumberScheduled": ready_nodes,
-                      "numberReady": ready_nodes, "updatedNumberScheduled": ready_nodes,
-                      "numberAvailable": ready_nodes, "numberMisscheduled": 0, "observedGeneration": gen}
+                st = {
+                    "desiredNumberScheduled": ready_nodes,
+                    "currentNumberScheduled": ready_nodes,
+                    "numberReady": ready_nodes,
+                    "updatedNumberScheduled": ready_nodes,
+                    "numberAvailable": ready_nodes,
+                    "numberMisscheduled": 0,
+                    "observedGeneration": gen,
+                }
             else:
                 n = obj.get("spec", {}).get("replicas", 1) if ready_nodes else 0
-                st = {"replicas": n, "readyReplicas": n, "availableReplicas": n, "updatedReplicas": n,
-                      "observedGeneration": gen}
+                st = {
+                    "replicas": n,
+                    "readyReplicas": n,
+                    "availableReplicas": n,
+                    "updatedReplicas": n,
+                    "observedGeneration": gen,
+                }
                 if k[1] == "deployments":
-                    st["conditions"] = [{"type": "Available", "status": "True" if n else "False",
-                                         "reason": "MinimumReplicasAvailable",
-                                         "lastUpdateTime": ts(), "lastTransitionTime": ts()}]
+                    st["conditions"] = [
+                        {
+                            "type": "Available",
+                            "status": "True" if n else "False",
+                            "reason": "MinimumReplicasAvailable",
+                            "lastUpdateTime": ts(),
+                            "lastTransitionTime": ts(),
+                        }
+                    ]
             old = {kk: v for kk, v in obj.get("status", {}).items() if kk != "conditions"}
             new = {kk: v for kk, v in st.items() if kk != "conditions"}
             if old != new:
@@ -618,7 +781,12 @@ class Api:
     def bootstrap_tokens(self) -> dict[str, dict[str, str]]:
         out = {}
         for (g, p, ns, _n), obj in self.store.objects.items():
-            if g or p != "secrets" or ns != "kube-system" or obj.get("type") != "bootstrap.kubernetes.io/token":
+            if (
+                g
+                or p != "secrets"
+                or ns != "kube-system"
+                or obj.get("type") != "bootstrap.kubernetes.io/token"
+            ):
                 continue
             data = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
             exp = data.get("expiration")
@@ -633,7 +801,9 @@ class Api:
         for tid, data in self.bootstrap_tokens().items():
             if data.get("usage-bootstrap-signing") != "true":
                 continue
-            sigs[f"jws-kubeconfig-{tid}"] = detached_jws(kubeconfig, tid, data.get("token-secret", ""))
+            sigs[f"jws-kubeconfig-{tid}"] = detached_jws(
+                kubeconfig, tid, data.get("token-secret", "")
+            )
         return sigs
 
     def sign_csr(self, body: dict[str, Any], user: User) -> dict[str, Any]:
@@ -646,16 +816,30 @@ class Api:
         try:
             cert, cn, orgs = pki.sign_csr(self.ca_pem, self.s.ca_key.read_bytes(), req)
         except ValueError as e:
-            raise HttpError(422, "Invalid", f"CertificateSigningRequest is invalid: spec.request: {e}") from e
+            raise HttpError(
+                422, "Invalid", f"CertificateSigningRequest is invalid: spec.request: {e}"
+            ) from e
         if not (cn.startswith("system:node:") and orgs == ["system:nodes"]):
-            raise HttpError(403, "Forbidden", "stand-in signs only kubelet client certificates "
-                            "(CN=system:node:NAME, O=system:nodes)")
+            raise HttpError(
+                403,
+                "Forbidden",
+                "stand-in signs only kubelet client certificates "
+                "(CN=system:node:NAME, O=system:nodes)",
+            )
         body.setdefault("spec", {})["username"] = user.name
         body["spec"]["groups"] = user.groups
         body["status"] = {
-            "conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
-                            "message": "Auto approving kubelet client certificate after SubjectAccessReview.",
-                            "lastUpdateTime": ts(), "lastTransitionTime": ts()}],
+            "conditions": [
+                {
+                    "type": "Approved",
+                    "status": "True",
+                    "reason": "AutoApproved",
+                    "message": "Auto approving kubelet client certificate after "
+                    "SubjectAccessReview.",
+                    "lastUpdateTime": ts(),
+                    "lastTransitionTime": ts(),
+                }
+            ],
             "certificate": base64.b64encode(cert).decode(),
         }
         return body
@@ -699,23 +883,51 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
     cols: list[tuple[str, str, int]] = [("Name", "string", 0)]
     rows = []
     if r.plural == "nodes":
-        cols += [("Status", "string", 0), ("Roles", "string", 0), ("Age", "string", 0), ("Version", "string", 0),
-                 ("Internal-IP", "string", 1), ("External-IP", "string", 1), ("OS-Image", "string", 1),
-                 ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)]
+        cols += [
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ]
     elif r.plural == "pods":
-        cols += [("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0), ("Age", "string", 0)]
+        cols += [
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+        ]
     elif r.plural == "daemonsets":
-        cols += [("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
-                 ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Node Selector", "string", 0),
-                 ("Age", "string", 0)]
+        cols += [
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+        ]
     elif r.plural == "deployments":
-        cols += [("Ready", "string", 0), ("Up-to-date", "string", 0), ("Available", "string", 0),
-                 ("Age", "string", 0)]
+        cols += [
+            ("Ready", "string", 0),
+            ("Up-to-date", "string", 0),
+            ("Available", "string", 0),
+            ("Age", "string", 0),
+        ]
     elif r.plural == "namespaces":
         cols += [("Status", "string", 0), ("Age", "string", 0)]
     elif r.plural == "services":
-        cols += [("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
-                 ("Port(s)", "string", 0), ("Age", "string", 0)]
+        cols += [
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+        ]
     elif r.plural == "configmaps":
         cols += [("Data", "integer", 0), ("Age", "string", 0)]
     elif r.plural == "secrets":
@@ -731,33 +943,72 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
             status = "Ready" if ready == "True" else ("Unknown" if ready is None else "NotReady")
             if spec.get("unschedulable"):
                 status += ",SchedulingDisabled"
-            roles = sorted(k.split("/", 1)[1] for k in o["metadata"].get("labels", {})
-                           if k.startswith("node-role.kubernetes.io/"))
+            roles = sorted(
+                k.split("/", 1)[1]
+                for k in o["metadata"].get("labels", {})
+                if k.startswith("node-role.kubernetes.io/")
+            )
             addrs = {a["type"]: a["address"] for a in st.get("addresses", [])}
             info = st.get("nodeInfo", {})
-            cells: list[Any] = [name, status, ",".join(roles) or "<none>", age(o), info.get("kubeletVersion", ""),
-                                addrs.get("InternalIP", "<none>"), addrs.get("ExternalIP", "<none>"),
-                                info.get("osImage", ""), info.get("kernelVersion", ""),
-                                info.get("containerRuntimeVersion", "")]
+            cells: list[Any] = [
+                name,
+                status,
+                ",".join(roles) or "<none>",
+                age(o),
+                info.get("kubeletVersion", ""),
+                addrs.get("InternalIP", "<none>"),
+                addrs.get("ExternalIP", "<none>"),
+                info.get("osImage", ""),
+                info.get("kernelVersion", ""),
+                info.get("containerRuntimeVersion", ""),
+            ]
         elif r.plural == "pods":
             cells = [name, "0/1", st.get("phase", "Pending"), "0", age(o)]
         elif r.plural == "daemonsets":
-            sel = ",".join(f"{k}={v}" for k, v in
-                           (spec.get("template", {}).get("spec", {}).get("nodeSelector") or {}).items())
-            cells = [name, st.get("desiredNumberScheduled", 0), st.get("currentNumberScheduled", 0),
-                     st.get("numberReady", 0), st.get("updatedNumberScheduled", 0),
-                     st.get("numberAvailable", 0), sel or "<none>", age(o)]
+            sel = ",".join(
+                f"{k}={v}"
+                for k, v in (
+                    spec.get("template", {}).get("spec", {}).get("nodeSelector") or {}
+                ).items()
+            )
+            cells = [
+                name,
+                st.get("desiredNumberScheduled", 0),
+                st.get("currentNumberScheduled", 0),
+                st.get("numberReady", 0),
+                st.get("updatedNumberScheduled", 0),
+                st.get("numberAvailable", 0),
+                sel or "<none>",
+                age(o),
+            ]
         elif r.plural == "deployments":
-            cells = [name, f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
-                     str(st.get("updatedReplicas", 0)), str(st.get("availableReplicas", 0)), age(o)]
+            cells = [
+                name,
+                f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+                str(st.get("updatedReplicas", 0)),
+                str(st.get("availableReplicas", 0)),
+                age(o),
+            ]
         elif r.plural == "namespaces":
             cells = [name, st.get("phase", "Active"), age(o)]
         elif r.plural == "services":
-            ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports", []))
-            cells = [name, spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), "<none>",
-                     ports or "<none>", age(o)]
+            ports = ",".join(
+                f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports", [])
+            )
+            cells = [
+                name,
+                spec.get("type", "ClusterIP"),
+                spec.get("clusterIP", "<none>"),
+                "<none>",
+                ports or "<none>",
+                age(o),
+            ]
         elif r.plural == "configmaps":
-            cells = [name, len(o.get("data", {}) or {}) + len(o.get("binaryData", {}) or {}), age(o)]
+            cells = [
+                name,
+                len(o.get("data", {}) or {}) + len(o.get("binaryData", {}) or {}),
+                age(o),
+            ]
         elif r.plural == "secrets":
             cells = [name, o.get("type", "Opaque"), len(o.get("data", {}) or {}), age(o)]
         else:
@@ -767,7 +1018,11 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
         elif include == "None":
             ref = {}
         else:
-            ref = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+            ref = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            }
         row: dict[str, Any] = {"cells": cells}
         if ref:
             row["object"] = ref
@@ -777,7 +1032,13 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": rv},
         "columnDefinitions": [
-            {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": p}
+            {
+                "name": n,
+                "type": t,
+                "format": "name" if n == "Name" else "",
+                "description": n,
+                "priority": p,
+            }
             for n, t, p in cols
         ],
         "rows": rows,
@@ -793,7 +1054,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "kube-apiserver-standin"
     api: Api
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("PIKUBE_STANDIN_APISERVER_LOG"):
             super().log_message(format, *args)
 
@@ -831,19 +1092,26 @@ class Handler(BaseHTTPRequestHandler):
         cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
         if cert:
             subj = {k: v for rdn in cert.get("subject", ()) for k, v in rdn}
-            groups = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "organizationName"]
-            return User(str(subj.get("commonName", "")), groups + ["system:authenticated"])
+            groups = [
+                v for rdn in cert.get("subject", ()) for k, v in rdn if k == "organizationName"
+            ]
+            return User(str(subj.get("commonName", "")), [*groups, "system:authenticated"])
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             tok = auth[7:].strip()
             m = re.fullmatch(r"([a-z0-9]{6})\.([a-z0-9]{16})", tok)
             if m:
                 data = self.api.bootstrap_tokens().get(m.group(1))
-                if data and hmac.compare_digest(data.get("token-secret", ""), m.group(2)) \
-                        and data.get("usage-bootstrap-authentication") == "true":
+                if (
+                    data
+                    and hmac.compare_digest(data.get("token-secret", ""), m.group(2))
+                    and data.get("usage-bootstrap-authentication") == "true"
+                ):
                     extra = [g for g in data.get("auth-extra-groups", "").split(",") if g]
-                    return User(f"system:bootstrap:{m.group(1)}",
-                                ["system:bootstrappers", *extra, "system:authenticated"])
+                    return User(
+                        f"system:bootstrap:{m.group(1)}",
+                        ["system:bootstrappers", *extra, "system:authenticated"],
+                    )
             raise HttpError(401, "Unauthorized", "Unauthorized")
         return User("system:anonymous", ["system:unauthenticated"])
 
@@ -852,27 +1120,43 @@ class Handler(BaseHTTPRequestHandler):
             return
         if user.name.startswith("system:bootstrap:"):
             allowed = (
-                (r is not None and r.plural == "certificatesigningrequests" and verb in ("create", "get", "watch",
-                                                                                           "list"))
+                (
+                    r is not None
+                    and r.plural == "certificatesigningrequests"
+                    and verb in ("create", "get", "watch", "list")
+                )
                 or (r is not None and r.plural == "nodes" and verb == "get")
-                or (r is not None and r.plural == "configmaps" and verb == "get"
-                    and ns in ("kube-system", "kube-public"))
+                or (
+                    r is not None
+                    and r.plural == "configmaps"
+                    and verb == "get"
+                    and ns in ("kube-system", "kube-public")
+                )
                 or r is None
             )
             if allowed:
                 return
         if r is None and url.split("?")[0] in ("/version", "/healthz", "/readyz", "/livez"):
             return
-        if r is not None and r.plural == "configmaps" and ns == "kube-public" and name == "cluster-info" \
-                and verb == "get":
+        if (
+            r is not None
+            and r.plural == "configmaps"
+            and ns == "kube-public"
+            and name == "cluster-info"
+            and verb == "get"
+        ):
             return
         if r is None and user.name != "system:anonymous":
             return
         what = f'resource "{r.plural}" in API group "{r.group}"' if r else f'path "{url}"'
         scope = f'in the namespace "{ns}"' if ns else "at the cluster scope"
-        raise HttpError(403, "Forbidden", f'{r.plural if r else "forbidden"}'
-                        f'{" " + repr(name).replace(chr(39), chr(34)) if name else ""} is forbidden: '
-                        f'User "{user.name}" cannot {verb} {what} {scope}')
+        raise HttpError(
+            403,
+            "Forbidden",
+            f"{r.plural if r else 'forbidden'}"
+            f"{' ' + repr(name).replace(chr(39), chr(34)) if name else ''} is forbidden: "
+            f'User "{user.name}" cannot {verb} {what} {scope}',
+        )
 
     # ---- dispatch
     def do_GET(self) -> None:
@@ -897,7 +1181,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(e.code, e.body)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
-        except Exception as e:  # noqa: BLE001 - report as 500 like the real server
+        except Exception as e:
             common.log(f"apiserver: internal error on {method} {self.path}: {e!r}")
             self.send_json(500, status_obj(500, "InternalError", f"Internal error occurred: {e}"))
 
@@ -907,24 +1191,56 @@ class Handler(BaseHTTPRequestHandler):
         p = u.path.rstrip("/") or "/"
         user = self.user()
         api = self.api
-        if p in ("/healthz", "/readyz", "/livez", "/version", "/api", "/apis", "/openapi/v2") \
-                or p.startswith(("/readyz/", "/livez/", "/healthz/")):
+        if p in (
+            "/healthz",
+            "/readyz",
+            "/livez",
+            "/version",
+            "/api",
+            "/apis",
+            "/openapi/v2",
+        ) or p.startswith(("/readyz/", "/livez/", "/healthz/")):
             self.authorize(user, "get", None, "", "", p)
             if p == "/version":
                 maj, minor = api.s.version.lstrip("v").split(".")[:2]
-                self.send_json(200, {"major": maj, "minor": minor, "gitVersion": api.s.version,
-                                     "gitCommit": "0" * 40, "gitTreeState": "clean",
-                                     "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.22",
-                                     "compiler": "gc", "platform": "linux/amd64"})
+                self.send_json(
+                    200,
+                    {
+                        "major": maj,
+                        "minor": minor,
+                        "gitVersion": api.s.version,
+                        "gitCommit": "0" * 40,
+                        "gitTreeState": "clean",
+                        "buildDate": "2025-01-01T00:00:00Z",
+                        "goVersion": "go1.22",
+                        "compiler": "gc",
+                        "platform": "linux/amd64",
+                    },
+                )
             elif p == "/api":
-                self.send_json(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{api.s.advertise}:{api.s.port}"}]})
+                self.send_json(
+                    200,
+                    {
+                        "kind": "APIVersions",
+                        "versions": ["v1"],
+                        "serverAddressByClientCIDRs": [
+                            {
+                                "clientCIDR": "0.0.0.0/0",
+                                "serverAddress": f"{api.s.advertise}:{api.s.port}",
+                            }
+                        ],
+                    },
+                )
             elif p == "/apis":
                 self.send_json(200, self.group_list())
             elif p == "/openapi/v2":
                 self.send_raw(200, OPENAPI_V2_PB, "application/octet-stream")
             elif "verbose" in q:
-                self.send_raw(200, f"[+]ping ok\n[+]etcd ok\n{p.strip('/')} check passed\n".encode(), "text/plain")
+                self.send_raw(
+                    200,
+                    f"[+]ping ok\n[+]etcd ok\n{p.strip('/')} check passed\n".encode(),
+                    "text/plain",
+                )
             else:
                 self.send_raw(200, b"ok", "text/plain; charset=utf-8")
             return
@@ -947,12 +1263,25 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, self.resource_list(group, version))
             return
         ns = ""
-        if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        if (
+            rest[0] == "namespaces"
+            and len(rest) >= 3
+            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
             ns, rest = rest[1], rest[2:]
-        plural, name, sub = rest[0], rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else ""
+        plural, name, sub = (
+            rest[0],
+            rest[1] if len(rest) > 1 else "",
+            rest[2] if len(rest) > 2 else "",
+        )
         r = api.res_for(group, plural, version)
-        verb = {"GET": "get" if name else ("watch" if q.get("watch") in ("true", "1") else "list"),
-                "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        verb = {
+            "GET": "get" if name else ("watch" if q.get("watch") in ("true", "1") else "list"),
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }[method]
         self.authorize(user, verb, r, ns, name, p)
         if method == "GET" and not name:
             if verb == "watch":
@@ -971,8 +1300,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(201, status_obj(201, "", "", None) | {"status": "Success"})
                 return
             if name:
-                raise HttpError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
-                                "resource")
+                raise HttpError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
             if q.get("dryRun"):
                 self.send_json(201, body)
                 return
@@ -991,29 +1323,53 @@ class Handler(BaseHTTPRequestHandler):
                 elif ctype == "application/json-patch+json":
                     new = json_patch(cur, patch)
                 else:
-                    raise HttpError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
-                                    f"format - accepted media types include: application/json-patch+json, "
-                                    f"application/merge-patch+json, application/strategic-merge-patch+json "
-                                    f"(got {ctype!r})")
-                new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
+                    raise HttpError(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the body of the request was in an unknown "
+                        f"format - accepted media types include: application/json-patch+json, "
+                        f"application/merge-patch+json, application/strategic-merge-patch+json "
+                        f"(got {ctype!r})",
+                    )
+                new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"][
+                    "resourceVersion"
+                ]
                 if q.get("dryRun"):
                     self.send_json(200, new)
                     return
                 self.send_json(200, api.update(r, ns, name, new, sub))
         elif method == "DELETE":
             if not name:
-                raise HttpError(405, "MethodNotAllowed", "deletecollection is not supported by the stand-in")
+                raise HttpError(
+                    405, "MethodNotAllowed", "deletecollection is not supported by the stand-in"
+                )
             obj = api.delete(r, ns, name)
-            self.send_json(200, status_obj(200, "", "", {"name": name, "group": r.group, "kind": r.plural,
-                                                         "uid": obj["metadata"].get("uid")}))
+            self.send_json(
+                200,
+                status_obj(
+                    200,
+                    "",
+                    "",
+                    {
+                        "name": name,
+                        "group": r.group,
+                        "kind": r.plural,
+                        "uid": obj["metadata"].get("uid"),
+                    },
+                ),
+            )
 
     def wants_table(self) -> bool:
         return "as=Table" in (self.headers.get("Accept") or "")
 
     def respond_obj(self, r: Res, obj: dict[str, Any], q: dict[str, str]) -> None:
         if self.wants_table():
-            self.send_json(200, table_for(r, [obj], q.get("includeObject", "Metadata"),
-                                          obj["metadata"]["resourceVersion"]))
+            self.send_json(
+                200,
+                table_for(
+                    r, [obj], q.get("includeObject", "Metadata"), obj["metadata"]["resourceVersion"]
+                ),
+            )
         else:
             self.send_json(200, obj)
 
@@ -1024,8 +1380,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.wants_table():
             self.send_json(200, table_for(r, items, q.get("includeObject", "Metadata"), rv))
             return
-        self.send_json(200, {"kind": f"{r.kind}List", "apiVersion": r.gv, "metadata": {"resourceVersion": rv},
-                             "items": items})
+        self.send_json(
+            200,
+            {
+                "kind": f"{r.kind}List",
+                "apiVersion": r.gv,
+                "metadata": {"resourceVersion": rv},
+                "items": items,
+            },
+        )
 
     def watch(self, r: Res, ns: str, q: dict[str, str]) -> None:
         fsel, lsel = q.get("fieldSelector", ""), q.get("labelSelector", "")
@@ -1044,8 +1407,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
         def matches(k: tuple[str, str, str, str], obj: dict[str, Any]) -> bool:
-            return (k[0] == r.group and k[1] == r.plural and (not ns or k[2] == ns)
-                    and (not fsel or field_match(obj, fsel)) and (not lsel or label_match(obj, lsel)))
+            return (
+                k[0] == r.group
+                and k[1] == r.plural
+                and (not ns or k[2] == ns)
+                and (not fsel or field_match(obj, fsel))
+                and (not lsel or label_match(obj, lsel))
+            )
 
         with store.cond:
             if start_rv == "0":
@@ -1053,7 +1421,9 @@ class Handler(BaseHTTPRequestHandler):
                 last = store.rv
             else:
                 last = int(start_rv)
-                pending = [(e.type, e.obj) for e in store.events if e.rv > last and matches(e.key, e.obj)]
+                pending = [
+                    (e.type, e.obj) for e in store.events if e.rv > last and matches(e.key, e.obj)
+                ]
                 last = store.rv
         try:
             for typ, obj in pending:
@@ -1061,7 +1431,11 @@ class Handler(BaseHTTPRequestHandler):
             while time.monotonic() < deadline:
                 with store.cond:
                     store.cond.wait(timeout=1.0)
-                    new = [(e.type, e.obj) for e in store.events if e.rv > last and matches(e.key, e.obj)]
+                    new = [
+                        (e.type, e.obj)
+                        for e in store.events
+                        if e.rv > last and matches(e.key, e.obj)
+                    ]
                     last = store.rv
                 for typ, obj in new:
                     send(typ, obj)
@@ -1083,10 +1457,18 @@ class Handler(BaseHTTPRequestHandler):
                 groups.setdefault(r.group, [])
                 if r.version not in groups[r.group]:
                     groups[r.group].append(r.version)
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
-             "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]}}
-            for g, vs in groups.items()]}
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [
+                {
+                    "name": g,
+                    "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                    "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+                }
+                for g, vs in groups.items()
+            ],
+        }
 
     def resource_list(self, group: str, version: str) -> dict[str, Any]:
         rs = [r for r in self.api.resources() if r.group == group and r.version == version]
@@ -1094,24 +1476,41 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(404, "NotFound", "the server could not find the requested resource")
         out: list[dict[str, Any]] = []
         for r in rs:
-            entry: dict[str, Any] = {"name": r.plural, "singularName": r.singular or r.kind.lower(),
-                                     "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS}
+            entry: dict[str, Any] = {
+                "name": r.plural,
+                "singularName": r.singular or r.kind.lower(),
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": VERBS,
+            }
             if r.short:
                 entry["shortNames"] = list(r.short)
             if r.categories:
                 entry["categories"] = list(r.categories)
             out.append(entry)
             for sub in r.subresources:
-                kind = {"eviction": "Eviction", "scale": "Scale", "token": "TokenRequest"}.get(sub, r.kind)
+                kind = {"eviction": "Eviction", "scale": "Scale", "token": "TokenRequest"}.get(
+                    sub, r.kind
+                )
                 sg = {"eviction": "policy"}.get(sub)
-                e2: dict[str, Any] = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                                      "kind": kind, "verbs": ["create"] if sub in ("eviction", "token")
-                                      else ["get", "patch", "update"]}
+                e2: dict[str, Any] = {
+                    "name": f"{r.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": kind,
+                    "verbs": ["create"]
+                    if sub in ("eviction", "token")
+                    else ["get", "patch", "update"],
+                }
                 if sg:
                     e2["group"], e2["version"] = sg, "v1"
                 out.append(e2)
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": out}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": out,
+        }
 
 
 class Server(ThreadingHTTPServer):
@@ -1161,12 +1560,19 @@ def parse(argv: list[str]) -> Settings:
     ap.add_argument("--standin-version", default="v1.31.13")
     ap.add_argument("--standin-require-cni", default="true")
     ap.add_argument("--standin-flavour", default="kubeadm")
-    a, _unknown = ap.parse_known_args(flags)  # real kube-apiserver flags we do not model are accepted
+    a, _unknown = ap.parse_known_args(
+        flags
+    )  # real kube-apiserver flags we do not model are accepted
     return Settings(
-        bind=a.bind_address, port=a.secure_port, advertise=a.advertise_address,
-        cert=Path(a.tls_cert_file), key=Path(a.tls_private_key_file), client_ca=Path(a.client_ca_file),
+        bind=a.bind_address,
+        port=a.secure_port,
+        advertise=a.advertise_address,
+        cert=Path(a.tls_cert_file),
+        key=Path(a.tls_private_key_file),
+        client_ca=Path(a.client_ca_file),
         ca_key=Path(a.standin_signing_key_file) if a.standin_signing_key_file else None,
-        state=Path(a.standin_state_file), version=a.standin_version,
+        state=Path(a.standin_state_file),
+        version=a.standin_version,
         require_cni=a.standin_require_cni.lower() == "true",
         node_grace=float(common.env("PIKUBE_STANDIN_NODE_GRACE", "30")),
         flavour=a.standin_flavour,
@@ -1194,11 +1600,11 @@ def main(argv: list[str] | None = None) -> int:
         args = ["--from-manifest", str(manifest)]
     s = parse(args)
     srv = make_server(s)
-    common.log(f"kube-apiserver stand-in serving on https://{s.bind}:{s.port} (version {s.version})")
-    try:
+    common.log(
+        f"kube-apiserver stand-in serving on https://{s.bind}:{s.port} (version {s.version})"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
         srv.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

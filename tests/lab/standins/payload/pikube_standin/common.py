@@ -122,7 +122,10 @@ def kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": cluster, "cluster": {"certificate-authority-data": b64(ca_pem), "server": server}}
+            {
+                "name": cluster,
+                "cluster": {"certificate-authority-data": b64(ca_pem), "server": server},
+            }
         ],
         "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
         "current-context": context,
@@ -143,7 +146,9 @@ def load_kubeconfig(p: Path) -> dict[str, Any]:
     return {
         "server": cluster["server"],
         "ca": base64.b64decode(cluster["certificate-authority-data"]),
-        "cert": base64.b64decode(user["client-certificate-data"]) if "client-certificate-data" in user else None,
+        "cert": base64.b64decode(user["client-certificate-data"])
+        if "client-certificate-data" in user
+        else None,
         "key": base64.b64decode(user["client-key-data"]) if "client-key-data" in user else None,
         "token": user.get("token"),
     }
@@ -197,11 +202,20 @@ class Client:
     @classmethod
     def from_kubeconfig(cls, p: Path, **kw: Any) -> Client:
         kc = load_kubeconfig(p)
-        return cls(kc["server"], ca_pem=kc["ca"], cert_pem=kc["cert"], key_pem=kc["key"], token=kc["token"], **kw)
+        return cls(
+            kc["server"],
+            ca_pem=kc["ca"],
+            cert_pem=kc["cert"],
+            key_pem=kc["key"],
+            token=kc["token"],
+            **kw,
+        )
 
-    def request(self, method: str, url: str, body: Any = None, content_type: str = "application/json") -> Any:
+    def request(
+        self, method: str, url: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + url, data=data, method=method)
+        req = urllib.request.Request(self.server + url, data=data, method=method)  # noqa: S310
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", content_type)
@@ -277,7 +291,7 @@ def service_start(unit: str, *, restart: bool = True) -> None:
     envv = dict(os.environ)
     envv["PYTHONPATH"] = str(LIB_DIR) + os.pathsep + envv.get("PYTHONPATH", "")
     with open(logf, "ab") as out:
-        proc_ = subprocess.Popen(  # noqa: S603
+        proc_ = subprocess.Popen(
             spawn_argv(unit),
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -21,19 +21,28 @@ def main(argv: list[str] | None = None) -> int:
     cmd = words[0] if words else ""
     quiet = "-q" in args or "--quiet" in args
     if cmd == "version":
-        print(f"Version:  0.1.0\nRuntimeName:  containerd\nRuntimeVersion:  unknown\nRuntimeApiVersion:  v1")
+        print(
+            "Version:  0.1.0\nRuntimeName:  containerd\nRuntimeVersion:  "
+            "unknown\nRuntimeApiVersion:  v1"
+        )
     elif cmd in ("ps", "pods", "images", "img"):
         if not quiet:
-            print({"ps": "CONTAINER           IMAGE               CREATED             STATE               NAME"
-                         "                ATTEMPT             POD ID              POD",
-                   "pods": "POD ID              CREATED             STATE               NAME"
-                           "                NAMESPACE           ATTEMPT             RUNTIME",
-                   }.get(cmd, "IMAGE               TAG                 IMAGE ID            SIZE"))
+            print(
+                {
+                    "ps": "CONTAINER           IMAGE               CREATED             STATE      "
+                    "         NAME"
+                    "                ATTEMPT             POD ID              POD",
+                    "pods": "POD ID              CREATED             STATE               NAME"
+                    "                NAMESPACE           ATTEMPT             RUNTIME",
+                }.get(cmd, "IMAGE               TAG                 IMAGE ID            SIZE")
+            )
     elif cmd in ("rm", "rmp", "stopp", "stop", "rmi"):
         return 0
     elif cmd == "info":
-        print('{"status": {"conditions": [{"type": "RuntimeReady", "status": true}, '
-              '{"type": "NetworkReady", "status": true}]}}')
+        print(
+            '{"status": {"conditions": [{"type": "RuntimeReady", "status": true}, '
+            '{"type": "NetworkReady", "status": true}]}}'
+        )
     else:
         print(f'crictl stand-in: command "{cmd}" is not modelled', file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 
 Contract: https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/ ,
 node heartbeats https://kubernetes.io/docs/concepts/architecture/nodes/#heartbeats ,
-kubeadm's drop-in https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/kubelet-integration/ .
+kubeadm's drop-in
+https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/kubelet-integration/ .
 Without its config / kubeconfig it exits 1 with the real kubelet's message, and
 systemd (Restart=always) keeps restarting it: the crash loop kubeadm's docs describe.
 """
@@ -27,7 +28,11 @@ from .common import ApiError, Client, path
 
 def klog(level: str, msg: str) -> None:
     t = dt.datetime.now()
-    print(f"{level}{t:%m%d %H:%M:%S.%f} {os.getpid():>7} kubelet.go] {msg}", file=sys.stderr, flush=True)
+    print(
+        f"{level}{t:%m%d %H:%M:%S.%f} {os.getpid():>7} kubelet.go] {msg}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def fail(msg: str) -> int:
@@ -49,16 +54,24 @@ def env_file(p: Path) -> dict[str, str]:
 
 def dropin_argv() -> list[str]:
     """What systemd passes through kubeadm's 10-kubeadm.conf drop-in (used in spawn mode)."""
-    envs = {**env_file(path("/var/lib/kubelet/kubeadm-flags.env")), **env_file(path("/etc/default/kubelet"))}
-    args = ["--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
-            "--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml"]
+    envs = {
+        **env_file(path("/var/lib/kubelet/kubeadm-flags.env")),
+        **env_file(path("/etc/default/kubelet")),
+    }
+    args = [
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+    ]
     for k in ("KUBELET_KUBEADM_ARGS", "KUBELET_EXTRA_ARGS"):
         args += shlex.split(envs.get(k, ""))
     return args
 
 
 def node_object(name: str, ip: str, version: str, cri: str) -> dict[str, Any]:
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(platform.machine(), platform.machine())
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(
+        platform.machine(), platform.machine()
+    )
     os_image = "Linux"
     rel = path("/etc/os-release")
     if rel.exists():
@@ -67,7 +80,9 @@ def node_object(name: str, ip: str, version: str, cri: str) -> dict[str, Any]:
                 os_image = line.split("=", 1)[1].strip('"')
     runtime = "containerd://unknown"
     try:
-        r = subprocess.run(["containerd", "--version"], capture_output=True, text=True, timeout=5, check=False)
+        r = subprocess.run(
+            ["containerd", "--version"], capture_output=True, text=True, timeout=5, check=False
+        )
         parts = r.stdout.split()
         if len(parts) >= 3:
             runtime = "containerd://" + parts[2].lstrip("v")
@@ -81,44 +96,89 @@ def node_object(name: str, ip: str, version: str, cri: str) -> dict[str, Any]:
     except OSError:
         pass
     mid = path("/etc/machine-id")
-    capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{mem_ki}Ki", "pods": "110",
-                "ephemeral-storage": "10Gi"}
+    capacity = {
+        "cpu": str(os.cpu_count() or 1),
+        "memory": f"{mem_ki}Ki",
+        "pods": "110",
+        "ephemeral-storage": "10Gi",
+    }
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {
-            "beta.kubernetes.io/arch": arch, "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
-            "annotations": {"kubeadm.alpha.kubernetes.io/cri-socket": cri,
-                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "beta.kubernetes.io/arch": arch,
+                "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": arch,
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+            },
+            "annotations": {
+                "kubeadm.alpha.kubernetes.io/cri-socket": cri,
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
+        },
         "spec": {},
         "status": {
-            "capacity": capacity, "allocatable": capacity,
-            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-            "nodeInfo": {"machineID": mid.read_text().strip() if mid.exists() else "", "systemUUID": "",
-                         "bootID": "", "kernelVersion": platform.release(), "osImage": os_image,
-                         "containerRuntimeVersion": runtime, "kubeletVersion": f"v{version.lstrip('v')}",
-                         "kubeProxyVersion": f"v{version.lstrip('v')}", "operatingSystem": "linux", "architecture": arch},
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [
+                {"type": "InternalIP", "address": ip},
+                {"type": "Hostname", "address": name},
+            ],
+            "nodeInfo": {
+                "machineID": mid.read_text().strip() if mid.exists() else "",
+                "systemUUID": "",
+                "bootID": "",
+                "kernelVersion": platform.release(),
+                "osImage": os_image,
+                "containerRuntimeVersion": runtime,
+                "kubeletVersion": f"v{version.lstrip('v')}",
+                "kubeProxyVersion": f"v{version.lstrip('v')}",
+                "operatingSystem": "linux",
+                "architecture": arch,
+            },
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
         },
     }
 
 
 def conditions() -> list[dict[str, str]]:
-    t = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     out = []
-    for typ, reason, msg in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                             ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                             ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available")):
-        out.append({"type": typ, "status": "False", "reason": reason, "message": msg,
-                    "lastHeartbeatTime": t, "lastTransitionTime": t})
-    out.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t})
+    for typ, reason, msg in (
+        ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+    ):
+        out.append(
+            {
+                "type": typ,
+                "status": "False",
+                "reason": reason,
+                "message": msg,
+                "lastHeartbeatTime": t,
+                "lastTransitionTime": t,
+            }
+        )
+    out.append(
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": t,
+            "lastTransitionTime": t,
+        }
+    )
     return out
 
 
-def heartbeat_loop(client: Client, name: str, ip: str, version: str, cri: str,
-                   labels: dict[str, str] | None = None) -> None:
-    """Register the Node once, then post its status every PIKUBE_STANDIN_HEARTBEAT seconds until SIGTERM."""
+def heartbeat_loop(
+    client: Client, name: str, ip: str, version: str, cri: str, labels: dict[str, str] | None = None
+) -> None:
+    """Register the Node, then post its status every PIKUBE_STANDIN_HEARTBEAT s until SIGTERM."""
     interval = float(common.env("PIKUBE_STANDIN_HEARTBEAT", "5"))
     stop = False
 
@@ -146,10 +206,18 @@ def heartbeat_loop(client: Client, name: str, ip: str, version: str, cri: str,
                 registered = True
             st = node_object(name, ip, version, cri)["status"]
             st["conditions"] = conditions()
-            client.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": st},
-                           "application/strategic-merge-patch+json")
+            client.request(
+                "PATCH",
+                f"/api/v1/nodes/{name}/status",
+                {"status": st},
+                "application/strategic-merge-patch+json",
+            )
         except ApiError as e:
-            klog("E", f'"Error updating node status, will retry" err="error getting node \\"{name}\\": {e}"')
+            klog(
+                "E",
+                f'"Error updating node status, will retry" err="error getting node \\"{name}\\": '
+                f'{e}"',
+            )
         except OSError as e:
             klog("E", f'"Unable to register node with API server" err="{e}" node="{name}"')
         deadline = time.monotonic() + interval
@@ -178,13 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     if not a.config:
-        return fail("failed to validate kubelet flags: the container runtime endpoint address was not specified "
-                    "or empty, use --container-runtime-endpoint to set")
+        return fail(
+            "failed to validate kubelet flags: the container runtime endpoint address was not "
+            "specified "
+            "or empty, use --container-runtime-endpoint to set"
+        )
     cfg_path = path(a.config)
     if not cfg_path.exists():
-        return fail(f"failed to load kubelet config file, path: {a.config}, error: failed to load Kubelet config "
-                    f"file {a.config}, error failed to read kubelet config file \"{a.config}\", error: open "
-                    f"{a.config}: no such file or directory")
+        return fail(
+            f"failed to load kubelet config file, path: {a.config}, error: failed to load Kubelet "
+            "config "
+            f'file {a.config}, error failed to read kubelet config file "{a.config}", error: open '
+            f"{a.config}: no such file or directory"
+        )
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     if cfg.get("failSwapOn", True) is not False:
         try:
@@ -192,17 +266,26 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             swaps = []
         if swaps:
-            return fail("failed to run Kubelet: running with swap on is not supported, please disable swap or set "
-                        "--fail-swap-on flag to false")
+            return fail(
+                "failed to run Kubelet: running with swap on is not supported, please disable "
+                "swap or set "
+                "--fail-swap-on flag to false"
+            )
     kc = path(a.kubeconfig) if a.kubeconfig else None
     if kc is None or not kc.exists():
         boot = a.bootstrap_kubeconfig or "/etc/kubernetes/bootstrap-kubelet.conf"
-        return fail(f"failed to run Kubelet: unable to load bootstrap kubeconfig: stat {boot}: no such file or "
-                    "directory")
+        return fail(
+            f"failed to run Kubelet: unable to load bootstrap kubeconfig: stat {boot}: no such "
+            "file or "
+            "directory"
+        )
     name = (a.hostname_override or common.node_name()).lower()
     ip = a.node_ip or common.default_ip()
-    cri = a.container_runtime_endpoint or cfg.get("containerRuntimeEndpoint") or \
-        "unix:///var/run/containerd/containerd.sock"
+    cri = (
+        a.container_runtime_endpoint
+        or cfg.get("containerRuntimeEndpoint")
+        or "unix:///var/run/containerd/containerd.sock"
+    )
     client = Client.from_kubeconfig(kc, timeout=5)
     heartbeat_loop(client, name, ip, version, cri)
     return 0

@@ -2,7 +2,8 @@
 
 Contract: https://microk8s.io/docs/command-reference , https://microk8s.io/docs/clustering ,
 https://microk8s.io/docs/install-raspberry-pi (memory cgroup), and the wrappers in
-https://github.com/canonical/microk8s/tree/master/scripts/wrappers (add_token.py, join.py, status.py).
+https://github.com/canonical/microk8s/tree/master/scripts/wrappers
+(add_token.py, join.py, status.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ NOT_RUNNING = "microk8s is not running. Use microk8s inspect for a deeper inspec
 LOCKED = "This MicroK8s deployment is acting as a node in a cluster.\nPlease use the master node."
 UNITS = ("snap.microk8s.daemon-kubelite", "snap.microk8s.daemon-cluster-agent")
 ADDONS = {  # name: (description, default enabled)
-    "dns": ("(core) CoreDNS", True), "ha-cluster": ("(core) Configure high availability on the current node", True),
+    "dns": ("(core) CoreDNS", True),
+    "ha-cluster": ("(core) Configure high availability on the current node", True),
     "helm": ("(core) Helm - the package manager for Kubernetes", True),
     "helm3": ("(core) Helm 3 - the package manager for Kubernetes", True),
     "cert-manager": ("(core) Cloud native certificate management", False),
@@ -38,7 +40,10 @@ ADDONS = {  # name: (description, default enabled)
     "ingress": ("(core) Ingress controller for external access", False),
     "metallb": ("(core) Loadbalancer for your Kubernetes cluster", False),
     "metrics-server": ("(core) K8s Metrics Server for API access to service metrics", False),
-    "observability": ("(core) A lightweight observability stack for logs, traces and metrics", False),
+    "observability": (
+        "(core) A lightweight observability stack for logs, traces and metrics",
+        False,
+    ),
     "rbac": ("(core) Role-Based Access Control for authorisation", False),
     "registry": ("(core) Private image registry exposed on localhost:32000", False),
     "storage": ("(core) Alias to hostpath-storage add-on, deprecated", False),
@@ -113,8 +118,14 @@ def admin_kubeconfig(server: str | None = None) -> str:
     if ji:
         ca = ji["ca"].encode()
     server = server or (f"https://{ji['api']}" if ji else f"https://{local_host()}:{api_port()}")
-    return common.kubeconfig(server, ca, "admin", cert_pem=(data() / "certs/admin.crt").read_bytes(),
-                             key_pem=(data() / "certs/admin.key").read_bytes(), cluster="microk8s-cluster")
+    return common.kubeconfig(
+        server,
+        ca,
+        "admin",
+        cert_pem=(data() / "certs/admin.crt").read_bytes(),
+        key_pem=(data() / "certs/admin.key").read_bytes(),
+        cluster="microk8s-cluster",
+    )
 
 
 def api_client() -> common.Client:
@@ -135,8 +146,16 @@ def generate_pki(node: str, ip: str) -> None:
     certs = data() / "certs"
     ca, ca_key = pki.make_ca("10.152.183.1")
     pki.write_pair(certs, "ca", ca, ca_key)
-    sans = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
-            node, "127.0.0.1", "10.152.183.1", ip]
+    sans = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        node,
+        "127.0.0.1",
+        "10.152.183.1",
+        ip,
+    ]
     crt, key = pki.issue(ca, ca_key, "127.0.0.1", sans=sans, server=True, client=False)
     pki.write_pair(certs, "server", crt, key)
     crt, key = pki.issue(ca, ca_key, "admin", orgs=["system:masters"])
@@ -150,11 +169,17 @@ def write_standalone_config() -> None:
     generate_pki(node, ip)
     certs = data() / "certs"
     args = [
-        f"--secure-port={api_port()}", f"--advertise-address={ip}", f"--bind-address={bind_address()}",
-        f"--tls-cert-file={certs / 'server.crt'}", f"--tls-private-key-file={certs / 'server.key'}",
-        f"--client-ca-file={certs / 'ca.crt'}", f"--standin-signing-key-file={certs / 'ca.key'}",
+        f"--secure-port={api_port()}",
+        f"--advertise-address={ip}",
+        f"--bind-address={bind_address()}",
+        f"--tls-cert-file={certs / 'server.crt'}",
+        f"--tls-private-key-file={certs / 'server.key'}",
+        f"--client-ca-file={certs / 'ca.crt'}",
+        f"--standin-signing-key-file={certs / 'ca.key'}",
         f"--standin-state-file={data() / 'var/kubernetes/backend/state.json'}",
-        f"--standin-version={version()}", "--standin-flavour=microk8s", "--authorization-mode=RBAC,Node",
+        f"--standin-version={version()}",
+        "--standin-flavour=microk8s",
+        "--authorization-mode=RBAC,Node",
     ]
     common.write_file(data() / "args/kube-apiserver", "\n".join(args) + "\n")
     common.write_file(data() / "args/kubelet", f"--hostname-override={node}\n--node-ip={ip}\n")
@@ -166,7 +191,9 @@ def write_standalone_config() -> None:
 
 def create_group() -> None:
     if common.root() == Path("/"):
-        subprocess.run(["groupadd", "--system", "--force", "microk8s"], check=False, capture_output=True)
+        subprocess.run(
+            ["groupadd", "--system", "--force", "microk8s"], check=False, capture_output=True
+        )
         return
     grp = path("/etc/group")
     text = grp.read_text() if grp.exists() else ""
@@ -177,10 +204,14 @@ def create_group() -> None:
 def write_units() -> None:
     if common.service_mode() != "systemd":
         return
-    for unit, mod in (("snap.microk8s.daemon-kubelite", "microk8s_daemon"),
-                      ("snap.microk8s.daemon-cluster-agent", "microk8s_agent")):
+    for unit, mod in (
+        ("snap.microk8s.daemon-kubelite", "microk8s_daemon"),
+        ("snap.microk8s.daemon-cluster-agent", "microk8s_agent"),
+    ):
         name = unit.removeprefix("snap.microk8s.")
-        common.write_file(path(f"/etc/systemd/system/{unit}.service"), f"""[Unit]
+        common.write_file(
+            path(f"/etc/systemd/system/{unit}.service"),
+            f"""[Unit]
 Description=Service for snap application microk8s.{name}
 After=network-online.target
 
@@ -195,7 +226,8 @@ RestartSec=3
 
 [Install]
 WantedBy=multi-user.target
-""")
+""",
+        )
     subprocess.run(["systemctl", "daemon-reload"], check=False, capture_output=True)
 
 
@@ -220,8 +252,10 @@ def hook(name: str) -> int:
     elif name == "post-refresh":
         args = data() / "args/kube-apiserver"
         if args.exists():
-            lines = [f"--standin-version={version()}" if ln.startswith("--standin-version=") else ln
-                     for ln in args.read_text().splitlines()]
+            lines = [
+                f"--standin-version={version()}" if ln.startswith("--standin-version=") else ln
+                for ln in args.read_text().splitlines()
+            ]
             args.write_text("\n".join(lines) + "\n")
         write_units()
         for u in UNITS:
@@ -234,7 +268,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     if is_worker():
         print(LOCKED)
         return 1
-    deadline = time.monotonic() + (a.timeout if a.timeout > 0 else 10 ** 9)
+    deadline = time.monotonic() + (a.timeout if a.timeout > 0 else 10**9)
     ready = api_ready()
     while a.wait_ready and not ready and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -249,14 +283,19 @@ def cmd_status(a: argparse.Namespace) -> int:
     if a.format == "yaml":
         print("microk8s:\n  running: True\naddons:")
         for n in ADDONS:
-            print(f"  - name: {n}\n    description: {ADDONS[n][0]}\n    status: "
-                  f"{'enabled' if n in enabled else 'disabled'}")
+            print(
+                f"  - name: {n}\n    description: {ADDONS[n][0]}\n    status: "
+                f"{'enabled' if n in enabled else 'disabled'}"
+            )
         return 0
-    members = json.loads((data() / "var/kubernetes/backend/members.json").read_text()) \
-        if (data() / "var/kubernetes/backend/members.json").exists() else []
+    members = (
+        json.loads((data() / "var/kubernetes/backend/members.json").read_text())
+        if (data() / "var/kubernetes/backend/members.json").exists()
+        else []
+    )
     print("microk8s is running")
     print(f"high-availability: {'yes' if len(members) + 1 >= 3 else 'no'}")  # HA needs three voters
-    print(f"  datastore master nodes: {' '.join([f'{common.default_ip()}:19001'] + members)}")
+    print(f"  datastore master nodes: {' '.join([f'{common.default_ip()}:19001', *members])}")
     print("  datastore standby nodes: none")
     print("addons:\n  enabled:")
     for n in ADDONS:
@@ -296,12 +335,26 @@ def cmd_enable(a: argparse.Namespace, on: bool) -> int:
                 continue
             print(f"Enabling {name}")
             with contextlib.suppress(common.ApiError):
-                api_client().post("/apis/apps/v1/namespaces/kube-system/deployments", {
-                    "metadata": {"name": f"addon-{name}", "namespace": "kube-system",
-                                 "labels": {"microk8s-addon": name}},
-                    "spec": {"replicas": 1, "selector": {"matchLabels": {"microk8s-addon": name}},
-                             "template": {"metadata": {"labels": {"microk8s-addon": name}},
-                                          "spec": {"containers": [{"name": name, "image": f"standin/{name}"}]}}}})
+                api_client().post(
+                    "/apis/apps/v1/namespaces/kube-system/deployments",
+                    {
+                        "metadata": {
+                            "name": f"addon-{name}",
+                            "namespace": "kube-system",
+                            "labels": {"microk8s-addon": name},
+                        },
+                        "spec": {
+                            "replicas": 1,
+                            "selector": {"matchLabels": {"microk8s-addon": name}},
+                            "template": {
+                                "metadata": {"labels": {"microk8s-addon": name}},
+                                "spec": {
+                                    "containers": [{"name": name, "image": f"standin/{name}"}]
+                                },
+                            },
+                        },
+                    },
+                )
             cur.append(name)
             print(f"{name} is enabled" if name != "dns" else "DNS is enabled")
         else:
@@ -310,7 +363,9 @@ def cmd_enable(a: argparse.Namespace, on: bool) -> int:
                 continue
             print(f"Disabling {name}")
             with contextlib.suppress(common.ApiError):
-                api_client().delete(f"/apis/apps/v1/namespaces/kube-system/deployments/addon-{name}")
+                api_client().delete(
+                    f"/apis/apps/v1/namespaces/kube-system/deployments/addon-{name}"
+                )
             cur.remove(name)
             print(f"{name} is disabled")
     common.write_file(data() / "var/addons.json", json.dumps(cur))
@@ -322,7 +377,9 @@ def all_ips() -> list[str]:
     if os.environ.get("PIKUBE_STANDIN_NODE_IP"):
         return [default]
     try:
-        out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return [default]
     ips = [line.split()[3].split("/")[0] for line in out.splitlines() if " lo " not in line]
@@ -351,15 +408,27 @@ def cmd_add_node(a: argparse.Namespace) -> int:
     elif a.format == "token":
         print(token)
     elif a.format == "json":
-        print(json.dumps({"token": f"{token}/{check}", "urls": [f"{ip}:{port}/{token}/{check}" for ip in ips]},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "token": f"{token}/{check}",
+                    "urls": [f"{ip}:{port}/{token}/{check}" for ip in ips],
+                },
+                indent=2,
+            )
+        )
     else:
         print("From the node you wish to join to this cluster, run the following:")
         print(f"microk8s join {ips[0]}:{port}/{token}/{check}\n")
-        print("Use the '--worker' flag to join a node as a worker not running the control plane, eg:")
+        print(
+            "Use the '--worker' flag to join a node as a worker not running the control plane, eg:"
+        )
         print(f"microk8s join {ips[0]}:{port}/{token}/{check} --worker\n")
-        print("If the node you are adding is not reachable through the default interface you can use one of the "
-              "following:")
+        print(
+            "If the node you are adding is not reachable through the default interface you can "
+            "use one of the "
+            "following:"
+        )
         for ip in ips:
             print(f"microk8s join {ip}:{port}/{token}/{check}")
     return 0
@@ -383,18 +452,34 @@ def cmd_join(a: argparse.Namespace) -> int:
         conn.connect()
         if fingerprint and not a.skip_verify:
             if len(fingerprint) < 12:
-                print("Joining cluster failed. Fingerprint too short. Use '--skip-verify' to skip server "
-                      "certificate check.")
+                print(
+                    "Joining cluster failed. Fingerprint too short. Use '--skip-verify' to skip "
+                    "server "
+                    "certificate check."
+                )
                 return 4
             der = conn.sock.getpeercert(True)  # type: ignore[union-attr]
             if not hashlib.sha256(der or b"").hexdigest().startswith(fingerprint):
-                print(f"Joining cluster failed. Could not verify the identity of {host}. Use '--skip-verify' to "
-                      "skip server certificate check.")
+                print(
+                    f"Joining cluster failed. Could not verify the identity of {host}. Use "
+                    "'--skip-verify' to "
+                    "skip server certificate check."
+                )
                 return 4
-        body = {"token": token, "hostname": common.node_name(), "port": agent_port(), "worker": a.worker,
-                "ip": common.default_ip(), "can_handle_x509_auth": True}
-        conn.request("POST", "/cluster/api/v2.0/join", json.dumps(body),
-                     {"Content-type": "application/json", "Accept": "application/json"})
+        body = {
+            "token": token,
+            "hostname": common.node_name(),
+            "port": agent_port(),
+            "worker": a.worker,
+            "ip": common.default_ip(),
+            "can_handle_x509_auth": True,
+        }
+        conn.request(
+            "POST",
+            "/cluster/api/v2.0/join",
+            json.dumps(body),
+            {"Content-type": "application/json", "Accept": "application/json"},
+        )
         resp = conn.getresponse()
         raw = resp.read()
         if resp.status != 200:
@@ -418,8 +503,12 @@ def cmd_join(a: argparse.Namespace) -> int:
     if not a.worker:
         common.write_file(certs / "admin.crt", info["admin_cert"])
         common.write_file(certs / "admin.key", info["admin_key"], 0o600)
-    ji = {"api": info["api"], "ca": info["ca"], "role": "worker" if a.worker else "control-plane",
-          "cluster_agent": f"{host}:{port}"}
+    ji = {
+        "api": info["api"],
+        "ca": info["ca"],
+        "role": "worker" if a.worker else "control-plane",
+        "cluster_agent": f"{host}:{port}",
+    }
     common.write_file(data() / "credentials/join.json", json.dumps(ji), 0o600)
     if a.worker:
         (data() / "var/lock").mkdir(parents=True, exist_ok=True)
@@ -431,16 +520,26 @@ def cmd_join(a: argparse.Namespace) -> int:
     if not a.worker:
         common.service_start("snap.microk8s.daemon-cluster-agent")
         print("Waiting for this node to finish joining the cluster. .. .. .. ..")
-    nodeclient = common.Client(f"https://{info['api']}", ca_pem=info["ca"].encode(),
-                               cert_pem=info["kubelet_cert"].encode(), key_pem=info["kubelet_key"].encode())
-    common.wait_for(lambda: nodeclient.get(f"/api/v1/nodes/{common.node_name()}") is not None, 60, 0.5)
+    nodeclient = common.Client(
+        f"https://{info['api']}",
+        ca_pem=info["ca"].encode(),
+        cert_pem=info["kubelet_cert"].encode(),
+        key_pem=info["kubelet_key"].encode(),
+    )
+    common.wait_for(
+        lambda: nodeclient.get(f"/api/v1/nodes/{common.node_name()}") is not None, 60, 0.5
+    )
     if a.worker:
-        print("The node has joined the cluster and will appear in the nodes list in a few seconds.\n\n"
-              "This worker node gets automatically configured with the API server endpoints.\n"
-              "If the API servers are behind a loadbalancer please set the '--refresh-interval' to '0s' in:\n"
-              "    /var/snap/microk8s/current/args/apiserver-proxy\n"
-              "and replace the API server endpoints with the one provided by the loadbalancer in:\n"
-              "    /var/snap/microk8s/current/args/traefik/provider.yaml\n")
+        print(
+            "The node has joined the cluster and will appear in the nodes list in a few "
+            "seconds.\n\n"
+            "This worker node gets automatically configured with the API server endpoints.\n"
+            "If the API servers are behind a loadbalancer please set the '--refresh-interval' to "
+            "'0s' in:\n"
+            "    /var/snap/microk8s/current/args/apiserver-proxy\n"
+            "and replace the API server endpoints with the one provided by the loadbalancer in:\n"
+            "    /var/snap/microk8s/current/args/traefik/provider.yaml\n"
+        )
     else:
         print("Successfully joined the cluster.")
     return 0
@@ -480,19 +579,36 @@ def cmd_remove_node(a: argparse.Namespace) -> int:
     members = json.loads(members_file.read_text()) if members_file.exists() else []
     ip = None
     if node:
-        ip = next((x["address"] for x in node.get("status", {}).get("addresses", []) if x["type"] == "InternalIP"),
-                  None)
+        ip = next(
+            (
+                x["address"]
+                for x in node.get("status", {}).get("addresses", [])
+                if x["type"] == "InternalIP"
+            ),
+            None,
+        )
     member = next((m for m in members if ip and m.startswith(f"{ip}:")), None)
     if node is None and not a.force:
         print(f"Node {a.node} does not exist in Kubernetes.")
         return 1
     if member and not a.force:
-        ready = next((c["status"] for c in node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
-                      if c["type"] == "Ready"), "Unknown")
+        ready = next(
+            (
+                c["status"]
+                for c in node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
+                if c["type"] == "Ready"
+            ),
+            "Unknown",
+        )
         if ready == "True":
-            print(f"Removal failed. Node {a.node} is registered with dqlite. Please, run first 'microk8s leave' "
-                  "on the departing node. \nIf the node is not available anymore and will never attempt to join "
-                  "the cluster in the future use the '--force' flag \nto unregister the node while removing it.")
+            print(
+                f"Removal failed. Node {a.node} is registered with dqlite. Please, run first "
+                "'microk8s leave' "
+                "on the departing node. \nIf the node is not available anymore and will never "
+                "attempt to join "
+                "the cluster in the future use the '--force' flag \nto unregister the node while "
+                "removing it."
+            )
             return 1
     if node is not None:
         client.delete(f"/api/v1/nodes/{a.node}")
@@ -534,8 +650,11 @@ def cmd_inspect(_a: argparse.Namespace) -> int:
         print(f"  Service {u} is {state}")
     problem = memory_cgroup_problem()
     if problem:
-        print(f"WARNING:  {problem}\nThe cluster may not be functioning properly. Please ensure cgroups are "
-              "enabled \nSee for example: https://microk8s.io/docs/install-alternatives#heading--arm ")
+        print(
+            f"WARNING:  {problem}\nThe cluster may not be functioning properly. Please ensure "
+            "cgroups are "
+            "enabled \nSee for example: https://microk8s.io/docs/install-alternatives#heading--arm "
+        )
     return 0
 
 
@@ -562,7 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("add-node")
     an.add_argument("-l", "--token-ttl", type=int, default=-1)
     an.add_argument("-t", "--token")
-    an.add_argument("--format", default="pretty", choices=("pretty", "short", "token", "token-check", "json"))
+    an.add_argument(
+        "--format", default="pretty", choices=("pretty", "short", "token", "token-check", "json")
+    )
     j = sub.add_parser("join")
     j.add_argument("connection")
     j.add_argument("--worker", action="store_true")
@@ -594,14 +715,25 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     if os.geteuid() != 0 and a.cmd not in ("version",):
-        print("Insufficient permissions to access MicroK8s.\nYou can either try again with sudo or add the user "
-              "to the 'microk8s' group:\n\n    sudo usermod -a -G microk8s $USER\n    sudo chown -R $USER ~/.kube\n")
+        print(
+            "Insufficient permissions to access MicroK8s.\nYou can either try again with sudo or "
+            "add the user "
+            "to the 'microk8s' group:\n\n    sudo usermod -a -G microk8s $USER\n    sudo chown -R "
+            "$USER ~/.kube\n"
+        )
         return 1
     if not snap().exists():
         print("microk8s: command not found (the snap is not installed)", file=sys.stderr)
         return 127
-    table = {"status": cmd_status, "add-node": cmd_add_node, "join": cmd_join, "leave": cmd_leave,
-             "remove-node": cmd_remove_node, "config": cmd_config, "inspect": cmd_inspect}
+    table = {
+        "status": cmd_status,
+        "add-node": cmd_add_node,
+        "join": cmd_join,
+        "leave": cmd_leave,
+        "remove-node": cmd_remove_node,
+        "config": cmd_config,
+        "inspect": cmd_inspect,
+    }
     if a.cmd in table:
         return int(table[a.cmd](a))
     if a.cmd in ("enable", "disable"):

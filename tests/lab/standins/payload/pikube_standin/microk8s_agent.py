@@ -45,7 +45,7 @@ def consume_token(token: str) -> bool:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def reply(self, code: int, obj: dict[str, Any]) -> None:
@@ -69,17 +69,26 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/cluster/api/v2.0/join":
             self.reply(404, {"error": "Not found"})
             return
-        if (data() / "credentials/join.json").exists() or not consume_token(str(req.get("token", ""))):
+        if (data() / "credentials/join.json").exists() or not consume_token(
+            str(req.get("token", ""))
+        ):
             self.reply(500, {"error": "Invalid token"})
             return
         certs = data() / "certs"
         ca, ca_key = (certs / "ca.crt").read_bytes(), (certs / "ca.key").read_bytes()
         host = str(req.get("hostname", "")).lower()
         ip = str(req.get("ip") or self.client_address[0])
-        crt, key = pki.issue(ca, ca_key, f"system:node:{host}", orgs=["system:nodes"], sans=[host, ip])
-        resp: dict[str, Any] = {"ca": ca.decode(), "api": f"{common.default_ip()}:{api_port()}",
-                                "kubelet_cert": crt.decode(), "kubelet_key": key.decode(),
-                                "api_port": str(api_port()), "hostname_override": ip}
+        crt, key = pki.issue(
+            ca, ca_key, f"system:node:{host}", orgs=["system:nodes"], sans=[host, ip]
+        )
+        resp: dict[str, Any] = {
+            "ca": ca.decode(),
+            "api": f"{common.default_ip()}:{api_port()}",
+            "kubelet_cert": crt.decode(),
+            "kubelet_key": key.decode(),
+            "api_port": str(api_port()),
+            "hostname_override": ip,
+        }
         if not req.get("worker"):
             resp["admin_cert"] = (certs / "admin.crt").read_text()
             resp["admin_key"] = (certs / "admin.key").read_text()

@@ -23,11 +23,11 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_key() -> PrivateKey:
-    """RSA 2048 like kubeadm's default; PIKUBE_STANDIN_KEY_ALGO=ecdsa (kubeadm's ECDSA-P256) is faster."""
+    """RSA 2048 as kubeadm's default; PIKUBE_STANDIN_KEY_ALGO=ecdsa (ECDSA-P256) is faster."""
     if env("PIKUBE_STANDIN_KEY_ALGO", "rsa").lower().startswith("ecdsa"):
         return ec.generate_private_key(ec.SECP256R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -65,9 +65,15 @@ def make_ca(cn: str = "kubernetes") -> tuple[bytes, bytes]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -112,10 +118,15 @@ def _sign(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False,
+                digital_signature=True,
+                content_commitment=False,
                 key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -146,13 +157,19 @@ def issue(
     client: bool = True,
 ) -> tuple[bytes, bytes]:
     key = new_key()
-    cert = _sign(ca_cert, ca_key, _name(cn, orgs), key.public_key(), server=server, client=client, sans=sans)
+    cert = _sign(
+        ca_cert, ca_key, _name(cn, orgs), key.public_key(), server=server, client=client, sans=sans
+    )
     return cert, key_pem(key)
 
 
 def make_csr(cn: str, orgs: list[str]) -> tuple[bytes, bytes]:
     key = new_key()
-    csr = x509.CertificateSigningRequestBuilder().subject_name(_name(cn, orgs)).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(cn, orgs))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 

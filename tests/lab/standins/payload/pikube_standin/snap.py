@@ -1,7 +1,8 @@
 """`snap` stand-in: install / list / refresh / remove / info for the MicroK8s stand-in.
 
 Contract: https://snapcraft.io/docs/managing-snaps , https://snapcraft.io/docs/channels ,
-https://snapcraft.io/docs/managing-updates (refresh --hold), https://microk8s.io/docs/setting-snap-channel .
+https://snapcraft.io/docs/managing-updates (refresh --hold),
+https://microk8s.io/docs/setting-snap-channel .
 Standard library only (it is baked into every lab node). The "store" is the lab's HTTP
 server: $LAB_HTTP/snaps/<name>/index.json plus one payload tarball per revision/arch,
 written by standins.prepare().
@@ -70,7 +71,9 @@ def store_get(name: str, rel: str) -> bytes:
     base = lab_http()
     url = f"{base}/snaps/{name}/{rel}" if base else "https://api.snapcraft.io/v2/snaps/refresh"
     if base is None:
-        raise OSError(f'Post "{url}": dial tcp: lookup api.snapcraft.io: Temporary failure in name resolution')
+        raise OSError(
+            f'Post "{url}": dial tcp: lookup api.snapcraft.io: Temporary failure in name resolution'
+        )
     try:
         with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - lab HTTP store
             return bytes(r.read())
@@ -80,18 +83,29 @@ def store_get(name: str, rel: str) -> bytes:
         raise OSError(f'Get "{url}": {e}') from e
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise OSError(f'Post "https://api.snapcraft.io/v2/snaps/refresh": dial tcp: {reason}') from e
+        raise OSError(
+            f'Post "https://api.snapcraft.io/v2/snaps/refresh": dial tcp: {reason}'
+        ) from e
 
 
 def resolve(name: str, channel: str) -> tuple[dict[str, Any], dict[str, Any]]:
     index = json.loads(store_get(name, "index.json"))
-    ch = channel if "/" in channel else (f"latest/{channel}" if channel in ("stable", "candidate", "beta",
-                                                                          "edge") else f"{channel}/stable")
+    ch = (
+        channel
+        if "/" in channel
+        else (
+            f"latest/{channel}"
+            if channel in ("stable", "candidate", "beta", "edge")
+            else f"{channel}/stable"
+        )
+    )
     entry = index["channels"].get(ch)
     if entry is None:
         tracks = sorted({c.split("/")[0] for c in index["channels"]})
-        raise KeyError(f'snap "{name}" is not available on {ch} but is available to install on the following '
-                       f"tracks:\n       " + "  ".join(tracks))
+        raise KeyError(
+            f'snap "{name}" is not available on {ch} but is available to install on the following '
+            f"tracks:\n       " + "  ".join(tracks)
+        )
     return index, {**entry, "channel": ch}
 
 
@@ -133,7 +147,9 @@ def write_commands(name: str) -> None:
     common.write_file(path(f"/snap/bin/{name}"), WRAPPER.format(name=name, args=""), 0o755)
     for app in ("kubectl", "status", "config", "add-node", "join", "leave", "enable", "disable"):
         extra = f'["{app}"] + sys.argv[1:]'
-        common.write_file(path(f"/snap/bin/{name}.{app}"), WRAPPER.format(name=name, args=extra), 0o755)
+        common.write_file(
+            path(f"/snap/bin/{name}.{app}"), WRAPPER.format(name=name, args=extra), 0o755
+        )
 
 
 def remove_commands(name: str) -> None:
@@ -144,12 +160,44 @@ def remove_commands(name: str) -> None:
 def run_hook(name: str, hook: str) -> None:
     """The snap's hooks (install, remove, post-refresh) live in its payload."""
     lib = path(f"/snap/{name}/current/lib")
-    env = {**os.environ, "PYTHONPATH": str(lib), "SNAP": f"/snap/{name}/current",
-           "SNAP_DATA": f"/var/snap/{name}/current"}
-    r = subprocess.run([sys.executable, "-m", "pikube_standin.microk8s", f"--hook={hook}"], env=env,
-                       capture_output=True, text=True, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(lib),
+        "SNAP": f"/snap/{name}/current",
+        "SNAP_DATA": f"/var/snap/{name}/current",
+    }
+    r = subprocess.run(
+        [sys.executable, "-m", "pikube_standin.microk8s", f"--hook={hook}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stdout + r.stderr)
+
+
+def ensure_runtime_deps() -> None:
+    """A real snap bundles its runtime; the stand-in payload uses Debian's python3-yaml and
+    python3-cryptography, installed here through the node's apt (and its lab proxy) if missing."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import yaml, cryptography"], capture_output=True, check=False
+    )
+    if probe.returncode == 0 or common.root() != Path("/"):
+        return
+    subprocess.run(
+        [
+            "apt-get",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "python3-yaml",
+            "python3-cryptography",
+        ],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        capture_output=True,
+        check=False,
+    )
 
 
 def cmd_install(args: list[str]) -> int:
@@ -169,7 +217,7 @@ def cmd_install(args: list[str]) -> int:
     name = names[0]
     state = load_state()
     if name in state:
-        print(f'snap "{name}" is already installed, see \'snap help refresh\'', file=sys.stderr)
+        print(f"snap \"{name}\" is already installed, see 'snap help refresh'", file=sys.stderr)
         return 0
     if name not in KNOWN:
         return err(f'snap "{name}" not found')
@@ -180,20 +228,33 @@ def cmd_install(args: list[str]) -> int:
     except KeyError as e:
         return err(str(e.args[0]))
     if entry.get("confinement") == "classic" and not classic:
-        return err(f'This revision of snap "{name}" was published using classic confinement and thus may perform\n'
-                   "       arbitrary system changes outside of the security sandbox that snaps are usually\n"
-                   "       confined to, which may put your system at risk.\n\n"
-                   "       If you understand and want to proceed repeat the command including --classic.")
+        return err(
+            f'This revision of snap "{name}" was published using classic confinement and thus may '
+            "perform\n"
+            "       arbitrary system changes outside of the security sandbox that snaps are "
+            "usually\n"
+            "       confined to, which may put your system at risk.\n\n"
+            "       If you understand and want to proceed repeat the command including --classic."
+        )
+    ensure_runtime_deps()
     try:
         unpack(name, entry)
-        state[name] = {"channel": entry["channel"], "revision": entry["revision"], "version": entry["version"],
-                       "hold": False, "installed": dt.datetime.now(dt.timezone.utc).isoformat(),
-                       "confinement": entry.get("confinement", "strict")}
+        state[name] = {
+            "channel": entry["channel"],
+            "revision": entry["revision"],
+            "version": entry["version"],
+            "hold": False,
+            "installed": dt.datetime.now(dt.UTC).isoformat(),
+            "confinement": entry.get("confinement", "strict"),
+        }
         save_state(state)
         write_commands(name)
         run_hook(name, "install")
     except (OSError, LookupError, RuntimeError) as e:
-        return err(f'cannot perform the following tasks:\n- Run install hook of "{name}" snap if present ({e})')
+        return err(
+            f'cannot perform the following tasks:\n- Run install hook of "{name}" snap if present '
+            f"({e})"
+        )
     print(f"{name} ({entry['channel']}) {entry['version']} from Canonical\u2713 installed")
     return 0
 
@@ -254,7 +315,9 @@ def cmd_refresh(args: list[str]) -> int:
     try:
         run_hook(name, "pre-refresh")
         unpack(name, entry)
-        state[name].update(channel=entry["channel"], revision=entry["revision"], version=entry["version"])
+        state[name].update(
+            channel=entry["channel"], revision=entry["revision"], version=entry["version"]
+        )
         save_state(state)
         run_hook(name, "post-refresh")
     except (OSError, LookupError, RuntimeError) as e:
@@ -279,7 +342,9 @@ def cmd_remove(args: list[str]) -> int:
             shutil.rmtree(d, ignore_errors=True)
         del state[name]
         save_state(state)
-        print(f"{name} removed" if "--purge" in args else f"{name} removed (snap data snapshot saved)")
+        print(
+            f"{name} removed" if "--purge" in args else f"{name} removed (snap data snapshot saved)"
+        )
     return 0
 
 
@@ -297,7 +362,16 @@ def cmd_list(args: list[str]) -> int:
         notes = [s.get("confinement", "-")] if s.get("confinement") == "classic" else []
         if s.get("hold"):
             notes.append("held")
-        table.append((n, s["version"], str(s["revision"]), s["channel"], "canonical\u2713", ",".join(notes) or "-"))
+        table.append(
+            (
+                n,
+                s["version"],
+                str(s["revision"]),
+                s["channel"],
+                "canonical\u2713",
+                ",".join(notes) or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(6)]
     for r in table:
         print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
@@ -316,13 +390,18 @@ def cmd_info(args: list[str]) -> int:
     except (OSError, LookupError) as e:
         return err(f"cannot get snap info: {e}")
     state = load_state().get(name)
-    print(f"name:      {name}\nsummary:   Kubernetes for workstations and appliances\npublisher: Canonical\u2713\n"
-          "store-url: https://snapcraft.io/microk8s\ncontact:   https://github.com/canonical/microk8s\n"
-          "license:   Apache-2.0\ndescription: |\n  MicroK8s is a small, fast, secure, single node Kubernetes that "
-          "installs on just about any Linux box.\n  (pikube lab stand-in)\ncommands:\n  - microk8s\n"
-          "  - microk8s.add-node\n  - microk8s.config\n  - microk8s.kubectl\n  - microk8s.status\n"
-          "services:\n  microk8s.daemon-cluster-agent: simple, enabled, active\n"
-          "  microk8s.daemon-kubelite:      simple, enabled, active")
+    print(
+        f"name:      {name}\nsummary:   Kubernetes for workstations and appliances\npublisher: "
+        "Canonical\u2713\n"
+        "store-url: https://snapcraft.io/microk8s\ncontact:   "
+        "https://github.com/canonical/microk8s\n"
+        "license:   Apache-2.0\ndescription: |\n  MicroK8s is a small, fast, secure, single node "
+        "Kubernetes that "
+        "installs on just about any Linux box.\n  (pikube lab stand-in)\ncommands:\n  - microk8s\n"
+        "  - microk8s.add-node\n  - microk8s.config\n  - microk8s.kubectl\n  - microk8s.status\n"
+        "services:\n  microk8s.daemon-cluster-agent: simple, enabled, active\n"
+        "  microk8s.daemon-kubelite:      simple, enabled, active"
+    )
     print("snap-id:      EaXqgt1lyCaxKaQCU349mlodBkDCXRcg")
     if state:
         print(f"tracking:     {state['channel']}\nrefresh-date: today")
@@ -330,28 +409,40 @@ def cmd_info(args: list[str]) -> int:
             print("hold:         forever")
     print("channels:")
     for ch, e in sorted(index["channels"].items()):
-        print(f"  {ch + ':':<16} {e['version']:<10} {dt.date.today():%Y-%m-%d} ({e['revision']}) 180MB classic")
+        print(
+            f"  {ch + ':':<16} {e['version']:<10} {dt.date.today():%Y-%m-%d} ({e['revision']}) "
+            "180MB classic"
+        )
     if state:
-        print(f"installed:      {state['version']:<10}            ({state['revision']}) 180MB classic")
+        print(
+            f"installed:      {state['version']:<10}            ({state['revision']}) 180MB classic"
+        )
     return 0
 
 
-COMMANDS = {"install": cmd_install, "refresh": cmd_refresh, "remove": cmd_remove, "list": cmd_list,
-            "info": cmd_info}
+COMMANDS = {
+    "install": cmd_install,
+    "refresh": cmd_refresh,
+    "remove": cmd_remove,
+    "list": cmd_list,
+    "info": cmd_info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
-        print("Usage: snap <command> [<options>...]\n\nCommands modelled by the pikube lab stand-in: "
-              + ", ".join(COMMANDS))
+        print(
+            "Usage: snap <command> [<options>...]\n\nCommands modelled by the pikube lab stand-in: "
+            + ", ".join(COMMANDS)
+        )
         return 0
     if args[0] == "version":
         print("snap    2.63+pikube-standin\nsnapd   2.63+pikube-standin\nseries  16")
         return 0
     fn = COMMANDS.get(args[0])
     if fn is None:
-        return err(f'unknown command "{args[0]}", see \'snap help\'.')
+        return err(f"unknown command \"{args[0]}\", see 'snap help'.")
     return fn(args[1:])
 
 
