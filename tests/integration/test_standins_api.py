@@ -119,6 +119,26 @@ def test_apply_cni_manifest_then_nodes_become_ready(api: tuple[FakeNode, FakeNod
     )
 
 
+def test_workloads_get_running_pods_and_roll_out(api: tuple[FakeNode, FakeNode]) -> None:
+    cp, _ = api
+    rollout = cp.kubectl(
+        "rollout", "status", "daemonset/kube-flannel-ds", "-n", "kube-flannel", "--timeout=60s"
+    )
+    assert rollout.returncode == 0 and "successfully rolled out" in rollout.stdout, rollout.stderr
+    dep = cp.kubectl(
+        "rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=60s"
+    )
+    assert dep.returncode == 0, dep.stderr
+    waited = cp.kubectl(
+        "wait", "--for=condition=Ready", "pod", "--all", "-n", "kube-flannel", "--timeout=60s"
+    )
+    assert waited.returncode == 0, waited.stderr
+    pods = json.loads(cp.kubectl("get", "pods", "-n", "kube-flannel", "-o", "json").stdout)["items"]
+    assert sorted(p["spec"]["nodeName"] for p in pods) == ["cp1", "w1"]
+    assert all(p["status"]["phase"] == "Running" for p in pods)
+    assert all(p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet" for p in pods)
+
+
 def test_apply_changed_manifest_patches_object(
     api: tuple[FakeNode, FakeNode], tmp_path: Path
 ) -> None:
@@ -165,7 +185,19 @@ def test_cordon_uncordon_drain_delete(api: tuple[FakeNode, FakeNode]) -> None:
         "drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"
     )
     assert drained.returncode == 0, drained.stderr
-    assert "node/w1 drained" in drained.stdout
+    # kubectl 1.20 ends with "evicted" when it evicted pods ("drained" when there were none)
+    assert drained.stdout.splitlines()[-1] in ("node/w1 evicted", "node/w1 drained")
+    assert "ignoring DaemonSet-managed Pods" in drained.stderr
+    on_w1 = json.loads(
+        cp.kubectl("get", "pods", "-A", "-o", "json", "--field-selector", "spec.nodeName=w1").stdout
+    )["items"]
+    assert on_w1 and all(p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet" for p in on_w1)
+    assert (
+        cp.kubectl(
+            "rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=60s"
+        ).returncode
+        == 0
+    )
     assert nodes(cp)["w1"]["spec"].get("unschedulable") is True  # type: ignore[union-attr]
     deleted = cp.kubectl("delete", "node", "w1")
     assert deleted.returncode == 0 and 'node "w1" deleted' in deleted.stdout

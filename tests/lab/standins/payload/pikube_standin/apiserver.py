@@ -610,6 +610,34 @@ class Api:
 
     @staticmethod
     def normalise(r: Res, body: dict[str, Any]) -> None:
+        spec = body.get("spec")
+        if r.group == "apps" and isinstance(
+            spec, dict
+        ):  # API defaulting (pkg/apis/apps/v1/defaults.go)
+            if r.plural == "daemonsets":
+                spec.setdefault(
+                    "updateStrategy",
+                    {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+                    },
+                )
+            elif r.plural == "deployments":
+                spec.setdefault("replicas", 1)
+                spec.setdefault(
+                    "strategy",
+                    {
+                        "type": "RollingUpdate",
+                        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+                    },
+                )
+                spec.setdefault("progressDeadlineSeconds", 600)
+            elif r.plural == "statefulsets":
+                spec.setdefault("replicas", 1)
+                spec.setdefault(
+                    "updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+                )
+            spec.setdefault("revisionHistoryLimit", 10)
         if r.plural == "secrets" and "stringData" in body:
             data = body.setdefault("data", {})
             for k, v in body.pop("stringData").items():
@@ -709,12 +737,14 @@ class Api:
     def controllers(self) -> None:
         while True:
             time.sleep(1.0)
-            with contextlib.suppress(Exception), self.store.cond:
-                self._tick()
+            try:
+                with self.store.cond:
+                    self._tick()
+            except Exception as e:  # a controller must survive its own bugs; log them
+                common.log(f"apiserver: controller error: {e!r}")
 
     def _tick(self) -> None:
         nodes = self.res_for("", "nodes")
-        ready_nodes = 0
         for k, obj in list(self.store.objects.items()):
             if k[1] == "nodes":
                 before = copy.deepcopy(obj)
@@ -722,11 +752,6 @@ class Api:
                 if obj != before:
                     obj["metadata"]["resourceVersion"] = self.bump()
                     self.store.emit(k, "MODIFIED", self.present(nodes, obj))
-                if any(
-                    c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in obj.get("status", {}).get("conditions", [])
-                ):
-                    ready_nodes += 1
             elif k[1] == "secrets" and obj.get("type") == "bootstrap.kubernetes.io/token":
                 exp = obj.get("data", {}).get("expiration")
                 if exp:
@@ -737,38 +762,258 @@ class Api:
                         del self.store.objects[k]
                         self.bump()
                         self.store.emit(k, "DELETED", obj)
+        self._pods()
+        self._workload_status()
+
+    # ---- workloads: the DaemonSet / Deployment / StatefulSet controllers, the scheduler and
+    # the kubelets' pod status, collapsed: Pods appear Running on their node, Ready while it is.
+    def _nodes(self) -> list[dict[str, Any]]:
+        return [o for k, o in self.store.objects.items() if k[1] == "nodes" and not k[0]]
+
+    @staticmethod
+    def _node_ready(node: dict[str, Any]) -> bool:
+        return any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
+
+    @staticmethod
+    def _selects(node: dict[str, Any], workload: dict[str, Any]) -> bool:
+        sel = workload.get("spec", {}).get("template", {}).get("spec", {}).get("nodeSelector") or {}
+        labels = node["metadata"].get("labels", {})
+        return all(labels.get(k) == v for k, v in sel.items())
+
+    def _pod_body(
+        self,
+        wk: tuple[str, str, str, str],
+        wl: dict[str, Any],
+        name: str,
+        node: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        tmpl = wl.get("spec", {}).get("template", {})
+        owner_kind = {"daemonsets": "DaemonSet", "statefulsets": "StatefulSet"}.get(
+            wk[1], "ReplicaSet"
+        )
+        owner_name = (
+            wk[3]
+            if owner_kind != "ReplicaSet"
+            else f"{wk[3]}-{wl['metadata']['uid'][:10].replace('-', '')}"
+        )
+        spec = copy.deepcopy(tmpl.get("spec", {}))
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": wk[2],
+                "labels": dict(tmpl.get("metadata", {}).get("labels", {})),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": owner_kind,
+                        "name": owner_name,
+                        "uid": wl["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+            "status": {"phase": "Pending", "conditions": [], "qosClass": "BestEffort"},
+        }
+        if node is not None:
+            self._bind(body, node)
+        return body
+
+    def _bind(self, pod: dict[str, Any], node: dict[str, Any]) -> None:
+        addrs = {a["type"]: a["address"] for a in node.get("status", {}).get("addresses", [])}
+        pod["spec"]["nodeName"] = node["metadata"]["name"]
+        host_ip = addrs.get("InternalIP", "")
+        digest = hashlib.sha256(pod["metadata"]["name"].encode()).digest()
+        pod_ip = (
+            host_ip
+            if pod["spec"].get("hostNetwork")
+            else f"10.244.{digest[0]}.{digest[1] % 250 + 2}"
+        )
+        pod["status"].update(phase="Running", hostIP=host_ip, podIP=pod_ip, startTime=ts())
+
+    def _pod_status(self, pod: dict[str, Any], node: dict[str, Any] | None) -> None:
+        ready = "True" if node is not None and self._node_ready(node) else "False"
+        if not pod["spec"].get("nodeName"):
+            pod["status"]["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": f"0/{len(self._nodes())} nodes are available.",
+                }
+            ]
+            return
+        conds = [
+            {"type": t, "status": ready if t in ("Ready", "ContainersReady") else "True"}
+            for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+        ]
+        started = pod["status"].get("startTime", ts())
+        pod["status"]["conditions"] = conds
+        pod["status"]["containerStatuses"] = [
+            {
+                "name": c.get("name", ""),
+                "image": c.get("image", ""),
+                "ready": ready == "True",
+                "restartCount": 0,
+                "started": ready == "True",
+                "state": {"running": {"startedAt": started}},
+            }
+            for c in pod["spec"].get("containers", [])
+        ]
+
+    def _pods(self) -> None:
+        pods_res = self.res_for("", "pods")
+        nodes = {n["metadata"]["name"]: n for n in self._nodes()}
+        workloads = {
+            o["metadata"]["uid"]: (k, o)
+            for k, o in self.store.objects.items()
+            if k[0] == "apps" and k[1] in ("daemonsets", "deployments", "statefulsets")
+        }
+        owned: dict[str, list[tuple[tuple[str, str, str, str], dict[str, Any]]]] = {}
+        for k, pod in list(self.store.objects.items()):
+            if k[1] != "pods" or k[0]:
+                continue
+            refs = pod["metadata"].get("ownerReferences") or []
+            uid = refs[0].get("uid") if refs else None
+            node_name = pod["spec"].get("nodeName")
+            if (uid and uid not in workloads) or (node_name and node_name not in nodes):
+                self._delete_locked(k, pod)  # garbage collector / pod GC
+                continue
+            if uid:
+                owned.setdefault(uid, []).append((k, pod))
+        for uid, (wk, wl) in workloads.items():
+            pods = owned.get(uid, [])
+            if wk[1] == "daemonsets":
+                have = {p["spec"].get("nodeName") for _k, p in pods}
+                for n in nodes.values():
+                    if n["metadata"]["name"] not in have and self._selects(n, wl):
+                        suffix = hashlib.sha256((uid + n["metadata"]["name"]).encode()).hexdigest()[
+                            :5
+                        ]
+                        self._create_pod(pods_res, wk, wl, f"{wk[3]}-{suffix}", n)
+                continue
+            want = int(wl.get("spec", {}).get("replicas", 1))
+            for k, p in pods[want:]:
+                self._delete_locked(k, p)
+            candidates = [
+                n
+                for n in nodes.values()
+                if self._node_ready(n)
+                and not n.get("spec", {}).get("unschedulable")
+                and self._selects(n, wl)
+            ]
+            for k, p in pods[:want]:  # bind Pending pods once a node is available
+                if not p["spec"].get("nodeName") and candidates:
+                    self._bind(p, min(candidates, key=lambda n: self._load(n)))
+                    p["metadata"]["resourceVersion"] = self.bump()
+                    self.store.emit(k, "MODIFIED", self.present(pods_res, p))
+            for i in range(len(pods), want):
+                node = min(candidates, key=lambda n: self._load(n)) if candidates else None
+                name = (
+                    f"{wk[3]}-{i}"
+                    if wk[1] == "statefulsets"
+                    else f"{wk[3]}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
+                )
+                self._create_pod(pods_res, wk, wl, name, node)
+        for k, pod in list(self.store.objects.items()):
+            if k[1] == "pods" and not k[0]:
+                before = copy.deepcopy(pod.get("status"))
+                self._pod_status(pod, nodes.get(pod["spec"].get("nodeName", "")))
+                if pod.get("status") != before:
+                    pod["metadata"]["resourceVersion"] = self.bump()
+                    self.store.emit(k, "MODIFIED", self.present(pods_res, pod))
+
+    def _load(self, node: dict[str, Any]) -> int:
+        name = node["metadata"]["name"]
+        return sum(
+            1
+            for k, p in self.store.objects.items()
+            if k[1] == "pods" and p["spec"].get("nodeName") == name
+        )
+
+    def _create_pod(
+        self,
+        res: Res,
+        wk: tuple[str, str, str, str],
+        wl: dict[str, Any],
+        name: str,
+        node: dict[str, Any] | None,
+    ) -> None:
+        body = self._pod_body(wk, wl, name, node)
+        self._pod_status(body, node)
+        with contextlib.suppress(HttpError):
+            self._create_locked(res, wk[2], body)
+
+    def _delete_locked(self, k: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
+        self.store.objects.pop(k, None)
+        obj["metadata"]["resourceVersion"] = self.bump()
+        self.store.emit(k, "DELETED", obj)
+
+    def _workload_status(self) -> None:
+        pods_by_owner: dict[str, list[dict[str, Any]]] = {}
+        for k, p in self.store.objects.items():
+            if k[1] == "pods" and not k[0]:
+                for ref in p["metadata"].get("ownerReferences") or []:
+                    pods_by_owner.setdefault(ref.get("uid", ""), []).append(p)
         for k, obj in list(self.store.objects.items()):
             if k[0] != "apps" or k[1] not in ("daemonsets", "deployments", "statefulsets"):
                 continue
             gen = obj["metadata"].get("generation", 1)
+            pods = pods_by_owner.get(obj["metadata"]["uid"], [])
+            ready = sum(
+                1
+                for p in pods
+                if any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in p["status"].get("conditions", [])
+                )
+            )
+            scheduled = sum(1 for p in pods if p["spec"].get("nodeName"))
             if k[1] == "daemonsets":
-                st = {
-                    "desiredNumberScheduled": ready_nodes,
-                    "currentNumberScheduled": ready_nodes,
-                    "numberReady": ready_nodes,
-                    "updatedNumberScheduled": ready_nodes,
-                    "numberAvailable": ready_nodes,
+                st: dict[str, Any] = {
+                    "desiredNumberScheduled": scheduled,
+                    "currentNumberScheduled": scheduled,
+                    "numberReady": ready,
+                    "updatedNumberScheduled": scheduled,
+                    "numberAvailable": ready,
                     "numberMisscheduled": 0,
                     "observedGeneration": gen,
                 }
+                if scheduled - ready:
+                    st["numberUnavailable"] = scheduled - ready
             else:
-                n = obj.get("spec", {}).get("replicas", 1) if ready_nodes else 0
                 st = {
-                    "replicas": n,
-                    "readyReplicas": n,
-                    "availableReplicas": n,
-                    "updatedReplicas": n,
+                    "replicas": len(pods),
+                    "readyReplicas": ready,
+                    "availableReplicas": ready,
+                    "updatedReplicas": len(pods),
                     "observedGeneration": gen,
                 }
                 if k[1] == "deployments":
+                    want = int(obj.get("spec", {}).get("replicas", 1))
                     st["conditions"] = [
                         {
                             "type": "Available",
-                            "status": "True" if n else "False",
-                            "reason": "MinimumReplicasAvailable",
+                            "status": "True" if ready >= want else "False",
+                            "reason": "MinimumReplicasAvailable"
+                            if ready >= want
+                            else "MinimumReplicasUnavailable",
                             "lastUpdateTime": ts(),
                             "lastTransitionTime": ts(),
-                        }
+                        },
+                        {
+                            "type": "Progressing",
+                            "status": "True",
+                            "reason": "NewReplicaSetAvailable",
+                            "lastUpdateTime": ts(),
+                            "lastTransitionTime": ts(),
+                        },
                     ]
             old = {kk: v for kk, v in obj.get("status", {}).items() if kk != "conditions"}
             new = {kk: v for kk, v in st.items() if kk != "conditions"}
@@ -900,6 +1145,10 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
             ("Status", "string", 0),
             ("Restarts", "string", 0),
             ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
         ]
     elif r.plural == "daemonsets":
         cols += [
@@ -963,7 +1212,20 @@ def table_for(r: Res, items: list[dict[str, Any]], include: str, rv: str) -> dic
                 info.get("containerRuntimeVersion", ""),
             ]
         elif r.plural == "pods":
-            cells = [name, "0/1", st.get("phase", "Pending"), "0", age(o)]
+            cs = st.get("containerStatuses") or []
+            total = len(spec.get("containers", [])) or len(cs)
+            nready = sum(1 for c in cs if c.get("ready"))
+            cells = [
+                name,
+                f"{nready}/{total}",
+                st.get("phase", "Pending"),
+                "0",
+                age(o),
+                st.get("podIP", "<none>"),
+                spec.get("nodeName", "<none>"),
+                "<none>",
+                "<none>",
+            ]
         elif r.plural == "daemonsets":
             sel = ",".join(
                 f"{k}={v}"
@@ -1296,7 +1558,9 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST":
             body = self.body() or {}
             if name and sub == "eviction":
-                api.get(self.api.res_for("", "pods"), ns, name)
+                api.delete(
+                    self.api.res_for("", "pods"), ns, name
+                )  # no PodDisruptionBudgets modelled
                 self.send_json(201, status_obj(201, "", "", None) | {"status": "Success"})
                 return
             if name:
