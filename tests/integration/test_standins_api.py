@@ -244,3 +244,29 @@ def test_stopped_kubelet_makes_node_not_ready(api: tuple[FakeNode, FakeNode]) ->
     assert ready(nodes(cp)["cp1"])["message"] == "Kubelet stopped posting node status."
     cp.service("start", "kubelet")
     assert cp.kubectl("wait", "--for=condition=Ready", "node/cp1", "--timeout=60s").returncode == 0
+
+
+def test_oversized_crd_needs_create_not_apply(
+    api: tuple[FakeNode, FakeNode], tmp_path: Path
+) -> None:
+    """Client-side apply stores the whole object in an annotation, capped at 256 KiB upstream."""
+    cp, _ = api
+    big = (
+        CRD.replace("ippools", "bigpools").replace("IPPool", "BigPool").replace("ippool", "bigpool")
+    )
+    big = big.replace(
+        "        type: object\n",
+        "        type: object\n        description: " + "x" * 300_000 + "\n",
+    )
+    (tmp_path / "big.yaml").write_text(big)
+    applied = cp.kubectl("apply", "-f", str(tmp_path / "big.yaml"))
+    assert applied.returncode != 0
+    assert "Too long: must have at most 262144 bytes" in applied.stderr
+    created = cp.kubectl("create", "-f", str(tmp_path / "big.yaml"))
+    assert created.returncode == 0, created.stderr
+
+
+def test_invalid_object_name_is_rejected(api: tuple[FakeNode, FakeNode]) -> None:
+    cp, _ = api
+    r = cp.kubectl("create", "namespace", "Bad_Name")
+    assert r.returncode != 0 and "a lowercase RFC 1123" in r.stderr

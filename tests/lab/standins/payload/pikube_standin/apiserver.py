@@ -595,6 +595,7 @@ class Api:
         meta["resourceVersion"] = self.bump()
         meta.setdefault("generation", 1)
         body["apiVersion"], body["kind"] = r.gv, r.kind
+        self.validate(r, body)
         self.normalise(r, body)
         if r.plural == "namespaces":
             body["status"] = {"phase": "Active"}
@@ -607,6 +608,43 @@ class Api:
             if r.plural == "certificatesigningrequests":
                 body = self.sign_csr(body, user)
             return self._create_locked(r, ns, body)
+
+    @staticmethod
+    def validate(r: Res, body: dict[str, Any]) -> None:
+        """The apiserver's generic object validation that clients run into in practice."""
+        meta = body.get("metadata", {})
+        name = str(meta.get("name", ""))
+        causes = []
+        checked = ("nodes", "namespaces", "configmaps", "secrets", "daemonsets", "deployments")
+        if r.plural in checked and not (
+            re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 253
+        ):
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "metadata.name",
+                    "message": f'Invalid value: "{name}": a lowercase RFC 1123 subdomain '
+                    "must consist of lower case alphanumeric characters, '-' or '.', and must "
+                    "start and end with an alphanumeric character",
+                }
+            )
+        total = sum(len(k) + len(str(v)) for k, v in (meta.get("annotations") or {}).items())
+        if total > 262144:
+            causes.append(
+                {
+                    "reason": "FieldValueTooLong",
+                    "field": "metadata.annotations",
+                    "message": "Too long: must have at most 262144 bytes",
+                }
+            )
+        if causes:
+            text = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+            raise HttpError(
+                422,
+                "Invalid",
+                f'{r.kind} "{name}" is invalid: {text}',
+                {"name": name, "group": r.group, "kind": r.kind, "causes": causes},
+            )
 
     @staticmethod
     def normalise(r: Res, body: dict[str, Any]) -> None:
@@ -675,6 +713,7 @@ class Api:
                 meta["generation"] = old["metadata"].get("generation", 1) + 1
             else:
                 meta["generation"] = old["metadata"].get("generation", 1)
+            self.validate(r, merged)
             self.normalise(r, merged)
             merged["apiVersion"], merged["kind"] = r.gv, r.kind
             if r.plural == "nodes":

@@ -1420,6 +1420,23 @@ def cmd_config(a: argparse.Namespace) -> int:
         load_config(a.config)
         out("ok")
         return 0
+    if a.config_cmd == "images":
+        docs = load_config(a.config)
+        v = check_k8s_version(
+            a.kubernetes_version or docs.get("ClusterConfiguration", {}).get("kubernetesVersion")
+        )
+        images = [
+            f"registry.k8s.io/{c}:{v}"
+            for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
+        ]
+        images += [
+            "registry.k8s.io/coredns/coredns:v1.11.3",
+            "registry.k8s.io/pause:3.10",
+            "registry.k8s.io/etcd:3.5.15-0",
+        ]
+        for img in images:
+            out(f"[config/images] Pulled {img}" if a.images_cmd == "pull" else img)
+        return 0
     raise Fail(f"stand-in kubeadm: 'config {a.config_cmd}' is not modelled")
 
 
@@ -1460,6 +1477,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--ignore-preflight-errors")
     j.add_argument("--control-plane", action="store_true")
     j.add_argument("--certificate-key")
+    j.add_argument("--skip-phases")
     j.set_defaults(fn=cmd_join)
 
     t = sub.add_parser("token")
@@ -1509,12 +1527,20 @@ def build_parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="config_cmd", required=True)
     cv = csub.add_parser("validate")
     cv.add_argument("--config")
+    ci = csub.add_parser("images")
+    ci.add_argument("images_cmd", choices=("list", "pull"))
+    ci.add_argument("--config")
+    ci.add_argument("--kubernetes-version")
+    ci.add_argument("--cri-socket")
     c.set_defaults(fn=cmd_config)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    raw = sys.argv[1:] if argv is None else argv
+    # klog's verbosity flag is accepted anywhere on the command line, as by kubeadm
+    raw = [a for a in raw if not re.fullmatch(r"--v=\d+|-v=\d+", a)]
+    args = build_parser().parse_args(raw)
     if getattr(args, "kubeconfig_sub", None):
         args.kubeconfig = args.kubeconfig_sub
     try:
