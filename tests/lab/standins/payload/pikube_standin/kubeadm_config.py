@@ -367,7 +367,7 @@ def unknown_fields(doc: Any, schema: Any, prefix: str = "") -> list[str]:
             return []
         out: list[str] = []
         for i, item in enumerate(doc):
-            out += unknown_fields(item, schema[1], f"{prefix}[{i}].")
+            out += unknown_fields(item, schema[1], f"{prefix.rstrip('.')}[{i}].")
         return out
     if not isinstance(doc, dict):
         return []
@@ -377,6 +377,27 @@ def unknown_fields(doc: Any, schema: Any, prefix: str = "") -> list[str]:
             out.append(f"{prefix}{k}")
         else:
             out += unknown_fields(v, schema[k], f"{prefix}{k}.")
+    return out
+
+
+def type_errors(doc: Any, schema: Any, prefix: str = "") -> list[str]:
+    """Fields declared as lists (v1beta4 extraArgs, taints, ...) given as a mapping or scalar."""
+    if schema is ANY or not isinstance(schema, dict | tuple):
+        return []
+    if isinstance(schema, tuple):
+        if doc is not None and not isinstance(doc, list):
+            item = "v1beta4.Arg" if schema[1] is _ARG else "struct"
+            return [f"{prefix.rstrip('.')} of type []{item}"]
+        out: list[str] = []
+        for i, item_doc in enumerate(doc or []):
+            out += type_errors(item_doc, schema[1], f"{prefix.rstrip('.')}[{i}].")
+        return out
+    if not isinstance(doc, dict):
+        return []
+    out = []
+    for k, v in doc.items():
+        if k in schema:
+            out += type_errors(v, schema[k], f"{prefix}{k}.")
     return out
 
 
@@ -418,6 +439,12 @@ def load_documents(text: str, kubeadm_minor: int) -> dict[str, dict[str, Any]]:
             where = SCHEME_FILE.get(group, SCHEME_FILE["kubeadm.k8s.io"])
             raise ConfigError(
                 f'no kind "{kind}" is registered for version "{api_version}" in scheme "{where}"'
+            )
+        wrong = type_errors(d, schema)
+        if wrong:
+            raise ConfigError(
+                f"error unmarshaling JSON: while decoding JSON: json: cannot unmarshal object into "
+                f"Go struct field {kind}.{wrong[0]}"
             )
         bad = unknown_fields(d, schema)
         if bad:

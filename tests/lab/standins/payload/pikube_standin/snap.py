@@ -185,19 +185,12 @@ def ensure_runtime_deps() -> None:
     )
     if probe.returncode == 0 or common.root() != Path("/"):
         return
-    subprocess.run(
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "python3-yaml",
-            "python3-cryptography",
-        ],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        capture_output=True,
-        check=False,
-    )
+    argv = ["apt-get", "install", "-y", "--no-install-recommends", "python3-yaml"]
+    argv.append("python3-cryptography")
+    envv = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(argv, env=envv, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=envv, capture_output=True, check=False)
+        subprocess.run(argv, env=envv, capture_output=True, check=False)
 
 
 def cmd_install(args: list[str]) -> int:
