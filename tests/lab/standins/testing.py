@@ -97,6 +97,7 @@ class FakeNode:
             "PIKUBE_STANDIN_NODE_GRACE": "4",
             "PIKUBE_STANDIN_DISCOVERY_TIMEOUT": "2",
             "PIKUBE_STANDIN_VERSION": "1.31.13",
+            "PIKUBE_STANDIN_WATCH_PID": str(os.getpid()),  # daemons die with the test process
             "PIKUBE_STANDIN_KEY_ALGO": "ecdsa",  # kubeadm's ECDSA-P256: far faster keys than RSA
             **(extra_env or {}),
         }

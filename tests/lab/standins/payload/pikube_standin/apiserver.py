@@ -1902,6 +1902,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = common.path("/etc/kubernetes/manifests/kube-apiserver.yaml")
         args = ["--from-manifest", str(manifest)]
     s = parse(args)
+    common.start_watchdog()
     srv = make_server(s)
     common.log(
         f"kube-apiserver stand-in serving on https://{s.bind}:{s.port} (version {s.version})"

@@ -350,6 +350,25 @@ def service_stop(unit: str) -> None:
     pf.unlink(missing_ok=True)
 
 
+def start_watchdog() -> None:
+    """Tests set PIKUBE_STANDIN_WATCH_PID: daemons exit once that process is gone (even SIGKILL)."""
+    pid = os.environ.get("PIKUBE_STANDIN_WATCH_PID")
+    if not pid:
+        return
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                os._exit(0)
+            time.sleep(2)
+
+    import threading
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def rmtree_contents(p: Path) -> None:
     if not p.exists():
         return

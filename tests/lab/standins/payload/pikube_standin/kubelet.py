@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         or "unix:///var/run/containerd/containerd.sock"
     )
     client = Client.from_kubeconfig(kc, timeout=5)
+    common.start_watchdog()
     heartbeat_loop(client, name, ip, version, cri)
     return 0
 

@@ -100,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
+    common.start_watchdog()
     srv = ThreadingHTTPServer((bind_address(), agent_port()), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(data() / "certs/server.crt"), str(data() / "certs/server.key"))

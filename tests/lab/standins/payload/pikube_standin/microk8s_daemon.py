@@ -122,6 +122,7 @@ def main() -> int:
             'cgroup_enable=memory cgroup_memory=1)"',
         )
         return 1
+    common.start_watchdog()
     certs = data() / "certs"
     ji = join_info()
     labels = {"microk8s.io/cluster": "true"}
