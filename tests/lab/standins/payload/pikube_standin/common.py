@@ -58,7 +58,21 @@ def default_ip() -> str:
     with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("10.255.255.255", 9))  # no packet is sent for a UDP connect
         addr: str = s.getsockname()[0]
-        return addr
+        if not addr.startswith("127."):
+            return addr
+    # no default route: the first global IPv4 address, as kubelet's node IP detection would
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if "inet" in parts:
+                return parts[parts.index("inet") + 1].split("/")[0]
     return "127.0.0.1"
 
 
