@@ -319,6 +319,7 @@ def test_join_succeeds_registers_node_and_refuses_second_join(cluster: dict[str,
         "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already "
         "exists" in again.stderr
     )
+    assert "[ERROR Port-10250]: Port 10250 is in use" in again.stderr  # the running kubelet
     # the same name from another machine is refused while the node is Ready
     assert cp.kubectl("wait", "--for=condition=Ready", "node/w1", "--timeout=60s").returncode == 0
     twin = FakeNode(Path(cluster["base"]) / "twin", "w1", "127.0.3.22", port=0)  # type: ignore[arg-type]

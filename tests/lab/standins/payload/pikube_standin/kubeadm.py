@@ -118,7 +118,11 @@ def preflight(
 
 
 def node_checks(cri_socket: str, fail_swap_on: bool) -> list[tuple[str, str | None]]:
-    checks: list[tuple[str, str | None]] = []
+    kport = int(common.env("PIKUBE_STANDIN_KUBELET_PORT", "10250"))
+    kbind = common.env("PIKUBE_STANDIN_BIND_ADDRESS", "0.0.0.0")  # noqa: S104
+    checks: list[tuple[str, str | None]] = [
+        (f"Port-{kport}", None if port_free(kbind, kport) else f"Port {kport} is in use")
+    ]
     sock = cri_socket.removeprefix("unix://")
     p = path(sock)
     err = None

@@ -175,6 +175,55 @@ def conditions() -> list[dict[str, str]]:
     return out
 
 
+def kubelet_ports() -> tuple[str, int, str, int]:
+    """(bind, 10250, healthz bind, 10248): kubelet API on all addresses, healthz on localhost."""
+    bind = common.env("PIKUBE_STANDIN_BIND_ADDRESS", "0.0.0.0")  # noqa: S104 - kubelet's default
+    healthz = "127.0.0.1" if bind == "0.0.0.0" else bind  # noqa: S104
+    return (
+        bind,
+        int(common.env("PIKUBE_STANDIN_KUBELET_PORT", "10250")),
+        healthz,
+        int(common.env("PIKUBE_STANDIN_KUBELET_HEALTHZ_PORT", "10248")),
+    )
+
+
+def serve_kubelet_ports(name: str) -> None:
+    """Listen like the kubelet: HTTPS :10250 (self-signed serving cert in /var/lib/kubelet/pki,
+    anonymous requests get 401) and http://localhost:10248/healthz. Raises OSError when taken."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from . import pki
+
+    bind, port, hbind, hport = kubelet_ports()
+    crt, key = path("/var/lib/kubelet/pki/kubelet.crt"), path("/var/lib/kubelet/pki/kubelet.key")
+    if not crt.exists():
+        c, k = pki.make_ca(f"{name}-ca@{int(time.time())}")
+        pki.write_pair(crt.parent, "kubelet", c, k)
+
+    class Api(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            ok = self.server.server_address[1] == hport and self.path.startswith("/healthz")
+            body = b"ok" if ok else b"Unauthorized"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    api = ThreadingHTTPServer((bind, port), Api)
+    health = ThreadingHTTPServer((hbind, hport), Api)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(crt), str(key))
+    api.socket = ctx.wrap_socket(api.socket, server_side=True, do_handshake_on_connect=False)
+    for srv in (api, health):
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+
 def heartbeat_loop(
     client: Client, name: str, ip: str, version: str, cri: str, labels: dict[str, str] | None = None
 ) -> None:
@@ -288,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     client = Client.from_kubeconfig(kc, timeout=5)
     common.start_watchdog()
+    try:
+        serve_kubelet_ports(name)
+    except OSError as e:
+        bind, port, _h, _hp = kubelet_ports()
+        return fail(f"failed to run Kubelet: failed to listen on {bind}:{port}: {e.strerror or e}")
     heartbeat_loop(client, name, ip, version, cri)
     return 0
 

@@ -150,6 +150,10 @@ def main() -> int:
         key_pem=(certs / "kubelet.key").read_bytes(),
         timeout=5,
     )
+    try:
+        kubelet.serve_kubelet_ports(common.node_name())
+    except OSError as e:
+        return kubelet.fail(f"failed to run Kubelet: failed to listen on :10250: {e.strerror or e}")
     kubelet.heartbeat_loop(
         client,
         common.node_name(),
