@@ -134,6 +134,9 @@ def prepare(www: Path, bridge_ip: str) -> None:
         build_repo(built, versions=versions)
         build_snaps(built)
         (built / MANIFEST).write_text("{}")
+        for old in built.parent.iterdir():  # keep one build: each is ~100 MB
+            if old != built:
+                shutil.rmtree(old, ignore_errors=True)
     for m in versions:
         _link_tree(built / f"core:/stable:/v{m}", www / f"core:/stable:/v{m}")
     _link_tree(built / "snaps/microk8s", www / "snaps/microk8s")
