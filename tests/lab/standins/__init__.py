@@ -1,0 +1,23 @@
+"""Contract-faithful stand-ins for Kubernetes (kubeadm, kubelet, API) and snap/MicroK8s.
+
+Test-only code: see README.md in this directory for the contracts and their sources.
+Entry points for the lab harness:
+    prepare(www, bridge_ip)  build signed apt repos + snap payloads into the web root (cached)
+    node_files()             {absolute path: (content, mode)} to bake into every node rootfs
+    rootfs_packages()        Debian packages the stand-ins need in the node rootfs
+    build_repo(www)          just the apt repositories
+"""
+
+from __future__ import annotations
+
+from .build import node_files, prepare
+from .repo import build_repo
+
+
+def rootfs_packages() -> tuple[str, ...]:
+    """Debian packages the stand-ins' Python needs on every node (the MicroK8s payload cannot
+    declare dependencies the way the kubeadm/kubelet .debs do)."""
+    return ("python3-cryptography", "python3-yaml")
+
+
+__all__ = ["build_repo", "node_files", "prepare", "rootfs_packages"]
