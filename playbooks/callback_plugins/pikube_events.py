@@ -55,7 +55,8 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str:
 def _is_no_log(result: Any) -> bool:
     data = _result_data(result)
     task = getattr(result, "_task", None)
-    return bool(data.get("_ansible_no_log") or data.get("censored") or getattr(task, "no_log", False))
+    hidden = data.get("_ansible_no_log") or data.get("censored")
+    return bool(hidden or getattr(task, "no_log", False))
 
 
 def _result_data(result: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.vagrant:vagrant",
         "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
+    "up": ("pikube.cli.up:up", "Provision the whole cluster (site playbook), then verify."),
 }
 
 EXIT_CODES_HELP = (

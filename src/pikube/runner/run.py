@@ -74,7 +74,7 @@ def run_playbook(
     config_file: Path | None = None,
     base_env: Mapping[str, str] | None = None,
 ) -> RunResult:
-    """Run ``playbooks/<playbook>`` against the rendered inventory; return what happened.
+    """Run ``playbooks/<playbook>`` (or an absolute path) on the rendered inventory.
 
     Raises ``PlaybookFailed`` (a host failed, or ansible-playbook itself failed) or
     ``HostsUnreachable`` (only unreachable hosts); both carry the result as ``.result``.
@@ -88,9 +88,10 @@ def run_playbook(
     if config_file is not None:
         paths = RunPaths(**{**paths.__dict__, "config_file": config_file})
     env = build_env(os.environ if base_env is None else base_env, paths)
-    argv = build_playbook_argv(
-        find_ansible_playbook(), data_path("playbooks", playbook), inventory, options
+    playbook_path = (
+        Path(playbook) if Path(playbook).is_absolute() else data_path("playbooks", playbook)
     )
+    argv = build_playbook_argv(find_ansible_playbook(), playbook_path, inventory, options)
     write_command(run_dir, argv, env)
 
     events: list[dict[str, Any]] = []
@@ -157,7 +158,8 @@ def raise_for_result(result: RunResult, command: str) -> None:
         error = PlaybookFailed(
             what + (f" ({details})" if details else ""),
             where=str(events),
-            fix=f"fix the cause shown above, then retry with `{_retry(command, failed + unreachable)}`",
+            fix="fix the cause shown above, then retry with "
+            f"`{_retry(command, failed + unreachable)}`",
         )
     elif unreachable:
         error = HostsUnreachable(

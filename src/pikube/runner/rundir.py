@@ -89,7 +89,8 @@ def make_control_path_dir(run_dir: Path) -> tuple[Path, bool]:
     if control_path_dir_fits(inside):
         inside.mkdir(mode=0o700, exist_ok=True)
         return inside, False
-    return Path(tempfile.mkdtemp(prefix="pikube-cp-", dir="/tmp")), True  # noqa: S108 - short path needed for the socket length limit
+    # /tmp on purpose: a short path keeps the socket under the length limit.
+    return Path(tempfile.mkdtemp(prefix="pikube-cp-", dir="/tmp")), True
 
 
 def private_mode(path: Path) -> None:
