@@ -76,7 +76,7 @@ def result_fields(result: Any, status: str) -> dict[str, Any]:
     if "attempts" in data:
         fields["attempts"] = data["attempts"]
     if status in ("failed", "unreachable"):
-        for key in ("msg", "rc", "stderr", "stdout", "reason"):
+        for key in ("msg", "rc", "stderr", "stdout", "reason", "url", "status_code"):
             if key in data and data[key] not in ("", None):
                 fields[key] = _text(data[key]) if key != "rc" else data[key]
         if "results" in data and "msg" not in fields:
@@ -97,6 +97,7 @@ class CallbackModule(CallbackBase):
         super().__init__(*args, **kwargs)
         self._play = ""
         self._task = ""
+        self._task_uuid: str | None = None
         self._stream = sys.stdout
 
     # -- output ---------------------------------------------------------------------------
@@ -131,6 +132,10 @@ class CallbackModule(CallbackBase):
         self._emit("play_start", play=self._play)
 
     def v2_playbook_on_task_start(self, task: Any, is_conditional: bool) -> None:
+        uuid = getattr(task, "_uuid", None)
+        if uuid is not None and uuid == self._task_uuid:
+            return  # meta tasks (flush_handlers) start once per host: announce them once
+        self._task_uuid = uuid
         self._task = redact(task.get_name().strip())
         self._emit("task_start", task=self._task, play=self._play, handler=False)
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STDOUT_CALLBACK = "pikube_events"
-# Unix socket paths are limited to 108 bytes (sun_path); OpenSSH's %C hash adds 40 more.
-SOCKET_PATH_MAX = 104
-CONTROL_SOCKET_NAME_LEN = 41  # "/" + the 40 hex digits of %C
+# Unix socket paths are limited to 107 bytes (sun_path minus its NUL). OpenSSH names the
+# socket "/" + the 40 hex digits of %C and, while creating it, adds "." + 16 random chars.
+SOCKET_PATH_MAX = 107
+CONTROL_SOCKET_NAME_LEN = 1 + 40 + 17
 
 
 @dataclass(frozen=True)

@@ -147,10 +147,14 @@ def raise_for_result(result: RunResult, command: str) -> None:
     events = Path(result.run_dir) / EVENTS_FILE
     error: PlaybookFailed | HostsUnreachable
     if failed:
+        by_problem: dict[tuple[str, str], list[str]] = {}
+        for host in failed:
+            if host in result.failures:
+                failure = result.failures[host]
+                by_problem.setdefault((failure.task, failure.msg), []).append(host)
         details = "; ".join(
-            f"{h}: {result.failures[h].task}: {result.failures[h].msg}".rstrip(": ")
-            for h in failed
-            if h in result.failures
+            f"{', '.join(hosts)}: {task}: {msg}".rstrip(": ")
+            for (task, msg), hosts in by_problem.items()
         )
         what = f"the playbook failed on {', '.join(failed)}"
         if unreachable:
@@ -162,8 +166,13 @@ def raise_for_result(result: RunResult, command: str) -> None:
             f"`{_retry(command, failed + unreachable)}`",
         )
     elif unreachable:
+        others = (
+            "no host could be reached"
+            if len(unreachable) == len(result.hosts)
+            else ("the other hosts completed")
+        )
         error = HostsUnreachable(
-            f"could not reach {', '.join(unreachable)} over SSH; the other hosts completed",
+            f"could not reach {', '.join(unreachable)} over SSH; {others}",
             where=str(events),
             fix=(
                 "power the node on and check its network and SSH host key, then run "
