@@ -33,10 +33,9 @@ def check_limit(cluster: Cluster, limit: str | None, cluster_file: Path) -> None
     for part in limit.split(","):
         word = part.strip().lstrip("!&")
         if word and word not in names | groups and not any(c in word for c in "*?[~:"):
-            raise PikubeError(
-                f"--limit names unknown node {word!r}",
-                where=str(cluster_file),
-                fix="use node names from the cluster file: " + ", ".join(sorted(names)),
+            raise click.BadParameter(
+                f"unknown node {word!r} in {cluster_file}; nodes are: " + ", ".join(sorted(names)),
+                param_hint="'--limit'",
             )
 
 
@@ -50,7 +49,13 @@ def preflight(cluster: Cluster, limit: str | None) -> None:
     nodes = [n for n in cluster.nodes if not wanted or n.name in wanted] or list(cluster.nodes)
     facts = probe_nodes(cluster, nodes, 8.0)
     image_arch = image_catalog().get(cluster.image, {}).get("arch")
-    blocking = [f for f in diagnose(cluster, facts, image_arch) if f.blocking]
+    findings = diagnose(cluster, facts, image_arch)
+    # Unreachable nodes do not stop `up`: the others are provisioned, and the run ends with
+    # exit 6 naming them and how to retry.
+    for finding in findings:
+        if finding.check == "reachable":
+            info(f"  doctor: {finding.node}: not reachable now ({finding.message})")
+    blocking = [f for f in findings if f.blocking and f.check != "reachable"]
     for finding in blocking:
         info(
             f"  doctor: {finding.node}: {finding.check}: {finding.message}\n    fix: {finding.fix}"
