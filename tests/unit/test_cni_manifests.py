@@ -29,3 +29,5 @@ def test_flannel_images_are_pinned_and_pod_network_is_replaceable() -> None:
     assert images and all(":" in i and not i.endswith(":latest") for i in images)
     # The role rewrites exactly this string to the cluster's pod_cidr.
     assert text.count('"Network": "10.244.0.0/16"') == 1
+    # ... and appends --iface=<node address> options to exactly these flanneld args.
+    assert text.count("args: [--ip-masq, --kube-subnet-mgr]") == 1
