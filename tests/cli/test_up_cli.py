@@ -58,3 +58,15 @@ def test_unreachable_nodes_end_with_exit_6_table_and_retry_hint(loopback_cluster
     summary = json.loads((runs[-1] / "summary.json").read_text())
     assert summary["hosts"]["pi-cp1"]["unreachable"] == 1
     assert (runs[-1] / "inventory" / "hosts.yml").is_file()
+
+
+def test_flavour_without_a_site_playbook_is_refused_clearly(tmp_path: Path, ssh_key: Path) -> None:
+    from pikube.resources import data_path
+
+    if data_path("playbooks", "site-microk8s.yml").is_file():
+        pytest.skip("this build provisions MicroK8s")
+    cluster = write_cluster(tmp_path, base_cluster(ssh_key, distribution="microk8s"))
+    result = run("up", "--cluster", str(cluster), "--skip-doctor")
+    assert result.exit_code == 1
+    assert "cannot provision microk8s clusters" in result.stderr
+    assert not (tmp_path / ".pikube" / "runs").exists()  # refused before any run

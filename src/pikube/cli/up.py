@@ -139,6 +139,15 @@ def up(
     cluster = load(cluster_file)
     check_limit(cluster, limit, cluster_file)
     playbook = SITE_PLAYBOOKS[cluster.distribution]
+    from pikube.resources import data_path
+
+    if not data_path("playbooks", playbook).is_file():
+        raise PikubeError(
+            f"this pikube build cannot provision {cluster.distribution} clusters yet "
+            f"(playbooks/{playbook} is missing)",
+            where=str(cluster_file),
+            fix="use distribution: kubeadm, or a pikube release with MicroK8s support",
+        )
     if not skip_doctor:
         info("preflight: pikube doctor")
         preflight(cluster, limit)
