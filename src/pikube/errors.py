@@ -102,9 +102,11 @@ class PlaybookFailed(PikubeError):
     """An Ansible run ended with failed hosts."""
 
     exit_code = EXIT_FAILURE
+    result: object | None = None  # the runner's RunResult, for the per-host table
 
 
 class HostsUnreachable(PikubeError):
     """An Ansible run could not reach some hosts (the others may have succeeded)."""
 
     exit_code = EXIT_UNREACHABLE
+    result: object | None = None  # the runner's RunResult, for the per-host table

@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 
 DATA_DIRS = ("playbooks", "roles", "templates", "images")
+DATA_FILES = ("ansible.cfg",)  # pikube's Ansible settings, used through ANSIBLE_CONFIG
 
 
 @functools.cache
@@ -30,6 +31,8 @@ def data_root() -> Path:
 
 def data_path(*parts: str) -> Path:
     """Path of a data file, e.g. ``data_path("playbooks", "site.yml")``."""
-    if not parts or parts[0] not in DATA_DIRS:
-        raise ValueError(f"unknown data folder {parts[:1]!r}; expected one of {DATA_DIRS}")
+    if not parts or parts[0] not in DATA_DIRS + DATA_FILES:
+        raise ValueError(
+            f"unknown data path {parts[:1]!r}; expected one of {DATA_DIRS + DATA_FILES}"
+        )
     return data_root().joinpath(*parts)

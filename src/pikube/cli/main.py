@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.vagrant:vagrant",
         "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
+    "up": ("pikube.cli.up:up", "Provision the whole cluster (site playbook), then verify."),
 }
 
 EXIT_CODES_HELP = (
@@ -70,8 +71,8 @@ class LazyGroup(click.Group):
             raise CommandError(err.render(), err.exit_code) from err
         except KeyboardInterrupt:
             raise CommandError("interrupted", EXIT_INTERRUPTED) from None
-        except click.ClickException:
-            raise
+        except (click.ClickException, click.exceptions.Exit):
+            raise  # click.exceptions.Exit (e.g. from --help) is a RuntimeError: not an error
         except (OSError, RuntimeError, ValueError) as err:
             # An error pikube did not anticipate: still no traceback unless asked for.
             if ctx.params.get("debug"):

@@ -1,0 +1,18 @@
+"""Last line of defence against secrets in output: kubeadm tokens and certificate keys.
+
+The playbooks mark secret tasks ``no_log`` and the callback never emits task arguments; this
+filter additionally masks anything shaped like a secret in text pikube passes on or stores.
+Keep the patterns in sync with ``playbooks/callback_plugins/pikube_events.py``.
+"""
+
+from __future__ import annotations
+
+import re
+
+BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
+CERTIFICATE_KEY = re.compile(r"(?i)(certificate[-_ ]key[\"'=: ]+)[0-9a-f]{64}")
+
+
+def redact(text: str) -> str:
+    text = BOOTSTRAP_TOKEN.sub("<redacted>", text)
+    return CERTIFICATE_KEY.sub(r"\1<redacted>", text)

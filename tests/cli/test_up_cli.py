@@ -1,0 +1,72 @@
+"""`pikube up` through click's CliRunner: options, bad input, and a real run whose nodes
+cannot be reached (loopback addresses nobody answers on with a known host key)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pikube.cli.main import cli
+from pikube.errors import EXIT_UNREACHABLE, EXIT_USAGE
+from tests.factories import base_cluster, write_cluster
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def loopback_cluster(tmp_path: Path, ssh_key: Path) -> Path:
+    data = base_cluster(ssh_key, nodes=2)
+    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
+    for i, node in enumerate(data["nodes"]):
+        node["ip"] = f"127.0.0.{i + 2}"
+        node["model"] = "pi4-4gb"
+    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
+    (tmp_path / "known_hosts").write_text("")
+    return write_cluster(tmp_path, data)
+
+
+def test_help_lists_the_playbook_options() -> None:
+    result = run("up", "--help")
+    assert result.exit_code == 0
+    for option in ("--check", "--diff", "--limit", "--tags", "-v", "--skip-doctor"):
+        assert option in result.stdout
+
+
+def test_up_is_listed_in_the_command_table() -> None:
+    assert "up " in run("--help").stdout
+
+
+def test_unknown_limit_node_is_a_usage_error(loopback_cluster: Path) -> None:
+    result = run("up", "--cluster", str(loopback_cluster), "--limit", "pi-w9", "--skip-doctor")
+    assert result.exit_code == EXIT_USAGE
+    assert "unknown node 'pi-w9'" in result.stderr and "pi-cp1" in result.stderr
+    assert result.stdout == ""
+
+
+def test_unreachable_nodes_end_with_exit_6_table_and_retry_hint(loopback_cluster: Path) -> None:
+    result = run("up", "--cluster", str(loopback_cluster), "--skip-doctor")
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    assert result.stdout == ""  # progress and the table go to stderr
+    assert "HOST" in result.stderr and "UNREACHABLE" in result.stderr
+    assert "pikube up --limit pi-cp1,pi-w1" in result.stderr
+    runs = sorted((loopback_cluster.parent / ".pikube" / "runs").iterdir())
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    assert summary["hosts"]["pi-cp1"]["unreachable"] == 1
+    assert (runs[-1] / "inventory" / "hosts.yml").is_file()
+
+
+def test_flavour_without_a_site_playbook_is_refused_clearly(tmp_path: Path, ssh_key: Path) -> None:
+    from pikube.resources import data_path
+
+    if data_path("playbooks", "site-microk8s.yml").is_file():
+        pytest.skip("this build provisions MicroK8s")
+    cluster = write_cluster(tmp_path, base_cluster(ssh_key, distribution="microk8s"))
+    result = run("up", "--cluster", str(cluster), "--skip-doctor")
+    assert result.exit_code == 1
+    assert "cannot provision microk8s clusters" in result.stderr
+    assert not (tmp_path / ".pikube" / "runs").exists()  # refused before any run

@@ -1,0 +1,110 @@
+"""The runner driving the real ansible-playbook (local connection, no lab needed).
+
+Proves: the run directory layout, events -> per-host result, that no_log secrets appear
+nowhere in the run directory or the output, and that an unreachable host (a closed port on
+loopback) gives HostsUnreachable with a retry hint while the other hosts complete.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pikube.errors import EXIT_UNREACHABLE, HostsUnreachable, PlaybookFailed
+from pikube.runner import run_playbook
+from pikube.runner.rundir import COMMAND_FILE, EVENTS_FILE, SUMMARY_FILE
+
+PLAYBOOK = str(Path(__file__).parent.parent / "fixtures" / "playbooks" / "runner_probe.yml")
+SECRETS = ("0123456789abcdef", "9f" * 32)
+
+
+def local_host(name: str, **extra: object) -> str:
+    lines = [
+        f"    {name}:",
+        "      ansible_connection: local",
+        f"      ansible_python_interpreter: {sys.executable}",
+    ]
+    lines += [f"      {k}: {json.dumps(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def inventory(*hosts: str) -> dict[str, str]:
+    return {"hosts.yml": "all:\n  hosts:\n" + "\n".join(hosts) + "\n"}
+
+
+def run(tmp_path: Path, *hosts: str, output: list[str]) -> tuple[Path, object]:
+    state = tmp_path / "state"
+    try:
+        result: object = run_playbook(
+            PLAYBOOK,
+            inventory_files=inventory(*hosts),
+            state_dir=state,
+            command="up",
+            on_event=lambda e: output.append(json.dumps(e)),
+            on_output=output.append,
+        )
+    except (PlaybookFailed, HostsUnreachable) as err:
+        result = err
+    (run_dir,) = (state / "runs").iterdir()
+    return run_dir, result
+
+
+def all_text(directory: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in directory.rglob("*") if p.is_file())
+
+
+def test_successful_run_writes_run_dir_and_keeps_secrets_out(tmp_path: Path) -> None:
+    output: list[str] = []
+    run_dir, result = run(tmp_path, local_host("one"), local_host("two"), output=output)
+    assert not isinstance(result, Exception), result
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "inventory",
+        COMMAND_FILE,
+        EVENTS_FILE,
+        SUMMARY_FILE,
+    }
+    assert (run_dir / "inventory" / "hosts.yml").is_file()
+    assert "--inventory" in (run_dir / COMMAND_FILE).read_text()
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert summary["ok"] and set(summary["hosts"]) == {"one", "two"}
+    assert summary["hosts"]["one"]["changed"] == 1  # the one changed_when: true task
+    events = [json.loads(line) for line in (run_dir / EVENTS_FILE).read_text().splitlines()]
+    assert any(e.get("msg") == "hello from two" for e in events)  # visible output kept
+    text = all_text(run_dir) + "\n".join(output)
+    for secret in SECRETS:
+        assert secret not in text
+    assert not (run_dir / "cp").exists()  # per-run control path dir cleaned up
+
+
+def test_unreachable_host_does_not_stop_the_others(tmp_path: Path) -> None:
+    output: list[str] = []
+    down = "    down1:\n      ansible_host: 127.0.0.1\n      ansible_port: 1"
+    run_dir, result = run(tmp_path, local_host("one"), down, output=output)
+    assert isinstance(result, HostsUnreachable)
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "down1" in result.what and "pikube up --limit down1" in (result.fix or "")
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert summary["hosts"]["down1"]["unreachable"] == 1
+    assert summary["hosts"]["one"]["failed"] == 0 and summary["hosts"]["one"]["ok"] >= 3
+    assert not any(s in all_text(run_dir) for s in SECRETS)
+
+
+def test_failed_host_raises_playbook_failed_naming_it(tmp_path: Path) -> None:
+    output: list[str] = []
+    _, result = run(tmp_path, local_host("one"), local_host("bad", fail_here=True), output=output)
+    assert isinstance(result, PlaybookFailed)
+    assert "bad" in result.what and "deliberate failure on bad" in result.what
+    assert "one" not in result.what.split("(")[0]
+    assert "pikube up --limit bad" in (result.fix or "")
+
+
+def test_ansible_log_path_from_the_user_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "user-ansible.log"
+    monkeypatch.setenv("ANSIBLE_LOG_PATH", str(log))
+    run(tmp_path, local_host("one"), output=[])
+    assert not log.exists()

@@ -1,0 +1,83 @@
+"""Static guarantees of pikube's playbooks, roles and ansible.cfg."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pikube.config import load_cluster
+from pikube.inventory import render_inventory_files, write_files
+from pikube.resources import data_path
+from tests.factories import base_cluster, write_cluster
+
+KUBEADM_ROLES = [
+    "pikube_node_prep",
+    "pikube_containerd",
+    "pikube_kubeadm_packages",
+    "pikube_kubeadm_control_plane",
+    "pikube_kubeadm_worker",
+    "pikube_cni",
+    "pikube_kubeconfig",
+    "pikube_verify",
+]
+
+
+def test_ansible_cfg_keeps_host_key_checking_and_speeds_up_ssh() -> None:
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(data_path("ansible.cfg"))
+    assert cfg.getboolean("defaults", "host_key_checking")
+    assert cfg.getboolean("ssh_connection", "pipelining")
+    assert "ControlPersist" in cfg.get("ssh_connection", "ssh_args")
+    assert cfg.getint("defaults", "forks") >= 20
+    assert cfg.get("defaults", "fact_caching") == "jsonfile"
+
+
+@pytest.mark.parametrize("role", KUBEADM_ROLES)
+def test_every_role_has_the_standard_layout(role: str) -> None:
+    root = data_path("roles", role)
+    for part in ("defaults/main.yml", "meta/main.yml", "meta/argument_specs.yml", "tasks/main.yml"):
+        assert (root / part).is_file(), f"{role}: {part} missing"
+    defaults = yaml.safe_load((root / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((root / "meta" / "argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"].get("options", {})
+    for name in defaults:
+        assert name.startswith(role + "_"), f"{role}: variable {name} lacks the role prefix"
+        assert name in options, f"{role}: {name} is not in meta/argument_specs.yml"
+
+
+def test_no_galaxy_collections_are_used() -> None:
+    text = "".join(p.read_text() for p in data_path("roles").rglob("*.yml"))
+    text += "".join(p.read_text() for p in data_path("playbooks").glob("*.yml"))
+    for collection in ("community.", "ansible.posix.", "kubernetes.core."):
+        assert collection not in text
+
+
+def test_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Path) -> None:
+    cluster = load_cluster(write_cluster(tmp_path, base_cluster(ssh_key)))
+    write_files(render_inventory_files(cluster), tmp_path / "inventory")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(data_path("ansible.cfg")),
+        "ANSIBLE_ROLES_PATH": str(data_path("roles")),
+    }
+    for playbook in ("site.yml", "verify.yml"):
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "--syntax-check",
+                "-i",
+                str(tmp_path / "inventory" / "hosts.yml"),
+                str(data_path("playbooks", playbook)),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
