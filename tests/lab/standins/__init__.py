@@ -17,7 +17,9 @@ from .repo import build_repo
 def rootfs_packages() -> tuple[str, ...]:
     """Debian packages the stand-ins' Python needs on every node (the MicroK8s payload cannot
     declare dependencies the way the kubeadm/kubelet .debs do)."""
-    return ("python3-cryptography", "python3-yaml")
+    # debootstrap does not resolve virtual packages: python3-cryptography depends on the
+    # python3-cffi-backend-api-* virtuals that python3-cffi-backend provides, so name it.
+    return ("python3-cffi-backend", "python3-cryptography", "python3-yaml")
 
 
 __all__ = ["build_repo", "node_files", "prepare", "rootfs_packages"]
