@@ -13,6 +13,7 @@ host where ``apt-get install apt-cacher-ng`` started it), that one is used as is
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ACNG_PORT = 3142
@@ -107,6 +109,21 @@ def ensure_acng() -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"apt-cacher-ng did not start on 127.0.0.1:{ACNG_PORT}; see {ACNG_HOME}/log")
+
+
+USER_MARKER = "uses-acng"  # in a lab's state dir while the lab exists
+
+
+@contextlib.contextmanager
+def users_lock() -> Iterator[None]:
+    """Serialises labs registering as proxy users with the last lab stopping the proxy."""
+    ACNG_HOME.mkdir(parents=True, exist_ok=True)
+    with (ACNG_HOME / "users.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def stop_ours() -> None:

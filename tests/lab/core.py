@@ -357,8 +357,16 @@ class Lab:
         self._check_subnet_free()
         timings: dict[str, float] = {}
         started = time.monotonic()
-        acng.ensure_acng()
-        base, build_seconds = rootfs.ensure_rootfs()
+        with acng.users_lock():
+            # Registered before the proxy is ensured, so a lab going down meanwhile sees us.
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / acng.USER_MARKER).write_text(f"{os.getpid()}\n")
+            acng.ensure_acng()
+        try:
+            base, build_seconds = rootfs.ensure_rootfs()
+        except BaseException:
+            self.down()  # unregisters, and stops the proxy if no other lab uses it
+            raise
         timings["rootfs_build"] = build_seconds
         specs = [self.spec(i, pi=i <= pi) for i in range(1, count + 1)]
         state: dict[str, Any] = {
@@ -375,7 +383,7 @@ class Lab:
             "isolated": [],
         }
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=False)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
             self._save_state(state)
             for sub in ("www", "ssh", "logs", "run", "nodes"):
                 (self.state_dir / sub).mkdir()
@@ -1077,10 +1085,14 @@ class Lab:
         if self.state_dir.exists() and not self._mounts():
             shutil.rmtree(self.state_dir, ignore_errors=True)
         # 7. The shared apt proxy goes with the last lab: a run leaves no process behind.
-        others = [d for d in self.state_dir.parent.glob("*/state.json")
-                  if d.parent != self.state_dir]
-        if not others:
-            acng.stop_ours()
+        with acng.users_lock():
+            others = [
+                d
+                for d in self.state_dir.parent.glob(f"*/{acng.USER_MARKER}")
+                if d.parent != self.state_dir
+            ]
+            if not others:
+                acng.stop_ours()
         return self._leftovers()
 
 
