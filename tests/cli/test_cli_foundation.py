@@ -207,3 +207,13 @@ def test_console_script_runs_outside_click_runner(cluster_file: Path) -> None:
     )
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.startswith("Error: cluster file")
+
+
+def test_cluster_file_before_the_command(cluster_file: Path) -> None:
+    result = run("--cluster", str(cluster_file), "validate")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_command_cluster_option_wins_over_the_group_one(cluster_file: Path, tmp_path: Path) -> None:
+    result = run("--cluster", str(tmp_path / "absent.yaml"), "validate", "-c", str(cluster_file))
+    assert result.exit_code == 0, result.stderr

@@ -16,18 +16,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CLUSTER_FILE = "cluster.yaml"
 
 
+def _cluster_from_group(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path:
+    """A command's own --cluster wins; else `pikube --cluster FILE` (or $PIKUBE_CLUSTER)."""
+    if value is not None:
+        return value
+    root = ctx.find_root().params.get("cluster")
+    return Path(root) if root else Path(DEFAULT_CLUSTER_FILE)
+
+
 def cluster_option(func: F) -> F:
-    """``--cluster FILE`` (default ./cluster.yaml, or $PIKUBE_CLUSTER) on every command."""
+    """``--cluster FILE`` on every command (also before it: ``pikube --cluster FILE up``).
+
+    Default ./cluster.yaml, or $PIKUBE_CLUSTER.
+    """
     return click.option(
         "--cluster",
         "-c",
         "cluster_file",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_CLUSTER_FILE,
-        envvar="PIKUBE_CLUSTER",
-        show_default=True,
-        show_envvar=True,
-        help="The cluster file.",
+        default=None,
+        callback=_cluster_from_group,
+        help=f"The cluster file [default: {DEFAULT_CLUSTER_FILE}, or $PIKUBE_CLUSTER].",
     )(func)
 
 

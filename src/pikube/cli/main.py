@@ -117,7 +117,15 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     envvar="PIKUBE_DEBUG",
     help="Show tracebacks for errors (also PIKUBE_DEBUG=1).",
 )
-def cli(debug: bool) -> None:
+@click.option(
+    "--cluster",
+    "-c",
+    metavar="FILE",
+    envvar="PIKUBE_CLUSTER",
+    show_envvar=True,
+    help="The cluster file for the command [default: cluster.yaml].",
+)
+def cli(debug: bool, cluster: str | None) -> None:
     """pikube: turn a stack of Raspberry Pis into a Kubernetes cluster, and reset it again."""
 
 
