@@ -49,6 +49,9 @@ PACKAGES = (
 BUILTIN_MODULES = (
     "kernel/net/bridge/br_netfilter.ko",
     "kernel/fs/overlayfs/overlay.ko",
+    # The host kernel has vxlan (flannel and calico need it); on Ubuntu's Pi kernels it
+    # lives in linux-modules-extra-raspi, which is what `pikube doctor` checks for.
+    "kernel/drivers/net/vxlan/vxlan.ko",
 )
 USER = "ubuntu"
 # Timers and services that only add noise (apt locks, scrubbing) or need hardware.
