@@ -217,3 +217,13 @@ def test_cluster_file_before_the_command(cluster_file: Path) -> None:
 def test_command_cluster_option_wins_over_the_group_one(cluster_file: Path, tmp_path: Path) -> None:
     result = run("--cluster", str(tmp_path / "absent.yaml"), "validate", "-c", str(cluster_file))
     assert result.exit_code == 0, result.stderr
+
+
+def test_every_command_module_in_the_table_loads() -> None:
+    """Each command named in --help imports and has help (a lost table entry is caught too)."""
+    from pikube.cli.main import COMMANDS
+
+    for name in ("init", "validate", "inventory", "status", "doctor", "up"):
+        assert name in COMMANDS
+        result = run(name, "--help")
+        assert result.exit_code == 0, (name, result.stderr)

@@ -24,6 +24,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
     "up": ("pikube.cli.up:up", "Provision the whole cluster (site playbook), then verify."),
+    "status": (
+        "pikube.cli.status:status",
+        "Nodes reachable, OS, versions, Kubernetes Ready (--json).",
+    ),
+    "doctor": (
+        "pikube.cli.status:doctor",
+        "Find what breaks Kubernetes on Pis, each with its fix.",
+    ),
 }
 
 EXIT_CODES_HELP = (
