@@ -24,6 +24,8 @@ possible old GPT header) is always written.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import functools
 import hashlib
 import re
 import struct
@@ -37,7 +39,14 @@ from pikube.errors import ImageVerifyError
 
 ALWAYS_MAPPED = 1 << 20  # the first MiB: MBR, boot code, old GPT headers
 SECTOR = 512
-FAT_TYPES = {0x01: "FAT12", 0x04: "FAT16", 0x06: "FAT16", 0x0B: "FAT32", 0x0C: "FAT32", 0x0E: "FAT16"}
+FAT_TYPES = {
+    0x01: "FAT12",
+    0x04: "FAT16",
+    0x06: "FAT16",
+    0x0B: "FAT32",
+    0x0C: "FAT32",
+    0x0E: "FAT16",
+}
 LINUX_TYPE = 0x83
 MAX_FAT_BYTES = 64 << 20  # larger FATs are not buffered: the partition is then fully mapped
 
@@ -125,10 +134,9 @@ class StreamMap:
                 want.filled += hi - lo
                 if want.filled >= want.length:
                     self._wants.remove(want)
-                    try:
+                    # Unparseable metadata: what it would have described stays mapped.
+                    with contextlib.suppress(struct.error, IndexError, ValueError):
                         want.callback(bytes(want.buf))
-                    except (struct.error, IndexError, ValueError):
-                        pass  # unparseable metadata: what it would have described stays mapped
                     done = True
         self._pos = end
         # Wants whose start went by unfilled can never complete; forget them.
@@ -335,7 +343,11 @@ class _ExtRegion(_Region):
             flags = struct.unpack("<H", d[0x12:0x14])[0]
             if self._is64:
                 hi_b, hi_i, hi_t = struct.unpack("<III", d[0x20:0x2C])
-                bbitmap, ibitmap, itable = bbitmap | hi_b << 32, ibitmap | hi_i << 32, itable | hi_t << 32
+                bbitmap, ibitmap, itable = (
+                    bbitmap | hi_b << 32,
+                    ibitmap | hi_i << 32,
+                    itable | hi_t << 32,
+                )
             meta += [(bbitmap, bbitmap + 1), (ibitmap, ibitmap + 1)]
             meta.append((itable, itable + self._itable_blocks))
             if flags & EXT4_BG_BLOCK_UNINIT:
@@ -344,7 +356,7 @@ class _ExtRegion(_Region):
                 self._smap.want(
                     self.start + bbitmap * self._bs,
                     self._per_group // 8 or 1,
-                    lambda data, g=group: self._bitmaps.__setitem__(g, data),
+                    functools.partial(self._bitmaps.__setitem__, group),
                 )
         merged: list[tuple[int, int]] = []
         for lo, hi in sorted(meta):
@@ -387,9 +399,8 @@ def _bits_clear(bitmap: bytes, first: int, last: int) -> bool:
     lo_byte, hi_byte = first >> 3, last >> 3
     if hi_byte >= len(bitmap):
         return False
-    if hi_byte - lo_byte > 1:
-        if bitmap.count(0, lo_byte + 1, hi_byte) != hi_byte - lo_byte - 1:
-            return False
+    if hi_byte - lo_byte > 1 and bitmap.count(0, lo_byte + 1, hi_byte) != hi_byte - lo_byte - 1:
+        return False
     lo_mask = (0xFF << (first & 7)) & 0xFF
     hi_mask = 0xFF >> (7 - (last & 7))
     if lo_byte == hi_byte:
@@ -447,7 +458,7 @@ def parse_bmap(path: Path) -> BmapFile:
             raise bad(f"missing or non-numeric <{tag}>")
         return int(text.strip())
 
-    checksum_type = (root.findtext("ChecksumType") or ("sha256" if major == "2" else "sha1"))
+    checksum_type = root.findtext("ChecksumType") or ("sha256" if major == "2" else "sha1")
     checksum_type = checksum_type.strip()
     if checksum_type not in ("sha256", "sha1"):
         raise bad(f"unknown checksum type {checksum_type}")

@@ -19,6 +19,7 @@ so and asks to run ``pikube flash`` again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import stat
@@ -26,9 +27,9 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from pikube.errors import ImageVerifyError, PikubeError
+from pikube.errors import ImageVerifyError
 from pikube.image.blockmap import BlockMap, NoMap
 
 CHUNK = 4 << 20
@@ -73,7 +74,7 @@ def threaded_chunks(chunks: Iterable[bytes], depth: int = QUEUE_DEPTH) -> Iterat
                 if stop.is_set():
                     return
             q.put(("end", None))
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer thread
+        except BaseException as err:
             q.put(("error", err))
 
     thread = threading.Thread(target=run, name="pikube-image-reader", daemon=True)
@@ -82,20 +83,16 @@ def threaded_chunks(chunks: Iterable[bytes], depth: int = QUEUE_DEPTH) -> Iterat
         while True:
             kind, value = q.get()
             if kind == "data":
-                assert isinstance(value, bytes)
-                yield value
+                yield cast(bytes, value)
             elif kind == "error":
-                assert isinstance(value, BaseException)
-                raise value
+                raise cast(BaseException, value)
             else:
                 return
     finally:
         stop.set()
         while thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 q.get_nowait()
-            except queue.Empty:
-                pass
             thread.join(0.1)
 
 
@@ -209,10 +206,8 @@ def drop_cache(target: BinaryIO) -> None:
     """Ask the kernel to forget cached pages so the read-back reads the medium."""
     fd = target.fileno()
     os.fsync(fd)
-    try:
+    with contextlib.suppress(OSError):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
 
 
 def verify_image(
@@ -247,13 +242,3 @@ def verify_image(
             )
         if progress:
             progress(length)
-
-
-def check_size(target_size: int, image_size: int, target: str) -> None:
-    """The target must hold the whole image."""
-    if target_size < image_size:
-        raise PikubeError(
-            f"{target} is too small: {target_size} bytes for a {image_size}-byte image",
-            where=target,
-            fix="use a larger card",
-        )
