@@ -23,6 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.vagrant:vagrant",
         "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
+    "image": (
+        "pikube.cli.image:image",
+        "The OS image catalog: list, fetch (cached, resumed), verify.",
+    ),
+    "flash": (
+        "pikube.cli.flash:flash",
+        "Write the image and each node's first-boot config to SD cards.",
+    ),
 }
 
 EXIT_CODES_HELP = (

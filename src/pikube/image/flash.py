@@ -26,6 +26,7 @@ from pikube.image.bootfs import (
 from pikube.image.catalog import BootLayout
 from pikube.image.writer import (
     CHUNK,
+    clear_head,
     finish_image,
     threaded_chunks,
     verify_image,
@@ -126,7 +127,11 @@ def flash_image(
             written_files.append(prefix + name)
     finish_image(target, result)
     if verify:
-        verify_image(target, result, head=True)
+        try:
+            verify_image(target, result, head=True)
+        except ImageVerifyError:
+            clear_head(target)  # a card that failed verification must not look bootable
+            raise
     return FlashReport(
         target=target_path,
         image_size=size,

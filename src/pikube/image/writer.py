@@ -128,8 +128,7 @@ def write_image(
     fd = target.fileno()
     result = WriteResult()
     if not sparse_target:
-        _pwrite_all(fd, memoryview(bytes(HEAD)), 0)  # clear the old partition table first
-        os.fsync(fd)
+        clear_head(target)  # the old partition table goes first
     since_sync = 0
     offset = 0
     for chunk in chunks:
@@ -199,6 +198,13 @@ def finish_image(target: BinaryIO, result: WriteResult) -> None:
     if result.head:
         _pwrite_all(fd, memoryview(result.head), 0)
         result.written += len(result.head)
+    os.fsync(fd)
+
+
+def clear_head(target: BinaryIO) -> None:
+    """Overwrite the first bytes (partition table) with zeros: the card no longer boots."""
+    fd = target.fileno()
+    _pwrite_all(fd, memoryview(bytes(HEAD)), 0)
     os.fsync(fd)
 
 
