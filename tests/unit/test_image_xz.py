@@ -1,0 +1,95 @@
+"""Streaming xz decompression: exact sizes, multi-stream files, damage, bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pikube.errors import ImageVerifyError
+from pikube.image.xz import image_size, iter_decompressed, xz_uncompressed_size
+from tests.image_support import BuiltImage, pi_image  # noqa: F401
+
+CHUNK = 1 << 20
+
+
+def _xz_list_size(path: Path) -> int:
+    out = subprocess.run(["xz", "--robot", "--list", str(path)], capture_output=True, text=True)
+    totals = next(line for line in out.stdout.splitlines() if line.startswith("totals"))
+    return int(totals.split("\t")[4])
+
+
+def test_uncompressed_size_from_the_index_matches_xz_list(pi_image: BuiltImage) -> None:  # noqa: F811
+    assert xz_uncompressed_size(pi_image.xz) == _xz_list_size(pi_image.xz)
+    assert image_size(pi_image.xz) == pi_image.raw.stat().st_size
+    assert image_size(pi_image.raw) == pi_image.raw.stat().st_size
+
+
+def test_stream_is_the_raw_image_in_exact_chunks(pi_image: BuiltImage) -> None:  # noqa: F811
+    digest = hashlib.sha256()
+    sizes = []
+    with pi_image.xz.open("rb") as handle:
+        for chunk in iter_decompressed(handle, CHUNK):
+            sizes.append(len(chunk))
+            digest.update(chunk)
+    assert set(sizes) == {CHUNK}  # 256 MiB is a multiple of the chunk size
+    assert digest.hexdigest() == hashlib.sha256(pi_image.raw.read_bytes()).hexdigest()
+
+
+def test_concatenated_streams_with_padding_decode_as_one(tmp_path: Path) -> None:
+    first, second = b"a" * 3_000_000 + bytes(100), b"second stream" * 1000
+    path = tmp_path / "multi.xz"
+    path.write_bytes(lzma.compress(first) + b"\0" * 8 + lzma.compress(second))
+    assert xz_uncompressed_size(path) == len(first) + len(second)
+    out = b"".join(iter_decompressed(path.open("rb"), 65536))
+    assert out == first + second
+
+
+def test_truncated_file_is_an_error_not_a_short_image(tmp_path: Path) -> None:
+    data = lzma.compress(bytes(range(256)) * 50_000)
+    path = tmp_path / "cut.img.xz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageVerifyError, match="not a complete xz file"):
+        xz_uncompressed_size(path)
+    with pytest.raises(ImageVerifyError, match="truncated"):
+        b"".join(iter_decompressed(path.open("rb"), CHUNK))
+
+
+def test_corrupt_data_is_reported_with_a_fix(tmp_path: Path) -> None:
+    data = bytearray(lzma.compress(bytes(range(256)) * 50_000))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(ImageVerifyError) as err:
+        b"".join(iter_decompressed(io.BytesIO(bytes(data)), CHUNK, name="x.img.xz"))
+    assert "x.img.xz" in err.value.what and err.value.fix
+
+
+def test_memory_stays_bounded_for_gigabytes_of_zeros(tmp_path: Path) -> None:
+    """1 GiB of zeros compresses to a few hundred KB; decoding must not hold them in memory."""
+    path = tmp_path / "zeros.xz"
+    with path.open("wb") as out:
+        subprocess.run(
+            ["xz", "-c", "-0", "-T1"],
+            stdin=subprocess.Popen(
+                ["head", "-c", str(1 << 30), "/dev/zero"], stdout=subprocess.PIPE
+            ).stdout,
+            stdout=out,
+            check=True,
+        )
+    code = (
+        "import resource, sys\n"
+        "from pikube.image.xz import iter_decompressed\n"
+        "from pikube.image.writer import CHUNK\n"
+        "n = sum(len(c) for c in iter_decompressed(open(sys.argv[1], 'rb'), CHUNK))\n"
+        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True
+    )
+    total, max_rss_kib = map(int, out.stdout.split())
+    assert total == 1 << 30
+    assert max_rss_kib < 100 * 1024, f"peak RSS {max_rss_kib} KiB"
