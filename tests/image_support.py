@@ -87,7 +87,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # quiet
         return
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         served = self.served
         rng = self.headers.get("Range")
         served.requests.append((self.path, rng))

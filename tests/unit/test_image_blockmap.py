@@ -20,7 +20,7 @@ from pikube.image.blockmap import (
 )
 from pikube.image.writer import CHUNK, SEGMENT
 from pikube.image.xz import iter_raw
-from tests.image_support import BuiltImage, pi_image  # noqa: F401
+from tests.image_support import BuiltImage
 
 
 def streamed(raw: Path) -> StreamMap:
@@ -49,14 +49,14 @@ def dumpe2fs_ranges(raw: Path, offset: int) -> tuple[int, list[tuple[int, int]]]
     return block_size, free
 
 
-def test_partitions_are_found_and_described(pi_image: BuiltImage) -> None:  # noqa: F811
+def test_partitions_are_found_and_described(pi_image: BuiltImage) -> None:
     text = streamed(pi_image.raw).describe()
     assert "p1 FAT32 64 MiB free clusters skipped" in text
     assert "p2 ext4" in text and "free blocks skipped" in text
 
 
 def test_first_mib_is_always_mapped_and_free_space_outside_partitions_is_not(
-    pi_image: BuiltImage,  # noqa: F811
+    pi_image: BuiltImage,
 ) -> None:
     smap = streamed(pi_image.raw)
     layout = pi_image.layout
@@ -65,7 +65,7 @@ def test_first_mib_is_always_mapped_and_free_space_outside_partitions_is_not(
     assert smap.skippable(end_of_root, end_of_root + SEGMENT)  # unpartitioned tail
 
 
-def test_ext4_map_agrees_with_e2fsprogs(pi_image: BuiltImage) -> None:  # noqa: F811
+def test_ext4_map_agrees_with_e2fsprogs(pi_image: BuiltImage) -> None:
     """Every block dumpe2fs calls used is mapped; whole free 64 KiB segments are skippable."""
     if shutil.which("dumpe2fs") is None:
         pytest.skip("needs e2fsprogs")
@@ -80,7 +80,9 @@ def test_ext4_map_agrees_with_e2fsprogs(pi_image: BuiltImage) -> None:  # noqa: 
     skippable_segments = checked_used = 0
     for seg in range(total_blocks // per_segment):
         blocks = range(seg * per_segment, (seg + 1) * per_segment)
-        skippable = smap.skippable(base + blocks[0] * block_size, base + (blocks[-1] + 1) * block_size)
+        skippable = smap.skippable(
+            base + blocks[0] * block_size, base + (blocks[-1] + 1) * block_size
+        )
         if any(b not in free_blocks for b in blocks):
             assert not skippable, f"segment with used blocks {blocks} was called unmapped"
             checked_used += 1
@@ -95,10 +97,13 @@ def test_ext4_map_agrees_with_e2fsprogs(pi_image: BuiltImage) -> None:  # noqa: 
     assert skippable_segments >= fully_free * 0.95
 
 
-def test_fat_map_keeps_file_clusters_and_skips_free_ones(pi_image: BuiltImage) -> None:  # noqa: F811
+def test_fat_map_keeps_file_clusters_and_skips_free_ones(pi_image: BuiltImage) -> None:
     smap = streamed(pi_image.raw)
     raw = pi_image.raw.read_bytes()
-    start, end = pi_image.layout.boot_offset, pi_image.layout.boot_offset + pi_image.layout.boot_size
+    start, end = (
+        pi_image.layout.boot_offset,
+        pi_image.layout.boot_offset + pi_image.layout.boot_size,
+    )
     kept = skipped = 0
     for off in range(start, end, SEGMENT):
         seg = raw[off : off + SEGMENT]
@@ -149,7 +154,7 @@ def test_bits_clear(bitmap: bytes, first: int, last: int, clear: bool) -> None:
 
 
 @pytest.fixture
-def bmapped(pi_image: BuiltImage, tmp_path: Path) -> tuple[Path, Path]:  # noqa: F811
+def bmapped(pi_image: BuiltImage, tmp_path: Path) -> tuple[Path, Path]:
     if shutil.which("bmaptool") is None:
         pytest.skip("needs bmap-tools")
     raw = tmp_path / "img.img"
@@ -201,7 +206,9 @@ def test_bmap_checksum_catches_damaged_image_data(bmapped: tuple[Path, Path]) ->
 def test_edited_bmap_file_is_refused(bmapped: tuple[Path, Path]) -> None:
     _, bmap_file = bmapped
     text = bmap_file.read_text()
-    bmap_file.write_text(re.sub(r"<Range chksum=\"(\w+)\">\s*(\d+)", r'<Range chksum="\1"> 1\2', text, count=1))
+    bmap_file.write_text(
+        re.sub(r"<Range chksum=\"(\w+)\">\s*(\d+)", r'<Range chksum="\1"> 1\2', text, count=1)
+    )
     with pytest.raises(ImageVerifyError, match="its own checksum"):
         parse_bmap(bmap_file)
 

@@ -18,13 +18,13 @@ from pikube.image.bootfs import (
     write_boot_files,
 )
 from pikube.image.catalog import BootLayout
-from tests.image_support import BuiltImage, mtype, pi_image  # noqa: F401
+from tests.image_support import BuiltImage, mtype
 
 CMDLINE = "console=serial0,115200 console=tty1 root=LABEL=writable rootwait fixrtc quiet splash\n"
 
 
 @pytest.fixture
-def image(pi_image: BuiltImage, tmp_path: Path) -> Path:  # noqa: F811
+def image(pi_image: BuiltImage, tmp_path: Path) -> Path:
     if shutil.which("mcopy") is None:
         pytest.skip("needs mtools")
     copy = tmp_path / "img"
@@ -44,7 +44,7 @@ def test_kernel_args_are_added_once_keeping_the_rest() -> None:
     assert partial == "root=/dev/mmcblk0p2 cgroup_memory=1 cgroup_enable=memory\n"
 
 
-def test_partition_entry_reads_the_mbr(image: Path, pi_image: BuiltImage) -> None:  # noqa: F811
+def test_partition_entry_reads_the_mbr(image: Path, pi_image: BuiltImage) -> None:
     offset, size, ptype = partition_entry(mbr(image), 1)
     assert (offset, size, ptype) == (pi_image.layout.boot_offset, pi_image.layout.boot_size, 0x0C)
     with pytest.raises(PikubeError, match="no MBR"):
@@ -91,5 +91,12 @@ def test_mtools_argv_is_a_list_with_the_offset() -> None:
 
     part = BootPartition("/dev/sdb", 1048576, 1, "system-boot")
     assert mcopy_argv(part, ["/tmp/a"], "") == [
-        "mcopy", "-o", "-D", "o", "-i", "/dev/sdb@@1048576", "/tmp/a", "::/",
+        "mcopy",
+        "-o",
+        "-D",
+        "o",
+        "-i",
+        "/dev/sdb@@1048576",
+        "/tmp/a",
+        "::/",
     ]

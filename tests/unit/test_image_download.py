@@ -49,7 +49,9 @@ def image_requests(served: Served) -> list[str | None]:
     return [rng for path, rng in served.requests if path.endswith(NAME)]
 
 
-def test_fetch_downloads_verifies_and_caches_once(payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+def test_fetch_downloads_verifies_and_caches_once(
+    payload: tuple[Path, bytes, str], tmp_path: Path
+) -> None:
     root, data, digest = payload
     cache = tmp_path / "cache"
     with http_server(root) as served:
@@ -102,30 +104,41 @@ def test_server_without_range_support_restarts_cleanly(
     assert dest.read_bytes() == data
 
 
-def test_checksum_mismatch_leaves_nothing_flashable(payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+def test_checksum_mismatch_leaves_nothing_flashable(
+    payload: tuple[Path, bytes, str], tmp_path: Path
+) -> None:
     root, _, _ = payload
     cache = tmp_path / "cache"
-    with http_server(root) as served:
-        with pytest.raises(ImageVerifyError, match="checksum mismatch") as err:
-            fetch_image(entry(served.base, sha256="ab" * 32), cache)
+    with (
+        http_server(root) as served,
+        pytest.raises(ImageVerifyError, match="checksum mismatch") as err,
+    ):
+        fetch_image(entry(served.base, sha256="ab" * 32), cache)
     assert err.value.exit_code == 5
     assert list(cache.iterdir()) == []  # no image, no .part, no marker
 
 
-def test_file_urls_work_for_air_gapped_use(payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+def test_file_urls_work_for_air_gapped_use(
+    payload: tuple[Path, bytes, str], tmp_path: Path
+) -> None:
     root, data, _ = payload
     cached = fetch_image(entry(root.as_uri()), tmp_path / "cache")
     assert cached.downloaded and cached.path.read_bytes() == data
 
 
-def test_http_errors_are_reported_with_the_url(payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+def test_http_errors_are_reported_with_the_url(
+    payload: tuple[Path, bytes, str], tmp_path: Path
+) -> None:
     root, _, _ = payload
-    with http_server(root) as served:
-        with pytest.raises(DownloadError, match="HTTP 404"):
-            fetch_image(entry(served.base, url=f"{served.base}/missing.img.xz", sha256="ab" * 32), tmp_path)
+    with http_server(root) as served, pytest.raises(DownloadError, match="HTTP 404"):
+        fetch_image(
+            entry(served.base, url=f"{served.base}/missing.img.xz", sha256="ab" * 32), tmp_path
+        )
 
 
-def test_verify_cached_detects_a_damaged_cache(payload: tuple[Path, bytes, str], tmp_path: Path) -> None:
+def test_verify_cached_detects_a_damaged_cache(
+    payload: tuple[Path, bytes, str], tmp_path: Path
+) -> None:
     root, _, _ = payload
     cache = tmp_path / "cache"
     cached = fetch_image(entry(root.as_uri()), cache)

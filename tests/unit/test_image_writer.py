@@ -20,7 +20,7 @@ from pikube.image.writer import (
     verify_image,
     write_image,
 )
-from tests.image_support import BuiltImage, fill, pi_image  # noqa: F401
+from tests.image_support import BuiltImage, fill
 
 
 def sha(path: Path) -> str:
@@ -31,14 +31,20 @@ def write_to(image: BuiltImage, target: Path, *, sparse: bool) -> None:
     size = image.layout.size
     with target.open("r+b", buffering=0) as handle:
         result = write_image(
-            image_chunks(image.xz), handle, size=size, block_map=StreamMap(size), sparse_target=sparse
+            image_chunks(image.xz),
+            handle,
+            size=size,
+            block_map=StreamMap(size),
+            sparse_target=sparse,
         )
         verify_image(handle, result)
         finish_image(handle, result)
         verify_image(handle, result, head=True)
 
 
-def test_sparse_file_output_is_byte_identical_and_sparse(pi_image: BuiltImage, tmp_path: Path) -> None:  # noqa: F811
+def test_sparse_file_output_is_byte_identical_and_sparse(
+    pi_image: BuiltImage, tmp_path: Path
+) -> None:
     out = tmp_path / "out.img"
     with out.open("wb") as handle:
         handle.truncate(pi_image.layout.size)
@@ -49,7 +55,7 @@ def test_sparse_file_output_is_byte_identical_and_sparse(pi_image: BuiltImage, t
 
 
 def test_used_card_gets_every_mapped_byte_and_clean_file_systems(
-    pi_image: BuiltImage,  # noqa: F811
+    pi_image: BuiltImage,
     tmp_path: Path,
 ) -> None:
     """A card full of old data (0xA5): skipped ranges keep it, yet fsck finds nothing wrong."""
@@ -67,6 +73,7 @@ def test_used_card_gets_every_mapped_byte_and_clean_file_systems(
         dst.write(src.read(layout.boot_size))
     fsck_fat = subprocess.run(["fsck.vfat", "-n", str(boot)], capture_output=True, text=True)
     assert fsck_fat.returncode == 0, fsck_fat.stdout
+
     # Files are intact: compare the ext4 tree via debugfs listings of both images.
     def listing(path: Path) -> str:
         return subprocess.run(
@@ -82,7 +89,7 @@ def test_used_card_gets_every_mapped_byte_and_clean_file_systems(
     assert got != raw  # but unmapped space kept the old bytes: nothing needless was written
 
 
-def test_interrupted_write_leaves_no_partition_table(pi_image: BuiltImage, tmp_path: Path) -> None:  # noqa: F811
+def test_interrupted_write_leaves_no_partition_table(pi_image: BuiltImage, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
     with card.open("wb") as handle:  # a card that used to hold a bootable image
         handle.write(pi_image.raw.read_bytes()[: 64 << 20])
@@ -94,29 +101,38 @@ def test_interrupted_write_leaves_no_partition_table(pi_image: BuiltImage, tmp_p
             yield chunk
 
     with card.open("r+b", buffering=0) as handle, pytest.raises(KeyboardInterrupt):
-        write_image(interrupted(), handle, size=pi_image.layout.size, block_map=StreamMap(pi_image.layout.size))
+        write_image(
+            interrupted(),
+            handle,
+            size=pi_image.layout.size,
+            block_map=StreamMap(pi_image.layout.size),
+        )
     assert card.read_bytes()[:HEAD] == bytes(HEAD)
     table = subprocess.run(["sfdisk", "--dump", str(card)], capture_output=True, text=True)
     assert table.returncode != 0, "an interrupted card must not have a partition table"
 
 
-def test_partition_table_is_written_last(pi_image: BuiltImage, tmp_path: Path) -> None:  # noqa: F811
+def test_partition_table_is_written_last(pi_image: BuiltImage, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
     fill(card, pi_image.layout.size)
     size = pi_image.layout.size
     with card.open("r+b", buffering=0) as handle:
-        result = write_image(image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size))
+        result = write_image(
+            image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size)
+        )
         assert card.read_bytes()[:HEAD] == bytes(HEAD)  # everything else is written already
         finish_image(handle, result)
     assert card.read_bytes()[:HEAD] == pi_image.raw.read_bytes()[:HEAD]
 
 
-def test_read_back_finds_corruption_after_writing(pi_image: BuiltImage, tmp_path: Path) -> None:  # noqa: F811
+def test_read_back_finds_corruption_after_writing(pi_image: BuiltImage, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
     fill(card, pi_image.layout.size)
     size = pi_image.layout.size
     with card.open("r+b", buffering=0) as handle:
-        result = write_image(image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size))
+        result = write_image(
+            image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size)
+        )
         offset, length, _ = result.runs[len(result.runs) // 2]
         with card.open("r+b") as other:  # a bit flips on the medium
             other.seek(offset + length // 2)
@@ -130,7 +146,10 @@ def test_read_back_finds_corruption_after_writing(pi_image: BuiltImage, tmp_path
 def test_truncated_stream_is_refused_before_the_partition_table(tmp_path: Path) -> None:
     card = tmp_path / "card.img"
     card.write_bytes(b"\xff" * (8 << 20))
-    with card.open("r+b", buffering=0) as handle, pytest.raises(ImageVerifyError, match="ended after"):
+    with (
+        card.open("r+b", buffering=0) as handle,
+        pytest.raises(ImageVerifyError, match="ended after"),
+    ):
         write_image(iter([b"\x01" * CHUNK]), handle, size=2 * CHUNK)
     assert card.read_bytes()[:HEAD] == bytes(HEAD)
 

@@ -13,7 +13,7 @@ import pytest
 
 from pikube.errors import ImageVerifyError
 from pikube.image.xz import image_size, iter_decompressed, xz_uncompressed_size
-from tests.image_support import BuiltImage, pi_image  # noqa: F401
+from tests.image_support import BuiltImage
 
 CHUNK = 1 << 20
 
@@ -24,13 +24,13 @@ def _xz_list_size(path: Path) -> int:
     return int(totals.split("\t")[4])
 
 
-def test_uncompressed_size_from_the_index_matches_xz_list(pi_image: BuiltImage) -> None:  # noqa: F811
+def test_uncompressed_size_from_the_index_matches_xz_list(pi_image: BuiltImage) -> None:
     assert xz_uncompressed_size(pi_image.xz) == _xz_list_size(pi_image.xz)
     assert image_size(pi_image.xz) == pi_image.raw.stat().st_size
     assert image_size(pi_image.raw) == pi_image.raw.stat().st_size
 
 
-def test_stream_is_the_raw_image_in_exact_chunks(pi_image: BuiltImage) -> None:  # noqa: F811
+def test_stream_is_the_raw_image_in_exact_chunks(pi_image: BuiltImage) -> None:
     digest = hashlib.sha256()
     sizes = []
     with pi_image.xz.open("rb") as handle:
