@@ -9,6 +9,7 @@ system, large enough, confirmed (or --yes), opened exclusively. Each NODE pairs 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import sys
 import threading
@@ -312,23 +313,29 @@ def _run(
             except BaseException as err:  # reported per target below
                 target.error = err
 
-        with concurrent.futures.ThreadPoolExecutor(
+        pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(targets) if parallel else 1, thread_name_prefix="pikube-flash"
-        ) as pool:
-            futures = [pool.submit(work, t) for t in targets]
-            try:
-                while not all(f.done() for f in futures):
+        )
+        futures: list[concurrent.futures.Future[None]] = []
+        try:
+            for target in targets:
+                futures.append(pool.submit(work, target))
+            while not all(f.done() for f in futures):
+                concurrent.futures.wait(futures, timeout=0.2)
+        except KeyboardInterrupt:
+            cancel.set()  # each writer stops at its next chunk
+            for future in futures:
+                future.cancel()
+            while not all(f.done() for f in futures):
+                with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: still wait
                     concurrent.futures.wait(futures, timeout=0.2)
-            except KeyboardInterrupt:
-                cancel.set()
-                for future in futures:
-                    future.cancel()
-                concurrent.futures.wait(futures)
-                _report_incomplete(targets)
-                raise FlashInterrupted(
-                    "interrupted",
-                    fix="run the same pikube flash command again",
-                ) from None
+            _report_incomplete(targets)
+            raise FlashInterrupted(
+                "interrupted",
+                fix="run the same pikube flash command again",
+            ) from None
+        finally:
+            pool.shutdown(wait=True)
     failed = [t for t in targets if t.error is not None]
     if failed:
         _report_incomplete(targets)

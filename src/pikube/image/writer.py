@@ -20,6 +20,7 @@ so and asks to run ``pikube flash`` again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import stat
@@ -208,10 +209,20 @@ def clear_head(target: BinaryIO) -> None:
     os.fsync(fd)
 
 
+BLKFLSBUF = 0x1261  # linux/fs.h: write back and drop a block device's buffer cache
+
+
 def drop_cache(target: BinaryIO) -> None:
-    """Ask the kernel to forget cached pages so the read-back reads the medium."""
+    """Make the read-back read the medium: sync, then drop the cached pages.
+
+    For block devices ``BLKFLSBUF`` invalidates the device's page cache (as ``blockdev
+    --flushbufs`` does); ``posix_fadvise(DONTNEED)`` covers files and is a fallback.
+    """
     fd = target.fileno()
     os.fsync(fd)
+    if is_block_device(target):
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(fd, BLKFLSBUF, 0)
     with contextlib.suppress(OSError):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
