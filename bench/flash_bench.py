@@ -78,17 +78,23 @@ def build_reference(size_gib: int, data_mib: int) -> tuple[Path, Path, Path]:
     return raw, packed, bmap
 
 
-def wait_all(procs: list[subprocess.Popen[bytes]]) -> int:
+def timed(argv: list[str], rss_file: Path) -> list[str]:
+    """Run under GNU time, which records the max RSS of exactly that process.
+
+    (ru_maxrss from our own wait4 would include this script's memory: Linux carries the
+    forking process's high-water mark across exec.)
+    """
+    return ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
+
+
+def wait_all(procs: list[subprocess.Popen[bytes]], rss_files: list[Path]) -> int:
     """Wait for every process; return the largest max RSS (KiB)."""
-    peak = 0
     for proc in procs:
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        peak = max(peak, usage.ru_maxrss)
+        proc.wait()
         if proc.returncode != 0:
             err = proc.stderr.read().decode() if proc.stderr else ""
             raise SystemExit(f"{proc.args} failed ({proc.returncode}): {err}")
-    return peak
+    return max(int(f.read_text().split()[-1]) for f in rss_files)
 
 
 def allocated_kib(target: Path) -> int:
@@ -109,14 +115,21 @@ def drop_caches() -> None:
 def run_tool(
     tool: str, verify: bool, packed: Path, bmap: Path, dest: str, cluster: Path
 ) -> tuple[float, int]:
+    work = cluster.parent
+    rss = [work / "rss0", work / "rss1"]
     procs: list[subprocess.Popen[bytes]] = []
     start = time.monotonic()
     if tool == "xz|dd":
         xz = subprocess.Popen(
-            ["xz", "-dc", str(packed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            timed(["xz", "-dc", str(packed)], rss[0]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         dd = subprocess.Popen(
-            ["dd", "bs=4M", "iflag=fullblock", "conv=fsync", f"of={dest}", "status=none"],
+            timed(
+                ["dd", "bs=4M", "iflag=fullblock", "conv=fsync", f"of={dest}", "status=none"],
+                rss[1],
+            ),
             stdin=xz.stdout,
             stderr=subprocess.PIPE,
         )
@@ -127,28 +140,18 @@ def run_tool(
         argv = ["bmaptool", "-q", "copy", "--bmap", str(bmap), str(packed), dest]
         if not verify:
             argv.insert(3, "--no-verify")
-        procs = [subprocess.Popen(argv, stderr=subprocess.PIPE)]
+        procs = [subprocess.Popen(timed(argv, rss[0]), stderr=subprocess.PIPE)]
     else:
-        argv = [
-            sys.executable,
-            "-m",
-            "pikube",
-            "flash",
-            "-c",
-            str(cluster),
-            "--image",
-            str(packed),
-            "pi-w1",
-        ]
-        argv += (
-            ["--device", dest, "--yes", "--allow-non-removable"]
-            if dest.startswith("/dev/")
-            else ["--output", dest]
-        )
+        argv = [sys.executable, "-m", "pikube", "flash", "-c", str(cluster)]
+        argv += ["--image", str(packed), "pi-w1"]
+        if dest.startswith("/dev/"):
+            argv += ["--device", dest, "--yes", "--allow-non-removable"]
+        else:
+            argv += ["--output", dest]
         if not verify:
             argv.append("--no-verify")
-        procs = [subprocess.Popen(argv, stderr=subprocess.PIPE)]
-    peak = wait_all(procs)
+        procs = [subprocess.Popen(timed(argv, rss[0]), stderr=subprocess.PIPE)]
+    peak = wait_all(procs, rss[: len(procs)])
     return time.monotonic() - start, peak
 
 
@@ -160,7 +163,8 @@ def cluster_file(folder: Path) -> Path:
         "name: bench\ndistribution: kubeadm\n"
         "network: {subnet: 192.168.1.0/24, gateway: 192.168.1.1, dns: [192.168.1.1]}\n"
         f"ssh: {{user: ubuntu, public_key: {key}.pub, private_key: {key}}}\n"
-        "nodes:\n  - {name: pi-w1, ip: 192.168.1.102, role: worker}\n"
+        "nodes:\n  - {name: pi-cp1, ip: 192.168.1.101, role: control-plane}\n"
+        "  - {name: pi-w1, ip: 192.168.1.102, role: worker}\n"
     )
     return path
 
