@@ -42,6 +42,7 @@ class Run:
     verify: bool
     seconds: float
     peak_kib: int  # largest RSS of any process in the pipeline
+    cpu: float  # user + system CPU seconds of all processes in the pipeline
     written_kib: int  # blocks the target gained (allocated size)
 
 
@@ -84,17 +85,18 @@ def timed(argv: list[str], rss_file: Path) -> list[str]:
     (ru_maxrss from our own wait4 would include this script's memory: Linux carries the
     forking process's high-water mark across exec.)
     """
-    return ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
+    return ["/usr/bin/time", "-f", "%M %U %S", "-o", str(rss_file), *argv]
 
 
-def wait_all(procs: list[subprocess.Popen[bytes]], rss_files: list[Path]) -> int:
-    """Wait for every process; return the largest max RSS (KiB)."""
+def wait_all(procs: list[subprocess.Popen[bytes]], rss_files: list[Path]) -> tuple[int, float]:
+    """Wait for every process; return the largest max RSS (KiB) and the total CPU seconds."""
     for proc in procs:
         proc.wait()
         if proc.returncode != 0:
             err = proc.stderr.read().decode() if proc.stderr else ""
             raise SystemExit(f"{proc.args} failed ({proc.returncode}): {err}")
-    return max(int(f.read_text().split()[-1]) for f in rss_files)
+    stats = [f.read_text().split()[-3:] for f in rss_files]
+    return max(int(s[0]) for s in stats), sum(float(s[1]) + float(s[2]) for s in stats)
 
 
 def allocated_kib(target: Path) -> int:
@@ -114,12 +116,20 @@ def drop_caches() -> None:
 
 def run_tool(
     tool: str, verify: bool, packed: Path, bmap: Path, dest: str, cluster: Path
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     work = cluster.parent
     rss = [work / "rss0", work / "rss1"]
     procs: list[subprocess.Popen[bytes]] = []
     start = time.monotonic()
-    if tool == "xz|dd":
+    if tool == "xz>null":  # the floor: decompression alone
+        procs = [
+            subprocess.Popen(
+                timed(["xz", "-dc", str(packed)], rss[0]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        ]
+    elif tool == "xz|dd":
         xz = subprocess.Popen(
             timed(["xz", "-dc", str(packed)], rss[0]),
             stdout=subprocess.PIPE,
@@ -151,8 +161,8 @@ def run_tool(
         if not verify:
             argv.append("--no-verify")
         procs = [subprocess.Popen(timed(argv, rss[0]), stderr=subprocess.PIPE)]
-    peak = wait_all(procs, rss[: len(procs)])
-    return time.monotonic() - start, peak
+    peak, cpu = wait_all(procs, rss[: len(procs)])
+    return time.monotonic() - start, peak, cpu
 
 
 def cluster_file(folder: Path) -> Path:
@@ -188,6 +198,7 @@ def main() -> None:
         file=sys.stderr,
     )
     tools = [
+        ("xz>null", False),
         ("xz|dd", False),
         ("bmaptool", False),
         ("bmaptool", True),
@@ -212,16 +223,18 @@ def main() -> None:
                             check=True,
                         ).stdout.strip()
                         try:
-                            seconds, peak = run_tool(tool, verify, packed, bmap, dev, cluster)
+                            seconds, peak, cpu = run_tool(tool, verify, packed, bmap, dev, cluster)
                         finally:
                             subprocess.run(["losetup", "-d", dev], check=False)
                     else:
-                        seconds, peak = run_tool(tool, verify, packed, bmap, str(backing), cluster)
-                    run = Run(tool, target_kind, verify, seconds, peak, allocated_kib(backing))
+                        seconds, peak, cpu = run_tool(
+                            tool, verify, packed, bmap, str(backing), cluster
+                        )
+                    run = Run(tool, target_kind, verify, seconds, peak, cpu, allocated_kib(backing))
                     results.append(run)
                     print(
                         f"  {target_kind:<4} {tool:<8} verify={'yes' if verify else 'no ':<3} "
-                        f"{seconds:6.1f} s",
+                        f"{seconds:6.1f} s wall {cpu:6.1f} s CPU",
                         file=sys.stderr,
                     )
                     backing.unlink()
@@ -234,16 +247,17 @@ def report(results: list[Run], size: int) -> None:
         return min(runs, key=lambda r: r.seconds)
 
     header = f"{'target':<6} {'tool':<9} {'verify':<6} {'wall s':>7} {'MiB/s':>7}"
-    print(header + f" {'peak RSS MiB':>13} {'written MiB':>12}")
+    print(header + f" {'CPU s':>7} {'peak RSS MiB':>13} {'written MiB':>12}")
     keys = sorted(
         {(r.target, r.tool, r.verify) for r in results},
-        key=lambda k: (k[0], ["xz|dd", "bmaptool", "pikube"].index(k[1]), k[2]),
+        key=lambda k: (k[0], ["xz>null", "xz|dd", "bmaptool", "pikube"].index(k[1]), k[2]),
     )
     for target, tool, verify in keys:
         r = best(tool, target, verify)
         print(
             f"{target:<6} {tool:<9} {'yes' if verify else 'no':<6} {r.seconds:7.1f} "
-            f"{size / MIB / r.seconds:7.0f} {r.peak_kib / 1024:13.1f} {r.written_kib / 1024:12.0f}"
+            f"{size / MIB / r.seconds:7.0f} {r.cpu:7.1f} {r.peak_kib / 1024:13.1f} "
+            f"{r.written_kib / 1024:12.0f}"
         )
     print()
     for target in sorted({r.target for r in results}):
@@ -254,8 +268,11 @@ def report(results: list[Run], size: int) -> None:
             except ValueError:
                 continue
             mode = "verify" if verify else "no verify"
-            ratio = dd / r.seconds
-            print(f"{target}: xz|dd (no verify) time / {tool} ({mode}) time = {ratio:.2f}x")
+            ratio, cpu_ratio = dd / r.seconds, best("xz|dd", target, False).cpu / r.cpu
+            print(
+                f"{target}: xz|dd (no verify) / {tool} ({mode}): wall {ratio:.2f}x, "
+                f"CPU {cpu_ratio:.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,24 @@ from __future__ import annotations
 import hashlib
 import io
 import lzma
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from pikube.errors import ImageVerifyError
-from pikube.image.xz import image_size, iter_decompressed, xz_uncompressed_size
+from pikube.image.xz import (
+    block_dict_size,
+    decode_workers,
+    image_size,
+    iter_decompressed,
+    iter_decompressed_parallel,
+    xz_blocks,
+    xz_uncompressed_size,
+)
 from tests.image_support import BuiltImage
 
 CHUNK = 1 << 20
@@ -92,3 +102,51 @@ def test_memory_stays_bounded_for_gigabytes_of_zeros(tmp_path: Path) -> None:
     total, max_rss_kib = map(int, out.stdout.split())
     assert total == 1 << 30, f"decoded {total} bytes"
     assert max_rss_kib < 100 * 1024, f"peak RSS {max_rss_kib} KiB"
+
+
+@pytest.fixture
+def multi_block(tmp_path: Path) -> tuple[Path, bytes]:
+    data = b"".join(bytes([i % 7]) * 300_000 + os.urandom(200_000) for i in range(12))
+    raw = tmp_path / "multi.img"
+    raw.write_bytes(data)
+    subprocess.run(["xz", "-3", "-T2", "--block-size=1MiB", "-k", str(raw)], check=True)
+    return tmp_path / "multi.img.xz", data
+
+
+def test_parallel_decoding_of_blocks_gives_the_same_stream(multi_block: tuple[Path, bytes]) -> None:
+    path, data = multi_block
+    blocks = xz_blocks(path)
+    assert len(blocks) == 6 and sum(b.size for b in blocks) == len(data)
+    assert block_dict_size(path, blocks[0]) == 4 << 20  # xz -3
+    chunks = list(iter_decompressed_parallel(path, 700_000, workers=3))
+    assert {len(c) for c in chunks[:-1]} == {700_000}  # re-cut across block borders
+    assert b"".join(chunks) == data
+
+
+def test_parallel_decoding_reports_a_damaged_block(multi_block: tuple[Path, bytes]) -> None:
+    path, _ = multi_block
+    damaged = bytearray(path.read_bytes())
+    block = xz_blocks(path)[3]
+    damaged[block.offset + 200] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageVerifyError):
+        b"".join(iter_decompressed_parallel(path, 1 << 20, workers=2))
+
+
+def test_parallel_decoding_stops_its_threads_when_abandoned(
+    multi_block: tuple[Path, bytes],
+) -> None:
+    path, _ = multi_block
+    before = threading.active_count()
+    stream = iter_decompressed_parallel(path, 65536, workers=3, depth=1)
+    next(stream)
+    stream.close()
+    assert threading.active_count() == before
+
+
+def test_decoder_memory_limits_the_workers(multi_block: tuple[Path, bytes]) -> None:
+    path, _ = multi_block
+    blocks = xz_blocks(path)
+    assert decode_workers(path, blocks, cpus=8) == 4
+    assert decode_workers(path, blocks, cpus=1) == 1
+    assert decode_workers(path, blocks[:1], cpus=8) == 1

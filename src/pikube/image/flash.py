@@ -32,7 +32,7 @@ from pikube.image.writer import (
     verify_image,
     write_image,
 )
-from pikube.image.xz import image_size, is_xz, iter_decompressed, iter_raw
+from pikube.image.xz import image_size, is_xz, iter_decompressed_parallel, iter_raw
 
 # (phase, bytes just done, phase total): phases "write", "verify"
 PhaseProgress = Callable[[str, int, int], None]
@@ -52,14 +52,16 @@ class FlashReport:
 
 
 def image_chunks(image: Path) -> Iterator[bytes]:
-    """The decompressed image in ``CHUNK`` pieces, produced by a reader thread."""
-    handle = image.open("rb")
+    """The decompressed image in ``CHUNK`` pieces, produced by a reader thread.
+
+    Multi-block xz files (``xz -T``) decode several blocks at once on several cores.
+    """
 
     def produce() -> Iterator[bytes]:
-        with handle:
-            if is_xz(image):
-                yield from iter_decompressed(handle, CHUNK, name=str(image))
-            else:
+        if is_xz(image):
+            yield from iter_decompressed_parallel(image, CHUNK)
+        else:
+            with image.open("rb") as handle:
                 yield from iter_raw(handle, CHUNK)
 
     return threaded_chunks(produce())
