@@ -150,3 +150,24 @@ def test_decoder_memory_limits_the_workers(multi_block: tuple[Path, bytes]) -> N
     assert decode_workers(path, blocks, cpus=8) == 4
     assert decode_workers(path, blocks, cpus=1) == 1
     assert decode_workers(path, blocks[:1], cpus=8) == 1
+
+
+def test_flash_pipeline_memory_is_bounded_with_parallel_decoding(pi_image: BuiltImage) -> None:
+    """The whole read side of a flash (parallel decoders, queues) stays far below 100 MB."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pikube.image.flash import image_chunks\n"
+        "def status(key):\n"
+        "    line = [l for l in open('/proc/self/status') if l.startswith(key)][0]\n"
+        "    return int(line.split()[1])\n"
+        "base = status('VmRSS:')\n"
+        "n = sum(len(c) for c in image_chunks(Path(sys.argv[1])))\n"
+        "print(n, status('VmHWM:') - base)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(pi_image.xz)], capture_output=True, text=True, check=True
+    )
+    total, growth_kib = map(int, out.stdout.split())
+    assert total == pi_image.layout.size
+    assert growth_kib < 64 * 1024, f"the pipeline grew by {growth_kib} KiB"

@@ -9,6 +9,8 @@ back and compared, too); finally the first 4 KiB (the partition table); sync; re
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,11 +53,32 @@ class FlashReport:
     seconds: float
 
 
+M_MMAP_THRESHOLD = -3  # glibc malloc.h
+
+
+@functools.cache
+def fix_malloc_threshold() -> bool:
+    """Keep 4 MiB chunk buffers in mmap'd memory that goes back to the OS when freed.
+
+    glibc raises its mmap threshold each time a large mmap'd block is freed; after the
+    first chunks, 4 MiB buffers come from per-thread heaps instead and fragment them: peak
+    memory grew from ~75 MB to ~112 MB (measured on the 2 GiB reference image). Fixing the
+    threshold at 1 MiB stops that. A no-op where mallopt does not exist.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def image_chunks(image: Path) -> Iterator[bytes]:
     """The decompressed image in ``CHUNK`` pieces, produced by a reader thread.
 
     Multi-block xz files (``xz -T``) decode several blocks at once on several cores.
     """
+
+    fix_malloc_threshold()
 
     def produce() -> Iterator[bytes]:
         if is_xz(image):
