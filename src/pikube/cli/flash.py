@@ -194,7 +194,10 @@ def flash(
       pikube flash pi-w1 pi-w2 --device /dev/sdb --device /dev/sdc --parallel
     """
     from pikube.image.device import check_device, human_size, probe_device
+    from pikube.image.flash import limit_malloc_arenas
     from pikube.image.xz import image_size
+
+    limit_malloc_arenas()  # before any thread starts
 
     if bool(devices) == bool(outputs):
         raise click.UsageError("give either --device or --output (one per NODE)")
