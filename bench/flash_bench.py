@@ -239,6 +239,7 @@ def main() -> None:
                     )
                     backing.unlink()
     report(results, size)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def report(results: list[Run], size: int) -> None:
