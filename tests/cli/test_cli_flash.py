@@ -268,3 +268,39 @@ def test_unconfirmed_device_is_not_written(
     assert result.exit_code == EXIT_FLASH_REFUSED
     assert "Generic- SD/MMC CRW, serial 000000000819" in result.stderr  # shown before asking
     assert "not confirmed: nothing was written" in result.stderr
+
+
+def test_one_failed_card_does_not_spoil_the_others(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pikube.errors import ImageVerifyError
+
+    real = flash_core.flash_image
+
+    def flaky(image: Path, target: object, target_path: str, **kw: object) -> object:
+        if "bad.img" in target_path:
+            raise ImageVerifyError("read-back verification failed: bytes 0-1 differ")
+        return real(image, target, target_path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flash_core, "flash_image", flaky)
+    good, bad = tmp_path / "good.img", tmp_path / "bad.img"
+    result = flash(
+        cluster_file,
+        pi_image.xz,
+        "pi-w1",
+        "pi-w2",
+        "--output",
+        str(good),
+        "--output",
+        str(bad),
+        "--parallel",
+    )
+    assert result.exit_code == EXIT_VERIFY_FAILED
+    assert "pi-w1 -> " in result.stderr and "read-back verification failed" in result.stderr
+    assert good.is_file() and not bad.exists()
+    assert not list(tmp_path.glob(".*pikube-partial"))
+    known = (tmp_path / ".pikube" / "known_hosts").read_text()
+    assert "pi-w1," in known and "pi-w2," not in known

@@ -258,13 +258,15 @@ def flash(
             _open_target(target, size)
             opened.append(target)
         _run(targets, image, layout, verify=not no_verify, parallel=parallel)
+        # Cards that were written completely are finished even when another one failed.
+        _finish(cluster, [t for t in targets if t.report is not None])
     finally:
         for target in opened:
             if target.handle:
                 target.handle.close()
             if not target.is_device and target.report is None:
                 Path(target.write_path).unlink(missing_ok=True)
-    _finish(cluster, targets)
+    _raise_failures(targets)
 
 
 def _open_target(target: Target, size: int) -> None:
@@ -332,13 +334,13 @@ def _run(
             while not all(f.done() for f in futures):
                 with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: still wait
                     concurrent.futures.wait(futures, timeout=0.2)
-            _report_incomplete(targets)
-            raise FlashInterrupted(
-                "interrupted",
-                fix="run the same pikube flash command again",
-            ) from None
+            for target in targets:
+                if target.report is None and target.error is None:
+                    target.error = KeyboardInterrupt()
         finally:
             pool.shutdown(wait=True)
+
+def _raise_failures(targets: list[Target]) -> None:
     failed = [t for t in targets if t.error is not None]
     if failed:
         _report_incomplete(targets)
@@ -388,4 +390,5 @@ def _finish(cluster: Cluster, targets: list[Target]) -> None:
         )
         info(f"  {report.block_map}")
         info(f"  first boot: {', '.join(report.boot_files)}; cmdline: {report.cmdline}")
-    info(f"host keys added to {known_hosts}")
+    if targets:
+        info(f"host keys added to {known_hosts}")
