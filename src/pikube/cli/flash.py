@@ -296,13 +296,14 @@ def _run(
 
         def work(target: Target) -> None:
             def progress(phase: str, done: int, total: int) -> None:
+                if not target.started:  # the first call comes once writing has begun
+                    target.started = True
+                    if not sys.stderr.isatty():
+                        info(f"{target.node.name}: writing {target.path} ...")
                 if cancel.is_set():
                     raise FlashInterrupted("interrupted")
                 update(target, phase, done, total)
 
-            target.started = True
-            if not sys.stderr.isatty():
-                info(f"{target.node.name}: writing {target.path} ...")
             assert target.handle is not None  # noqa: S101 - opened by _open_target
             try:
                 target.report = flash_image(

@@ -130,6 +130,8 @@ def write_image(
     result = WriteResult()
     if not sparse_target:
         clear_head(target)  # the old partition table goes first
+    if progress:
+        progress(0)  # writing has begun: from here on the target is incomplete until the end
     since_sync = 0
     offset = 0
     for chunk in chunks:
