@@ -8,6 +8,9 @@ import pytest
 
 from tests.factories import make_key_pair
 
+# Fixtures for images, flashing and cloud-init (pi_image, ...).
+pytest_plugins = ("tests.image_support",)
+
 
 @pytest.fixture(scope="session")
 def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:

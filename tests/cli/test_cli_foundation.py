@@ -223,7 +223,7 @@ def test_every_command_module_in_the_table_loads() -> None:
     """Each command named in --help imports and has help (a lost table entry is caught too)."""
     from pikube.cli.main import COMMANDS
 
-    for name in ("init", "validate", "inventory", "status", "doctor", "up"):
+    for name in ("init", "validate", "inventory", "status", "doctor", "up", "image", "flash"):
         assert name in COMMANDS
         result = run(name, "--help")
         assert result.exit_code == 0, (name, result.stderr)

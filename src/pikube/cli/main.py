@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.status:doctor",
         "Find what breaks Kubernetes on Pis, each with its fix.",
     ),
+    "image": (
+        "pikube.cli.image:image",
+        "The OS image catalog: list, fetch (cached, resumed), verify.",
+    ),
+    "flash": (
+        "pikube.cli.flash:flash",
+        "Write the image and each node's first-boot config to SD cards.",
+    ),
 }
 
 EXIT_CODES_HELP = (

@@ -1,0 +1,306 @@
+"""``pikube flash`` through CliRunner: image files, refusals, confirmation, interruption."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+import pikube.image.flash as flash_core
+from pikube.cli.main import cli
+from pikube.errors import EXIT_FLASH_REFUSED, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_VERIFY_FAILED
+from tests.factories import base_cluster, edited, write_cluster
+from tests.image_support import (
+    BuiltImage,
+    FakeDisk,
+    fake_proc,
+    fake_sys,
+    is_root,
+    make_block_node,
+    mtype,
+)
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path, ssh_key: Path) -> Path:
+    data = edited(base_cluster(ssh_key), **{"network.domain": "home.lan"})
+    return write_cluster(tmp_path, data)
+
+
+def flash(cluster_file: Path, image: Path, *args: str, input: str | None = None) -> Result:
+    return run("flash", "--cluster", str(cluster_file), "--image", str(image), *args, input=input)
+
+
+def test_flash_to_an_image_file_writes_image_and_first_boot(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "pi-w1.img"
+    result = flash(cluster_file, pi_image.xz, "pi-w1", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "block map computed from the MBR" in result.stderr and "verified" in result.stderr
+    layout = pi_image.layout
+    raw = pi_image.raw.read_bytes()
+    got = out.read_bytes()
+    # Outside the boot partition the card is the image, byte for byte.
+    assert got[: layout.boot_offset] == raw[: layout.boot_offset]
+    end = layout.boot_offset + layout.boot_size
+    assert hashlib.sha256(got[end:]).digest() == hashlib.sha256(raw[end:]).digest()
+    user_data = mtype(out, layout.boot_offset, "user-data")
+    assert yaml.safe_load(user_data)["hostname"] == "pi-w1"
+    meta = yaml.safe_load(mtype(out, layout.boot_offset, "meta-data"))
+    assert meta["instance-id"].startswith("pikube-pi-w1-")
+    net = yaml.safe_load(mtype(out, layout.boot_offset, "network-config"))
+    assert net["ethernets"]["eth0"]["addresses"] == ["192.168.1.102/24"]
+    cmdline = mtype(out, layout.boot_offset, "cmdline.txt").decode()
+    assert cmdline.endswith("quiet splash cgroup_enable=memory cgroup_memory=1\n")
+    if shutil.which("cloud-init"):
+        seed = tmp_path / "user-data"
+        seed.write_bytes(user_data)
+        check = subprocess.run(
+            ["cloud-init", "schema", "--config-file", str(seed)], capture_output=True
+        )
+        assert check.returncode == 0, check.stdout
+    known = (tmp_path / ".pikube" / "known_hosts").read_text().splitlines()
+    assert [line.split()[:2] for line in known] == [
+        ["pi-w1,192.168.1.102", "ssh-ed25519"],
+        ["pi-w1,192.168.1.102", "ecdsa-sha2-nistp256"],
+    ]
+    assert not list(tmp_path.glob(".*pikube-partial"))
+
+
+def test_parallel_flash_gives_each_node_its_own_config(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+) -> None:
+    outs = [tmp_path / "a.img", tmp_path / "b.img"]
+    result = flash(
+        cluster_file,
+        pi_image.xz,
+        "pi-cp1",
+        "pi-w2",
+        "--output",
+        str(outs[0]),
+        "--output",
+        str(outs[1]),
+        "--parallel",
+        "--no-verify",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "NOT verified (--no-verify)" in result.stderr
+    offset = pi_image.layout.boot_offset
+    metas = [yaml.safe_load(mtype(o, offset, "meta-data")) for o in outs]
+    assert [m["local-hostname"] for m in metas] == ["pi-cp1", "pi-w2"]
+    assert metas[0]["instance-id"] != metas[1]["instance-id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pi-w1"], "give either --device or --output"),
+        (["pi-w1", "--output", "a", "--device", "/dev/null"], "give either --device or --output"),
+        (["pi-w1", "pi-w2", "--output", "a"], "2 node(s) but 1 target(s)"),
+        (["pi-w1", "--output", "a.img", "pi-w1", "--output", "b.img"], "only once"),
+        (["pi-nope", "--output", "a.img"], "no node 'pi-nope'"),
+    ],
+)
+def test_usage_errors_exit_2(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    args: list[str],
+    message: str,
+) -> None:
+    result = flash(cluster_file, pi_image.xz, *args)
+    assert result.exit_code == EXIT_USAGE
+    assert message in result.stderr
+
+
+def test_regular_file_as_device_is_refused_untouched(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "not-a-disk"
+    target.write_bytes(b"precious")
+    result = flash(cluster_file, pi_image.xz, "pi-w1", "--device", str(target), "--yes")
+    assert result.exit_code == EXIT_FLASH_REFUSED
+    assert f"Error: {target} is not a block device" in result.stderr
+    assert "--output FILE" in result.stderr
+    assert target.read_bytes() == b"precious"
+
+
+def test_output_into_a_folder_is_refused(
+    cluster_file: Path, pi_image: BuiltImage, tmp_path: Path
+) -> None:
+    result = flash(cluster_file, pi_image.xz, "pi-w1", "--output", str(tmp_path))
+    assert result.exit_code == EXIT_FLASH_REFUSED and "is a folder" in result.stderr
+
+
+def test_missing_image_file_is_an_error(cluster_file: Path, tmp_path: Path) -> None:
+    result = flash(cluster_file, tmp_path / "nope.img.xz", "pi-w1", "--output", str(tmp_path / "o"))
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+
+
+def test_catalog_image_with_a_bad_checksum_is_never_flashed(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+) -> None:
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(
+        f"images:\n  - id: bad\n    url: {pi_image.xz.as_uri()}\n    sha256: {'ab' * 32}\n"
+        "    arch: arm64\n"
+    )
+    out = tmp_path / "out.img"
+    result = run(
+        "flash",
+        "--cluster",
+        str(cluster_file),
+        "--image",
+        "bad",
+        "--catalog",
+        str(cat),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "pi-w1",
+        "--output",
+        str(out),
+    )
+    assert result.exit_code == EXIT_VERIFY_FAILED and "checksum mismatch" in result.stderr
+    assert not out.exists() and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_interrupted_flash_exits_130_and_leaves_no_file(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = flash_core.image_chunks
+
+    def interrupted(image: Path) -> Iterator[bytes]:
+        for i, chunk in enumerate(real(image)):
+            if i == 5:
+                raise KeyboardInterrupt  # Ctrl-C while writing
+            yield chunk
+
+    monkeypatch.setattr(flash_core, "image_chunks", interrupted)
+    out = tmp_path / "out.img"
+    result = flash(cluster_file, pi_image.xz, "pi-w1", "--output", str(out))
+    assert result.exit_code == EXIT_INTERRUPTED
+    assert "Error: interrupted" in result.stderr and "partial file removed" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*pikube-partial"))
+
+
+# -- refusals for block devices: fake device nodes + a fake sysfs tree (root only) ---------
+
+needs_root = pytest.mark.skipif(not is_root(), reason="mknod of a block device node needs root")
+
+
+def device_case(tmp_path: Path, disk: FakeDisk, **proc: list[object]) -> list[str]:
+    node = tmp_path / disk.name
+    make_block_node(node, disk.devnum)
+    sys_root = fake_sys(tmp_path / "fake", disk)
+    proc_root = fake_proc(tmp_path / "fake", **proc)  # type: ignore[arg-type]
+    return ["--device", str(node), "--sys-root", str(sys_root), "--proc-root", str(proc_root)]
+
+
+# Device numbers no real disk uses (major 240-254 is "local/experimental use").
+FAKE = (240, 16)
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("disk", "proc", "extra", "message"),
+    [
+        (FakeDisk(devnum=FAKE, removable="0"), {}, [], "is not a removable device"),
+        (
+            FakeDisk(devnum=FAKE),
+            {"mounts": [("240:17", "/media/boot")]},
+            ["--allow-non-removable"],
+            "/media/boot mounted",
+        ),
+        (FakeDisk(devnum=FAKE), {"mounts": [("240:18", "/")]}, [], "holds the running system"),
+        (FakeDisk(devnum=FAKE, size=64 << 20), {}, [], "is too small"),
+        (FakeDisk(devnum=FAKE, ro="1"), {}, [], "is read-only"),
+    ],
+)
+def test_device_refusals_exit_4_before_anything_is_written(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+    disk: FakeDisk,
+    proc: dict[str, list[object]],
+    extra: list[str],
+    message: str,
+) -> None:
+    args = device_case(tmp_path, disk, **proc)
+    result = flash(cluster_file, pi_image.xz, "pi-w1", *args, *extra, "--yes")
+    assert result.exit_code == EXIT_FLASH_REFUSED, result.stderr
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert "fix:" in result.stderr
+    assert not (tmp_path / ".pikube" / "hostkeys").exists()  # refused before any preparation
+
+
+@needs_root
+@pytest.mark.parametrize("answer", ["n\n", "", "maybe\nno\n"])
+def test_unconfirmed_device_is_not_written(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+    answer: str,
+) -> None:
+    args = device_case(tmp_path, FakeDisk(devnum=FAKE))
+    result = flash(cluster_file, pi_image.xz, "pi-w1", *args, input=answer)
+    assert result.exit_code == EXIT_FLASH_REFUSED
+    assert "Generic- SD/MMC CRW, serial 000000000819" in result.stderr  # shown before asking
+    assert "not confirmed: nothing was written" in result.stderr
+
+
+def test_one_failed_card_does_not_spoil_the_others(
+    cluster_file: Path,
+    pi_image: BuiltImage,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pikube.errors import ImageVerifyError
+
+    real = flash_core.flash_image
+
+    def flaky(image: Path, target: object, target_path: str, **kw: object) -> object:
+        if "bad.img" in target_path:
+            raise ImageVerifyError("read-back verification failed: bytes 0-1 differ")
+        return real(image, target, target_path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(flash_core, "flash_image", flaky)
+    good, bad = tmp_path / "good.img", tmp_path / "bad.img"
+    result = flash(
+        cluster_file,
+        pi_image.xz,
+        "pi-w1",
+        "pi-w2",
+        "--output",
+        str(good),
+        "--output",
+        str(bad),
+        "--parallel",
+    )
+    assert result.exit_code == EXIT_VERIFY_FAILED
+    assert "pi-w1 -> " in result.stderr and "read-back verification failed" in result.stderr
+    assert good.is_file() and not bad.exists()
+    assert not list(tmp_path.glob(".*pikube-partial"))
+    known = (tmp_path / ".pikube" / "known_hosts").read_text()
+    assert "pi-w1," in known and "pi-w2," not in known
