@@ -304,3 +304,24 @@ def test_one_failed_card_does_not_spoil_the_others(
     assert not list(tmp_path.glob(".*pikube-partial"))
     known = (tmp_path / ".pikube" / "known_hosts").read_text()
     assert "pi-w1," in known and "pi-w2," not in known
+
+
+def test_vm_only_image_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The x86 image that rehearsals name is never flashed: refused with exit code 4."""
+    from click.testing import CliRunner
+
+    from pikube.cli.main import cli
+    from pikube.errors import EXIT_FLASH_REFUSED
+    from tests.factories import base_cluster, make_key_pair, write_cluster
+
+    key = make_key_pair(tmp_path / "keys")
+    data = base_cluster(key)
+    data["image"] = "ubuntu-24.04-server-amd64"
+    cluster = write_cluster(tmp_path, data)
+    out = tmp_path / "card.img"
+    result = CliRunner().invoke(
+        cli, ["flash", "pi-w1", "--cluster", str(cluster), "--output", str(out), "--yes"]
+    )
+    assert result.exit_code == EXIT_FLASH_REFUSED, result.stderr
+    assert "not SD cards" in result.stderr
+    assert not out.exists()

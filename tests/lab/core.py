@@ -903,7 +903,7 @@ class Lab:
                 "private_key": str(self.private_key),
                 "known_hosts": str(self.known_hosts),
             },
-            "image": "ubuntu-24.04-server-arm64",
+            "image": "ubuntu-24.04-server-amd64",  # the nodes are x86 containers
             "apt_proxy": self.apt_proxy,
             "state_dir": str(self.state_dir / "pikube"),
             "nodes": nodes,

@@ -73,6 +73,12 @@ def resolve_image(
                 return as_path, entry.boot, f"{as_path} ({entry.id})"
         return as_path, BootLayout(label=""), str(as_path)
     entry = find_image(ref, catalog)
+    if not entry.sd_card:
+        raise FlashRefused(
+            f"image {entry.id} is for virtual machines and rehearsals, not SD cards",
+            where="--image" if image_ref else "the cluster file's image:",
+            fix="choose a Raspberry Pi image (`pikube image list` marks them)",
+        )
     with byte_progress(f"fetch {entry.id}") as progress:
         cached = fetch_image(entry, resolve_cache_dir(cache_dir), progress=progress)
     if cached.downloaded:

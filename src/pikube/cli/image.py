@@ -103,7 +103,10 @@ def list_images(catalog_file: Path | None, cache_dir: Path | None, as_json: bool
     width = max(len(r["id"]) for r in rows) if rows else 0
     for row in rows:
         state = "cached" if row["cached"] else "-"
-        click.echo(f"{row['id']:<{width}}  {row['arch']:<6} {state:<7} {row['description']}")
+        kind = "sd-card" if row["sd_card"] else "vm-only"
+        click.echo(
+            f"{row['id']:<{width}}  {row['arch']:<6} {state:<7} {kind:<8} {row['description']}"
+        )
 
 
 @image.command()

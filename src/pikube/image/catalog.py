@@ -35,6 +35,7 @@ class CatalogEntry:
     sha256: str | None = None
     bmap: str | None = None
     default_user: str = ""
+    sd_card: bool = True  # False: an image for VMs and rehearsals, never written to a card
 
     @property
     def filename(self) -> str:
@@ -49,6 +50,7 @@ class CatalogEntry:
             "sha256": self.sha256,
             "bmap": self.bmap,
             "arch": self.arch,
+            "sd_card": self.sd_card,
             "boot": {
                 "partition": self.boot.partition,
                 "label": self.boot.label,
@@ -119,6 +121,7 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
                 sha256=sha,
                 bmap=item.get("bmap"),
                 default_user=str(item.get("default_user") or ""),
+                sd_card=bool(item.get("sd_card", True)),
                 boot=BootLayout(
                     partition=int(boot.get("partition", 1)),
                     label=str(boot.get("label", "system-boot")),
