@@ -104,6 +104,22 @@ def ready_nodes(lab: Any) -> set[str]:
     return ready
 
 
+def test_check_mode_on_fresh_nodes_changes_nothing(kubeadm_lab: tuple[Any, Path]) -> None:
+    lab, cluster = kubeadm_lab
+    proc = pikube(cluster, "up", "--check")
+    assert proc.returncode == 6, proc.stderr[-3000:]  # node-3 is down: only that is wrong
+    summary = latest_summary(lab)
+    assert all(summary["hosts"][h]["failed"] == 0 for h in ("node-1", "node-2"))
+    assert summary["hosts"]["node-1"]["changed"] > 0  # it reports what it would do ...
+    cmdline = lab.exec("node-1", ["cat", "/boot/firmware/cmdline.txt"]).stdout
+    assert "cgroup_memory=1" not in cmdline  # ... without doing it
+    assert lab.reboot_count("node-1") == 1
+    assert (
+        lab.exec("node-2", ["test", "-e", "/etc/apt/sources.list.d/kubernetes.list"]).returncode
+        == 1
+    )
+
+
 def test_worker_down_leaves_the_others_joined(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
     proc = pikube(cluster, "up")
