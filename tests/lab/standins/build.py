@@ -10,6 +10,7 @@ It is cached by a hash of its inputs: a second call with unchanged inputs return
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -128,18 +129,23 @@ def prepare(www: Path, bridge_ip: str) -> None:
                 return
         except ValueError:
             pass
-    built = cache_dir() / "www" / digest[:16]
-    if not (built / MANIFEST).exists():
-        shutil.rmtree(built, ignore_errors=True)
-        build_repo(built, versions=versions)
-        build_snaps(built)
-        (built / MANIFEST).write_text("{}")
-        for old in built.parent.iterdir():  # keep one build: each is ~100 MB
-            if old != built:
-                shutil.rmtree(old, ignore_errors=True)
-    for m in versions:
-        _link_tree(built / f"core:/stable:/v{m}", www / f"core:/stable:/v{m}")
-    _link_tree(built / "snaps/microk8s", www / "snaps/microk8s")
+    # One build at a time per machine: concurrent labs (CI, developers, parallel tests)
+    # would otherwise delete or rebuild the tree another one is copying from.
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with (cache_dir() / "www.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = cache_dir() / "www" / digest[:16]
+        if not (built / MANIFEST).exists():
+            shutil.rmtree(built, ignore_errors=True)
+            build_repo(built, versions=versions)
+            build_snaps(built)
+            (built / MANIFEST).write_text("{}")
+            for old in built.parent.iterdir():  # keep one build: each is ~100 MB
+                if old != built:
+                    shutil.rmtree(old, ignore_errors=True)
+        for m in versions:
+            _link_tree(built / f"core:/stable:/v{m}", www / f"core:/stable:/v{m}")
+        _link_tree(built / "snaps/microk8s", www / "snaps/microk8s")
     manifest.write_text(
         json.dumps(
             {
