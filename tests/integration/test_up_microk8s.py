@@ -220,7 +220,7 @@ def test_worker_added_later_joins_with_a_fresh_token_others_untouched(
 ) -> None:
     lab, cluster = microk8s_lab
     # A stale token, valid and unspent, as a leftover from an earlier manual add-node would be.
-    stale = lab.exec("node-1", ["microk8s", "add-node", "--format", "token"])
+    stale = lab.exec("node-1", ["/snap/bin/microk8s", "add-node", "--format", "token"])
     assert stale.returncode == 0, stale.stdout + stale.stderr
     STALE_TOKEN.append(stale.stdout.strip())
     write_cluster(lab, cluster, (*FIRST, LATER))
