@@ -180,7 +180,8 @@ def test_pi_gets_memory_cgroup_flags_and_one_reboot_before_microk8s(
     # The reboot came before MicroK8s was installed (the stand-in's kubelite would not start
     # without the memory cgroup): in the event log of the fresh run.
     runs = sorted((state_dir(lab) / "runs").iterdir())
-    events = [json.loads(x) for x in (runs[0] / "events.jsonl").read_text().splitlines()]
+    lines = (runs[0] / "events.jsonl").read_text().splitlines()
+    events = [json.loads(x) for x in lines if x.startswith("{")]
     node1 = [e.get("task", "") for e in events if e.get("host") == "node-1"]
     reboot = next(i for i, t in enumerate(node1) if t.endswith("Reboot node"))
     install = next(i for i, t in enumerate(node1) if t.endswith("Install the microk8s snap"))
