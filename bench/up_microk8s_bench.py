@@ -9,6 +9,10 @@ Run from the repository root:
     .venv/bin/python -m bench.up_microk8s_bench [--small 3] [--big 10] [--name pkl6-bench]
         [--subnet 10.77.6.0/24]
 Prints one JSON object on stdout; progress on stderr.
+
+Measured on the shared 2-CPU build machine (load ~9), `--small 3 --big 0`: fresh up 190.7 s,
+no-op re-run 92.3 s (runner 94.9 s, changed 0), stock Ansible settings 128.7 s (ratio 1.36).
+The 10-node figures were not measured yet.
 """
 
 from __future__ import annotations
