@@ -34,12 +34,17 @@ MAX_TEXT = 2000
 SECRET_PATTERNS = (
     re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),
     re.compile(r"(?i)(certificate[-_ ]key[\"'=: ]+)[0-9a-f]{64}"),
+    # MicroK8s join strings (IP:25000/<32 hex token>/...) and PEM private keys.
+    re.compile(r"(:\d+/)[0-9a-f]{32}\b"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
 )
 
 
 def redact(text: str) -> str:
     """Replace anything shaped like a join token or certificate key."""
     text = SECRET_PATTERNS[0].sub("<redacted>", text)
+    text = SECRET_PATTERNS[2].sub(r"\1<redacted>", text)
+    text = SECRET_PATTERNS[3].sub("<redacted>", text)
     return SECRET_PATTERNS[1].sub(r"\1<redacted>", text)
 
 

@@ -60,6 +60,23 @@ def test_unreachable_nodes_end_with_exit_6_table_and_retry_hint(loopback_cluster
     assert (runs[-1] / "inventory" / "hosts.yml").is_file()
 
 
+def test_microk8s_cluster_runs_its_site_playbook_with_the_same_table(
+    tmp_path: Path, ssh_key: Path
+) -> None:
+    data = base_cluster(ssh_key, nodes=2, distribution="microk8s")
+    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
+    for i, node in enumerate(data["nodes"]):
+        node["ip"] = f"127.0.0.{i + 2}"
+    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
+    (tmp_path / "known_hosts").write_text("")
+    cluster = write_cluster(tmp_path, data)
+    result = run("up", "--cluster", str(cluster), "--skip-doctor")
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    assert "HOST" in result.stderr and "UNREACHABLE" in result.stderr
+    runs = sorted((tmp_path / ".pikube" / "runs").iterdir())
+    assert "site-microk8s.yml" in (runs[-1] / "command.txt").read_text()
+
+
 def test_flavour_without_a_site_playbook_is_refused_clearly(tmp_path: Path, ssh_key: Path) -> None:
     from pikube.resources import data_path
 

@@ -56,6 +56,10 @@ class Lab:
         if cmdline is not None:
             (n.root / "run/pikube-lab").mkdir(parents=True, exist_ok=True)
             (n.root / "run/pikube-lab/cmdline").write_text(cmdline + "\n")
+            (n.root / "etc/pikube-lab").mkdir(parents=True, exist_ok=True)
+            (n.root / "etc/pikube-lab/device-tree-model").write_text(
+                "Raspberry Pi 4 Model B Rev 1.4\0"
+            )
         self.nodes.append(n)
         return n
 

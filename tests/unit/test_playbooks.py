@@ -81,3 +81,45 @@ def test_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Path) -> Non
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_microk8s_role_has_the_standard_layout() -> None:
+    test_every_role_has_the_standard_layout("pikube_microk8s")
+
+
+def test_microk8s_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Path) -> None:
+    cluster = load_cluster(write_cluster(tmp_path, base_cluster(ssh_key, distribution="microk8s")))
+    write_files(render_inventory_files(cluster), tmp_path / "inventory")
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(data_path("ansible.cfg")),
+        "ANSIBLE_ROLES_PATH": str(data_path("roles")),
+    }
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "--syntax-check",
+            "-i",
+            str(tmp_path / "inventory" / "hosts.yml"),
+            str(data_path("playbooks", "site-microk8s.yml")),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_microk8s_join_token_tasks_are_no_log() -> None:
+    """The add-node output (the token) and the join command line never reach the event log."""
+    tasks = yaml.safe_load(
+        data_path("roles", "pikube_microk8s", "tasks", "join_attempt.yml").read_text()
+    )
+    by_name = {t["name"]: t for t in tasks}
+    assert by_name["Create a single-use join token on the control node"]["no_log"] is True
+    assert by_name["Join the cluster"]["no_log"] is True
+    config = yaml.safe_load(
+        data_path("roles", "pikube_microk8s", "tasks", "kubeconfig.yml").read_text()
+    )
+    assert config[0]["no_log"] is True  # `microk8s config` holds the admin client key

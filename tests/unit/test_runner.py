@@ -231,6 +231,8 @@ def test_nonzero_exit_without_host_failures_is_an_error(tmp_path: Path) -> None:
         "kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash",
         "--certificate-key " + "a1" * 32,
         "certificate_key: " + "ff" * 32,
+        "microk8s join 10.0.0.1:25000/" + "0123456789abcdef" * 2 + "/a1b2c3d4e5f6 --worker",
+        "-----BEGIN EC PRIVATE KEY-----\n" + "ff" * 32 + "\n-----END EC PRIVATE KEY-----",
     ],
 )
 def test_redact_masks_tokens_and_certificate_keys(text: str) -> None:

@@ -95,10 +95,30 @@ def is_worker() -> bool:
     return (data() / "var/lock/clustered.lock").exists()
 
 
+# Where a node's device-tree model is read, as pikube's node prep does (lab Pi personality:
+# /sys/firmware/devicetree/base/model, with a copy in /etc/pikube-lab/device-tree-model).
+PI_MODEL_FILES = (
+    "/proc/device-tree/model",
+    "/sys/firmware/devicetree/base/model",
+    "/etc/pikube-lab/device-tree-model",
+)
+
+
+def is_raspberry_pi() -> bool:
+    for name in PI_MODEL_FILES:
+        with contextlib.suppress(OSError):
+            return "Raspberry Pi" in path(name).read_text(errors="replace")
+    return False
+
+
 def memory_cgroup_problem() -> str | None:
-    """MicroK8s on a Pi needs cgroup_enable=memory cgroup_memory=1 on the kernel command line."""
+    """MicroK8s on a Pi needs cgroup_enable=memory cgroup_memory=1 on the kernel command line.
+
+    Only Raspberry Pi kernels disable the memory cgroup by default; other nodes (whose
+    /run/pikube-lab/cmdline is the host's /proc/cmdline) are not affected.
+    """
     cmdline = path("/run/pikube-lab/cmdline")
-    if not cmdline.exists():
+    if not cmdline.exists() or not is_raspberry_pi():
         return None
     words = cmdline.read_text().split()
     if "cgroup_enable=memory" in words and "cgroup_memory=1" in words:
