@@ -24,6 +24,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Rehearse on Vagrant VMs: host keys, inventory, machine plan.",
     ),
     "up": ("pikube.cli.up:up", "Provision the whole cluster (site playbook), then verify."),
+    "status": ("pikube.cli.status:status", "Per node: reachable, OS, role, version, Ready."),
+    "doctor": ("pikube.cli.status:doctor", "Find what breaks installs on Pis, with the fix."),
+    "add-node": ("pikube.cli.day2:add_node", "Prepare and join a node added to cluster.yaml."),
+    "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one worker."),
+    "reset": ("pikube.cli.day2:reset", "Tear the cluster down to freshly prepared nodes."),
+    "upgrade": ("pikube.cli.day2:upgrade", "Upgrade Kubernetes one minor, node by node."),
 }
 
 EXIT_CODES_HELP = (
