@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.flash:flash",
         "Write the image and each node's first-boot config to SD cards.",
     ),
+    "add-node": ("pikube.cli.day2:add_node", "Prepare and join a node added to cluster.yaml."),
+    "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one worker."),
+    "reset": ("pikube.cli.day2:reset", "Tear the cluster down to freshly prepared nodes."),
+    "upgrade": ("pikube.cli.day2:upgrade", "Upgrade Kubernetes one minor, node by node."),
 }
 
 EXIT_CODES_HELP = (

@@ -17,11 +17,23 @@ SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
 
 
 def playbook_options(
-    check: bool, diff: bool, limit: str | None, tags: str | None, verbose: int
+    check: bool,
+    diff: bool,
+    limit: str | None,
+    tags: str | None,
+    verbose: int,
+    extra_vars: dict[str, object] | None = None,
 ) -> Any:
     from pikube.runner import PlaybookOptions
 
-    return PlaybookOptions(check=check, diff=diff, limit=limit, tags=tags, verbosity=verbose)
+    return PlaybookOptions(
+        check=check,
+        diff=diff,
+        limit=limit,
+        tags=tags,
+        verbosity=verbose,
+        extra_vars=extra_vars or {},
+    )
 
 
 def check_limit(cluster: Cluster, limit: str | None, cluster_file: Path) -> None:
@@ -85,6 +97,7 @@ def run_site(
     limit: str | None,
     tags: str | None,
     verbose: int,
+    extra_vars: dict[str, object] | None = None,
 ) -> Any:
     """Run one lifecycle playbook through the runner, printing progress and the host table."""
     from pikube.errors import HostsUnreachable, PlaybookFailed
@@ -98,7 +111,7 @@ def run_site(
             inventory_files=render_inventory_files(cluster),
             state_dir=state_dir,
             command=command,
-            options=playbook_options(check, diff, limit, tags, verbose),
+            options=playbook_options(check, diff, limit, tags, verbose, extra_vars),
             on_event=show_event,
             on_output=info,
         )

@@ -1,0 +1,307 @@
+"""Day-2 lifecycle: ``pikube add-node``, ``remove-node``, ``reset`` and ``upgrade``.
+
+Each command checks its request against cluster.yaml, then runs one lifecycle playbook
+through ``run_site`` (progress, run directory, per-host table), like ``pikube up``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pikube.cli.common import cluster_option, info, load
+from pikube.cli.up import run_site
+from pikube.errors import EXIT_USAGE, HostsUnreachable, PikubeError
+
+if TYPE_CHECKING:
+    from pikube.config.model import Cluster, Node
+
+
+class ConfirmationRequired(PikubeError):
+    """A destructive command was run without a terminal to confirm on and without --yes."""
+
+    exit_code = EXIT_USAGE
+
+
+def stdin_is_interactive() -> bool:
+    """Whether a person can answer a prompt (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def confirm_destruction(cluster: Cluster, action: str, yes: bool, command: str) -> None:
+    """Ask the user to type the cluster name; refuse when nobody can answer."""
+    if yes:
+        return
+    if not stdin_is_interactive():
+        raise ConfirmationRequired(
+            f"{action} needs confirmation and stdin is not a terminal",
+            fix=f"run `pikube {command} --yes` to confirm from a script",
+        )
+    info(f"This will {action}.")
+    answer = click.prompt(
+        f"Type the cluster name ({cluster.name}) to confirm", default="", show_default=False
+    )
+    if answer.strip() != cluster.name:
+        raise PikubeError(
+            f"not confirmed (typed {answer.strip()!r}, expected {cluster.name!r}); nothing changed"
+        )
+
+
+def find_node(cluster: Cluster, name: str, cluster_file: Path) -> Node:
+    for node in cluster.nodes:
+        if node.name == name:
+            return node
+    raise PikubeError(
+        f"node {name!r} is not in the cluster file",
+        where=str(cluster_file),
+        fix="add it to `nodes:` (name, ip, role: worker) first; nodes are: "
+        + ", ".join(n.name for n in cluster.nodes),
+    )
+
+
+def control_plane(cluster: Cluster) -> Node:
+    return next(n for n in cluster.nodes if n.role == "control-plane")
+
+
+def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
+    """The lifecycle playbook; MicroK8s needs its site playbook in this build."""
+    from pikube.resources import data_path
+
+    if (
+        cluster.distribution == "microk8s"
+        and not data_path("playbooks", "site-microk8s.yml").is_file()
+    ):
+        raise PikubeError(
+            "this pikube build cannot manage MicroK8s clusters yet (site-microk8s.yml is missing)",
+            where=str(cluster_file),
+            fix="use a pikube release with MicroK8s support",
+        )
+    return name
+
+
+def run(cluster: Cluster, command: str, playbook: str, limit: str | None, **extra: Any) -> Any:
+    return run_site(
+        cluster,
+        command=command,
+        playbook=playbook,
+        check=False,
+        diff=False,
+        limit=limit,
+        tags=None,
+        verbose=0,
+        extra_vars=extra,
+    )
+
+
+# --- add-node ------------------------------------------------------------------------------
+
+
+@click.command("add-node")
+@cluster_option
+@click.argument("name")
+def add_node(cluster_file: Path, name: str) -> None:
+    """Prepare NAME (a worker already in cluster.yaml) and join it with a fresh token.
+
+    Only NAME and the control plane are contacted; the control plane only answers reads and
+    creates the join token, so it reports changed=0 and the other nodes are untouched.
+    """
+    cluster = load(cluster_file)
+    node = find_node(cluster, name, cluster_file)
+    if node.role != "worker":
+        raise PikubeError(
+            f"{name} is the control plane; add-node joins workers",
+            where=str(cluster_file),
+            fix="use `pikube up` to build the control plane",
+        )
+    cp = control_plane(cluster)
+    playbook = playbook_for(cluster, "add-node.yml", cluster_file)
+    run(cluster, "add-node", playbook, f"{name},{cp.name}", pikube_add_node=name)
+    info(f"{name} joined {cluster.name}")
+
+
+# --- remove-node ---------------------------------------------------------------------------
+
+
+@click.command("remove-node")
+@cluster_option
+@click.argument("name")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Drain with --force --ignore-daemonsets --delete-emptydir-data (pods without a "
+    "controller and emptyDir data are deleted) and delete the node even if the drain fails or "
+    "times out.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.IntRange(min=1),
+    default=120,
+    show_default=True,
+    metavar="S",
+    help="Seconds to wait for the drain; without --force a timeout stops the removal.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool) -> None:
+    """Cordon, drain and delete worker NAME from Kubernetes, then reset the machine.
+
+    A node already gone from Kubernetes skips the Kubernetes part. An unreachable machine
+    cannot be reset: the Kubernetes side is still cleaned, and the command exits 6 naming it.
+    Afterwards, delete the node from cluster.yaml.
+    """
+    cluster = load(cluster_file)
+    node = find_node(cluster, name, cluster_file)
+    if node.role != "worker":
+        raise PikubeError(
+            f"{name} is the control plane and cannot be removed from its own cluster",
+            where=str(cluster_file),
+            fix="use `pikube reset` to take the whole cluster down",
+        )
+    confirm_destruction(
+        cluster, f"remove {name} from cluster {cluster.name} and reset it", yes, "remove-node"
+    )
+    playbook = playbook_for(cluster, "remove-node.yml", cluster_file)
+    cp = control_plane(cluster)
+    try:
+        run(
+            cluster,
+            "remove-node",
+            playbook,
+            f"{name},{cp.name}",
+            pikube_remove_node=name,
+            pikube_remove_force=force,
+            pikube_remove_drain_timeout=drain_timeout,
+            pikube_reset_hosts=name,
+        )
+    except HostsUnreachable as err:
+        if err.result is not None and list(err.result.unreachable_hosts) == [name]:  # type: ignore[attr-defined]
+            raise HostsUnreachable(
+                f"{name} was removed from Kubernetes but could not be reached to reset it "
+                "(kubeadm reset, CNI and Kubernetes state are still on that machine)",
+                fix=f"when it is back, run `pikube reset --limit {name} --yes`, or reflash it",
+            ) from err
+        raise
+    info(f"{name} removed from {cluster.name}; now delete it from {cluster_file}")
+
+
+# --- reset ---------------------------------------------------------------------------------
+
+
+@click.command()
+@cluster_option
+@click.option("--limit", "-l", metavar="NODES", help="Only these nodes (comma-separated).")
+@click.option("--purge", is_flag=True, help="Also remove the Kubernetes packages or the snap.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool) -> None:
+    """Tear the cluster down to freshly prepared nodes; `pikube up` then builds a new one.
+
+    Removes cluster membership (kubeadm reset -f / microk8s leave and removal), Kubernetes
+    and etcd state, kubelet state, CNI config and interfaces, Kubernetes iptables chains, and
+    the fetched kubeconfig. Asks you to type the cluster name (or pass --yes).
+    """
+    from pikube.cli.up import check_limit
+
+    cluster = load(cluster_file)
+    check_limit(cluster, limit, cluster_file)
+    targets = limit or "all nodes (" + ", ".join(n.name for n in cluster.nodes) + ")"
+    what = "and remove the Kubernetes packages" if purge else ""
+    confirm_destruction(
+        cluster, f"reset cluster {cluster.name} on {targets} {what}".rstrip(), yes, "reset"
+    )
+    playbook = playbook_for(cluster, "reset.yml", cluster_file)
+    run(cluster, "reset", playbook, limit, pikube_reset_purge=purge)
+    info(f"reset done; `pikube up --cluster {cluster_file}` builds a fresh cluster")
+
+
+# --- upgrade -------------------------------------------------------------------------------
+
+
+def check_upgrade_target(cluster: Cluster, target: str) -> str:
+    """The target as the playbook wants it; refuse skipping or going back minors."""
+    if cluster.distribution == "microk8s":
+        match = re.fullmatch(r"1\.(\d+)(/[a-z]+)?", target)
+        if not match:
+            raise click.BadParameter(
+                f"{target!r} is not a MicroK8s version or channel, e.g. 1.31 or 1.31/stable",
+                param_hint="'--to'",
+            )
+        current = int(cluster.microk8s_channel.split("/")[0].split(".")[1])
+        wanted = int(match.group(1))
+        channel = target if match.group(2) else f"{target}/stable"
+    else:
+        match = re.fullmatch(r"1\.(\d+)(\.\d+)?", target)
+        if not match:
+            raise click.BadParameter(
+                f"{target!r} is not a Kubernetes version, e.g. 1.31 or 1.31.2", param_hint="'--to'"
+            )
+        current = int(cluster.kubernetes_version.split(".")[1])
+        wanted = int(match.group(1))
+        channel = target
+    if wanted - current not in (0, 1):
+        raise PikubeError(
+            f"cannot upgrade from 1.{current} to 1.{wanted}: Kubernetes upgrades one minor "
+            "version at a time and never downgrades",
+            fix=f"upgrade to 1.{current + 1} first"
+            if wanted > current
+            else "restore from a backup to go back",
+        )
+    return channel
+
+
+def update_cluster_file(cluster_file: Path, key: str, old: str, new: str) -> bool:
+    """Replace ``key: old`` under ``kubernetes:`` in place (comments kept); False if not simple."""
+    text = cluster_file.read_text(encoding="utf-8")
+    pattern = re.compile(
+        rf"^(?P<indent>[ \t]+){key}:[ \t]*(?P<q>[\"']?){re.escape(old)}(?P=q)"
+        r"(?P<rest>[ \t]*(#.*)?)$",
+        re.MULTILINE,
+    )
+    matches = list(pattern.finditer(text))
+    if len(matches) != 1:
+        return False
+    m = matches[0]
+    q = m.group("q") or '"'
+    line = f"{m.group('indent')}{key}: {q}{new}{q}{m.group('rest')}"
+    cluster_file.write_text(text[: m.start()] + line + text[m.end() :], encoding="utf-8")
+    return True
+
+
+@click.command()
+@cluster_option
+@click.option("--to", "target", required=True, metavar="VERSION", help="e.g. 1.31 (next minor).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def upgrade(cluster_file: Path, target: str, yes: bool) -> None:
+    """Upgrade Kubernetes by one minor: control plane first, then workers one at a time.
+
+    kubeadm: kubeadm upgrade plan/apply on the control plane, then each worker is drained,
+    upgraded, restarted and uncordoned. MicroK8s: snap refresh to the new channel node by
+    node. Stops at the first node that does not come back Ready. On success the version in
+    cluster.yaml is updated in place (comments kept).
+    """
+    cluster = load(cluster_file)
+    to = check_upgrade_target(cluster, target)
+    old = (
+        cluster.microk8s_channel
+        if cluster.distribution == "microk8s"
+        else cluster.kubernetes_version
+    )
+    confirm_destruction(
+        cluster,
+        f"upgrade cluster {cluster.name} from {old} to {to} (nodes are drained)",
+        yes,
+        "upgrade",
+    )
+    playbook = playbook_for(cluster, "upgrade.yml", cluster_file)
+    run(cluster, "upgrade", playbook, None, pikube_upgrade_to=to)
+    key = "channel" if cluster.distribution == "microk8s" else "version"
+    if (
+        old != to
+        and cluster.kubernetes.model_dump().get(key) == old
+        and update_cluster_file(cluster_file, key, old, to)
+    ):
+        info(f"upgraded to {to}; {cluster_file}: kubernetes.{key} is now {to!r}")
+    elif old != to:
+        info(f'upgraded to {to}; now set kubernetes.{key}: "{to}" in {cluster_file}')

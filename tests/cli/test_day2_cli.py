@@ -1,0 +1,176 @@
+"""Day-2 commands through click's CliRunner: confirmation prompts, refusals, bad input.
+
+No lab needed: every refusal happens before Ansible runs; the one prompt-accepted case runs
+the real playbook against loopback addresses nobody answers on (exit 6).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+import pikube.cli.day2 as day2
+from pikube.cli.main import cli
+from pikube.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE
+from tests.factories import base_cluster, write_cluster
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, ssh_key: Path) -> Path:
+    data = base_cluster(ssh_key, nodes=3)
+    data["kubernetes"]["version"] = "1.30"
+    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
+    for i, node in enumerate(data["nodes"]):
+        node["ip"] = f"127.0.0.{i + 2}"
+    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
+    (tmp_path / "known_hosts").write_text("")
+    return write_cluster(tmp_path, data)
+
+
+@pytest.fixture
+def tty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(day2, "stdin_is_interactive", lambda: True)
+
+
+def runs(cluster: Path) -> list[Path]:
+    base = cluster.parent / ".pikube" / "runs"
+    return sorted(base.iterdir()) if base.is_dir() else []
+
+
+def test_every_day2_command_is_in_the_command_table() -> None:
+    listing = run("--help").stdout
+    for name in ("add-node", "remove-node", "reset", "upgrade", "status", "doctor"):
+        assert f"  {name} " in listing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("reset",),
+        ("remove-node", "pi-w1"),
+        ("upgrade", "--to", "1.31"),
+    ],
+)
+def test_destructive_commands_refuse_without_tty_or_yes(
+    cluster: Path, args: tuple[str, ...]
+) -> None:
+    result = run(*args, "--cluster", str(cluster))
+    assert result.exit_code == EXIT_USAGE
+    assert "stdin is not a terminal" in result.stderr
+    assert f"pikube {args[0]} --yes" in result.stderr
+    assert result.stdout == ""
+    assert runs(cluster) == []  # no playbook ran
+
+
+def test_reset_prompt_names_the_cluster_and_a_wrong_answer_changes_nothing(
+    cluster: Path, tty: None
+) -> None:
+    result = run("reset", "--cluster", str(cluster), input="prod\n")
+    assert result.exit_code == EXIT_FAILURE
+    assert "reset cluster homelab on all nodes (pi-cp1, pi-w1, pi-w2)" in result.stderr
+    assert "Type the cluster name (homelab)" in result.stderr or "homelab" in result.output
+    assert "not confirmed" in result.stderr and "nothing changed" in result.stderr
+    assert runs(cluster) == []
+
+
+def test_reset_prompt_accepted_runs_the_reset_playbook(cluster: Path, tty: None) -> None:
+    result = run("reset", "--cluster", str(cluster), "--limit", "pi-w2", input="homelab\n")
+    # The nodes are loopback addresses without sshd: the playbook ran and could not reach them.
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    (run_dir,) = runs(cluster)
+    command = (run_dir / "command.txt").read_text() if (run_dir / "command.txt").exists() else ""
+    assert "reset" in run_dir.name
+    assert "reset.yml" in command or any(
+        "reset.yml" in p.read_text() for p in run_dir.glob("*.json")
+    )
+
+
+def test_reset_limit_with_unknown_node_is_a_usage_error(cluster: Path) -> None:
+    result = run("reset", "--cluster", str(cluster), "--limit", "pi-w9", "--yes")
+    assert result.exit_code == EXIT_USAGE
+    assert "unknown node 'pi-w9'" in result.stderr
+
+
+def test_add_node_refuses_a_node_missing_from_the_cluster_file(cluster: Path) -> None:
+    result = run("add-node", "pi-w7", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_FAILURE
+    assert "node 'pi-w7' is not in the cluster file" in result.stderr
+    assert "pi-cp1, pi-w1, pi-w2" in result.stderr
+
+
+def test_add_node_refuses_the_control_plane(cluster: Path) -> None:
+    result = run("add-node", "pi-cp1", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_FAILURE
+    assert "control plane" in result.stderr
+
+
+def test_remove_node_refuses_the_control_plane(cluster: Path) -> None:
+    result = run("remove-node", "pi-cp1", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_FAILURE
+    assert "pikube reset" in result.stderr
+    assert runs(cluster) == []
+
+
+def test_remove_node_rejects_a_zero_drain_timeout(cluster: Path) -> None:
+    result = run("remove-node", "pi-w1", "--drain-timeout", "0", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_USAGE
+
+
+def test_remove_node_help_spells_out_force(cluster: Path) -> None:
+    text = "".join(run("remove-node", "--help").stdout.split())  # wrapping-proof
+    assert "--force--ignore-daemonsets--delete-emptydir-data" in text
+    assert "evenifthedrainfailsortimesout" in text
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("1.32", "cannot upgrade from 1.30 to 1.32"),
+        ("1.29", "cannot upgrade from 1.30 to 1.29"),
+    ],
+)
+def test_upgrade_refuses_skipping_or_going_back_minors(
+    cluster: Path, target: str, message: str
+) -> None:
+    result = run("upgrade", "--to", target, "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_FAILURE
+    assert message in result.stderr
+    assert runs(cluster) == []
+
+
+def test_upgrade_refusal_names_the_next_minor(cluster: Path) -> None:
+    result = run("upgrade", "--to", "1.32", "--yes", "--cluster", str(cluster))
+    assert "upgrade to 1.31 first" in result.stderr
+
+
+def test_upgrade_rejects_a_malformed_version(cluster: Path) -> None:
+    result = run("upgrade", "--to", "v1.31-beta", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_USAGE
+    assert "not a Kubernetes version" in result.stderr
+
+
+def test_cluster_file_version_update_keeps_comments(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        'name: lab  # the lab\nkubernetes:\n  # pinned minor\n  version: "1.30"  # bump me\n'
+        "  cni: flannel\n"
+    )
+    assert day2.update_cluster_file(path, "version", "1.30", "1.31")
+    assert path.read_text() == (
+        'name: lab  # the lab\nkubernetes:\n  # pinned minor\n  version: "1.31"  # bump me\n'
+        "  cni: flannel\n"
+    )
+
+
+def test_cluster_file_version_update_declines_when_ambiguous(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    text = "kubernetes:\n  version: '1.30'\nother:\n  version: '1.30'\n"
+    path.write_text(text)
+    assert not day2.update_cluster_file(path, "version", "1.30", "1.31")
+    assert path.read_text() == text
