@@ -49,7 +49,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def pi_image() -> Path:
-    """The cached arm64 Pi image (built first when its recipe changed)."""
+    """The cached arm64 Pi image (built first when its recipe changed).
+
+    PIKUBE_EMU_IMAGE=PATH uses that .img/.img.xz instead (e.g. while a rebuild runs).
+    """
+    given = os.environ.get("PIKUBE_EMU_IMAGE")
+    if given:
+        return Path(given)
     started = time.monotonic()
     path = image.ensure_image()
     TIMINGS["image (build or cache hit)"] = time.monotonic() - started

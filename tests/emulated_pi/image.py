@@ -39,6 +39,7 @@ import inspect
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +69,9 @@ PACKAGES = [
     "sudo",
     "python3",
     "cloud-init",
+    # cryptography needs the virtual python3-cffi-backend-api-*, which debootstrap's resolver
+    # does not follow: name the package that provides it.
+    "python3-cffi-backend",
     "netplan.io",
     "iproute2",
     "kmod",
@@ -96,6 +100,13 @@ CLOUD_CFG_NETPLAN = """\
 system_info:
   network:
     renderers: [ netplan, networkd ]
+"""
+
+# Debian's cloud-init defaults to en_US.UTF-8, which a minimal image cannot generate;
+# Ubuntu's images use C.UTF-8 (built into glibc).
+CLOUD_CFG_LOCALE = """\
+# Written by pikube's emulated-Pi image builder: the C.UTF-8 locale, as on Ubuntu's images.
+locale: C.UTF-8
 """
 
 # No Pi has a real-time clock: Ubuntu's image syncs with ntp.ubuntu.com over the internet at
@@ -180,15 +191,9 @@ def _code(func: object) -> str:
 
 
 def rootfs_recipe() -> str:
-    """Everything that decides the root file system's content, as text."""
+    """Everything that decides the debootstrapped tree (the slow part), as text."""
     return json.dumps(
-        {
-            "suite": SUITE,
-            "mirror": MIRROR,
-            "packages": PACKAGES,
-            "files": [CLOUD_CFG_NOCLOUD, CLOUD_CFG_NETPLAN, TIMESYNCD_LAB, FSTAB, LAB_GATEWAY],
-            "code": [_code(build_rootfs), _code(configure_rootfs)],
-        },
+        {"suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "code": _code(build_rootfs)},
         sort_keys=True,
     )
 
@@ -248,6 +253,12 @@ def build_rootfs(root: Path) -> None:
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
+    # The kernel's postinst creates the initrd (update-initramfs -c); the initramfs-tools
+    # trigger would build it a second time (-u), 20+ minutes under qemu-user for nothing:
+    # every package's hooks are unpacked before anything is configured.
+    initramfs_conf = root / "etc/initramfs-tools/update-initramfs.conf"
+    initramfs_conf.parent.mkdir(parents=True, exist_ok=True)
+    initramfs_conf.write_text("update_initramfs=no\nbackup_initramfs=no\n")
     # A private mount namespace: the mounts the second stage makes (proc, sys) die with it,
     # even when it fails half way.
     run(
@@ -268,11 +279,15 @@ def build_rootfs(root: Path) -> None:
         },
     )
     policy.unlink()
-    configure_rootfs(root)
+    initramfs_conf.write_text("update_initramfs=yes\nbackup_initramfs=no\n")
 
 
 def configure_rootfs(root: Path) -> None:
-    """Make the debootstrapped tree a Pi image root: fstab, cloud-init, no per-machine state."""
+    """Make the debootstrapped tree a Pi image root: fstab, cloud-init, no per-machine state.
+
+    Runs on a fresh copy of the cached tree for every image build (it is quick), so editing
+    it rebuilds the image but not the debootstrapped tree.
+    """
     (root / "etc/apt/sources.list").write_text(
         f"deb {MIRROR} {SUITE} main\n"
         f"deb {MIRROR} {SUITE}-updates main\n"
@@ -286,6 +301,7 @@ def configure_rootfs(root: Path) -> None:
     cfg.mkdir(parents=True, exist_ok=True)
     (cfg / "99-fake_cloud.cfg").write_text(CLOUD_CFG_NOCLOUD)
     (cfg / "90-pikube-netplan.cfg").write_text(CLOUD_CFG_NETPLAN)
+    (cfg / "90-pikube-locale.cfg").write_text(CLOUD_CFG_LOCALE)
     tsd = root / "etc/systemd/timesyncd.conf.d"
     tsd.mkdir(parents=True, exist_ok=True)
     (tsd / "pikube-lab.conf").write_text(TIMESYNCD_LAB.format(gateway=LAB_GATEWAY))
@@ -333,9 +349,9 @@ def sfdisk_script() -> str:
     )
 
 
-def assemble_image(root: Path, out: Path, work: Path) -> None:
+def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> None:
     """Partition a sparse file and fill both partitions without mounting anything."""
-    img = work / "pi.img"
+    img = work / "pi.img" if compress else out
     with open(img, "wb") as handle:
         handle.truncate(IMAGE_SIZE)
     run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=sfdisk_script().encode())
@@ -395,6 +411,8 @@ def assemble_image(root: Path, out: Path, work: Path) -> None:
             f"{root_kb}k",
         ]
     )
+    if not compress:
+        return
     tmp = out.with_suffix(".part")
     with open(tmp, "wb") as handle:
         run(["xz", "-T2", "-3", "-c", str(img)], stdout=handle)
@@ -444,12 +462,18 @@ def ensure_image() -> Path:
         root = work / "root"
         root.mkdir()
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tar)])
+        configure_rootfs(root)
         assemble_image(root, out, work)
     log(f"built {out}")
     return out
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the finally blocks: no half-built tree is left
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
     path = ensure_image()
     log(f"done in {time.monotonic() - t0:.1f} s")

@@ -78,7 +78,18 @@ class Cluster:
                 "known_hosts": str(self.known_hosts),
             },
             "apt_proxy": f"http://{harness.GATEWAY}:{harness.ACNG_PORT}",
-            "nodes": [{"name": NODE, "ip": NODE_IP, "role": "control-plane", "model": "pi3b"}],
+            # The mac: Debian's udev names a USB NIC with a universally administered MAC by
+            # that MAC (73-usb-net-by-mac.rules: enxb827eb770810), so the seed matches the
+            # NIC by MAC and names it eth0, as pikube does for any node with a mac.
+            "nodes": [
+                {
+                    "name": NODE,
+                    "ip": NODE_IP,
+                    "role": "control-plane",
+                    "model": "pi3b",
+                    "mac": harness.GUEST_MAC,
+                }
+            ],
         }
         self.file.write_text(yaml.safe_dump(data, sort_keys=False))
 
@@ -122,7 +133,8 @@ def card(cluster: Cluster, pi_image: Path) -> Iterator[Path]:
     )  # fmt: skip
     TIMINGS["pikube flash (2 GiB card image)"] = time.monotonic() - started
     yield path
-    path.unlink(missing_ok=True)
+    if not os.environ.get("PIKUBE_EMU_KEEP"):
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +168,9 @@ def test_flash_writes_seed_and_cgroup_flags(card: Path, flashed_cmdline: str) ->
     assert "root=LABEL=writable" in flashed_cmdline
     user_data = harness.read_boot_text(card, "user-data")
     assert user_data.startswith("#cloud-config")
-    assert f"hostname: {NODE}" in user_data
+    config = yaml.safe_load(user_data)
+    assert config["hostname"] == NODE
+    assert config["users"][0]["name"] == USER
     network = yaml.safe_load(harness.read_boot_text(card, "network-config"))
     assert network["ethernets"]["eth0"]["addresses"] == [f"{NODE_IP}/24"]
 
