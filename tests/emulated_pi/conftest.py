@@ -1,0 +1,77 @@
+"""Fixtures of the emulated-Pi tier: the cached image, the lab bridge, one booted card.
+
+The tier is slow (minutes) and needs root, QEMU and binfmt: it runs only with PIKUBE_SLOW=1.
+Every fixture that creates something removes it in its finalizer, failure or not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.emulated_pi import harness, image
+
+TOOLS = ("qemu-system-aarch64", "debootstrap", "mcopy", "mkfs.vfat", "sfdisk", "mke2fs", "xz")
+TIMINGS: dict[str, float] = {}
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("PIKUBE_SLOW") != "1":
+        return "emulated Pi tier: set PIKUBE_SLOW=1 to run it (takes 10-30 minutes)"
+    if os.geteuid() != 0:
+        return "emulated Pi tier needs root (bridge, tap, debootstrap)"
+    missing = [tool for tool in TOOLS if not shutil.which(tool)]
+    if missing:
+        return (
+            f"emulated Pi tier needs {', '.join(missing)}: apt-get install qemu-system-arm "
+            "qemu-user-static binfmt-support debootstrap mtools dosfstools fdisk xz-utils "
+            "apt-cacher-ng"
+        )
+    if not Path("/usr/libexec/qemu-binfmt/aarch64-binfmt-P").exists() and not shutil.which(
+        "qemu-aarch64-static"
+    ):
+        return "emulated Pi tier needs qemu-user-static (arm64 binaries through binfmt_misc)"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    reason = _skip_reason()
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here) and reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def pi_image() -> Path:
+    """The cached arm64 Pi image (built first when its recipe changed).
+
+    PIKUBE_EMU_IMAGE=PATH uses that .img/.img.xz instead (e.g. while a rebuild runs).
+    """
+    given = os.environ.get("PIKUBE_EMU_IMAGE")
+    if given:
+        return Path(given)
+    started = time.monotonic()
+    path = image.ensure_image()
+    TIMINGS["image (build or cache hit)"] = time.monotonic() - started
+    return path
+
+
+@pytest.fixture(scope="session")
+def emu_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Lab]:
+    """Bridge pkl8-br0 (10.77.8.1/24) with a tap, apt proxy forwarder and NTP; torn down after."""
+    work = tmp_path_factory.mktemp("emulated-pi")
+    with harness.lab(work) as the_lab:
+        yield the_lab
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("emulated Pi timings")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{what}: {seconds:.0f} s")

@@ -1,0 +1,491 @@
+"""Boot a Raspberry Pi SD card image in QEMU's ``raspi3b`` machine, on a lab bridge.
+
+What a Pi's firmware does before Linux starts, QEMU does not: it ignores ``config.txt`` and
+``cmdline.txt``. So the harness plays the firmware's part at every boot:
+
+1. read the MBR of the card, find the FAT boot partition, and copy ``vmlinuz``,
+   ``initrd.img``, the device tree and ``cmdline.txt`` out of it with mtools (no mount);
+2. turn the command line into what the firmware hands to Linux (see ``firmware_cmdline``);
+3. start ``qemu-system-aarch64 -M raspi3b -no-reboot`` with the card as its SD card, a
+   ``usb-net`` NIC on a tap in the lab bridge, and the serial console logged to a file.
+
+``-no-reboot`` makes QEMU exit when the guest reboots; the supervisor then starts it again
+with the card's *current* cmdline.txt, as a Pi's firmware would read it again. So node prep
+can add kernel flags and ``ansible.builtin.reboot`` works.
+
+The lab network is one Linux bridge on the host, ``pkl8-br0`` with 10.77.8.1/24, and one tap.
+The bridge address serves what the LAN of a homelab would: an apt proxy (a forwarder to the
+host's apt-cacher-ng on 127.0.0.1:3142) and NTP (a Pi has no real-time clock). Packets from
+the guest are never forwarded off the bridge (``net.ipv4.conf.pkl8-br0.forwarding=0``, no IPv6).
+Everything is torn down by ``Lab.close()``, which the pytest fixtures call even on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "pkl8"
+BRIDGE = f"{PREFIX}-br0"
+TAP = f"{PREFIX}-tap0"
+GATEWAY = "10.77.8.1"
+PREFIXLEN = 24
+ACNG_PORT = 3142
+# A MAC in the Raspberry Pi Foundation's OUI: globally administered, so Linux's usbnet names
+# the interface eth0, as on a real Pi (a locally administered MAC would make it usb0).
+GUEST_MAC = "b8:27:eb:77:08:10"
+DTB = "bcm2837-rpi-3-b.dtb"
+BOOT_FILES = ("vmlinuz", "initrd.img", DTB, "cmdline.txt")
+
+
+def log(msg: str) -> None:
+    print(f"[emulated-pi] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+# --------------------------------------------------------------------------- card files
+
+
+@dataclass(frozen=True)
+class Partition:
+    offset: int
+    size: int
+    type: int
+
+
+def partitions(card: Path) -> list[Partition]:
+    with open(card, "rb") as handle:
+        mbr = handle.read(512)
+    if mbr[510:512] != b"\x55\xaa":
+        raise RuntimeError(f"{card} has no MBR")
+    parts = []
+    for i in range(4):
+        entry = mbr[446 + 16 * i : 462 + 16 * i]
+        ptype = entry[4]
+        start, count = struct.unpack("<II", entry[8:16])
+        if ptype:
+            parts.append(Partition(start * 512, count * 512, ptype))
+    return parts
+
+
+def mtools_env() -> dict[str, str]:
+    return dict(os.environ, MTOOLS_SKIP_CHECK="1")
+
+
+def read_boot_files(card: Path, dest: Path) -> dict[str, Path]:
+    """Copy the firmware's inputs out of the FAT partition (partition 1) into ``dest``."""
+    boot = partitions(card)[0]
+    out = {}
+    for name in BOOT_FILES:
+        target = dest / name
+        subprocess.run(
+            ["mcopy", "-o", "-n", "-i", f"{card}@@{boot.offset}", f"::/{name}", str(target)],
+            check=True,
+            env=mtools_env(),
+            capture_output=True,
+        )
+        out[name] = target
+    return out
+
+
+def read_boot_text(card: Path, name: str) -> str:
+    boot = partitions(card)[0]
+    proc = subprocess.run(
+        ["mtype", "-i", f"{card}@@{boot.offset}", f"::/{name}"],
+        check=True,
+        env=mtools_env(),
+        capture_output=True,
+    )
+    return proc.stdout.decode()
+
+
+def write_boot_file(card: Path, name: str, text: str) -> None:
+    boot = partitions(card)[0]
+    with tempfile.TemporaryDirectory(prefix=f"{PREFIX}-") as tmp:
+        src = Path(tmp) / name
+        src.write_text(text)
+        subprocess.run(
+            ["mcopy", "-o", "-i", f"{card}@@{boot.offset}", str(src), f"::/{name}"],
+            check=True,
+            env=mtools_env(),
+            capture_output=True,
+        )
+
+
+def firmware_cmdline(cmdline: str) -> str:
+    """The command line Linux gets from a Pi's firmware and kernel, given cmdline.txt.
+
+    * The firmware replaces the alias ``serial0`` with the real UART device; QEMU's first
+      serial port on raspi3b is the PL011, ``ttyAMA0``.
+    * Raspberry Pi kernels (Raspberry Pi OS, and Ubuntu's raspi kernel) build the memory
+      cgroup disabled unless the command line says ``cgroup_enable=memory`` (downstream patch
+      "cgroup: Disable cgroup "memory" by default", raspberrypi/linux). Debian's generic
+      kernel enables it, so the stand-in firmware adds ``cgroup_disable=memory`` when the
+      flag is missing: the emulated Pi behaves like a real one, and node prep's cmdline edit
+      plus reboot is what turns the memory cgroup on.
+    """
+    words = cmdline.split("\n")[0].split()
+    words = [w.replace("console=serial0", "console=ttyAMA0") for w in words]
+    if "cgroup_enable=memory" not in words:
+        words.append("cgroup_disable=memory")
+    return " ".join(words)
+
+
+def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -> list[str]:
+    return [
+        "qemu-system-aarch64",
+        "-M", "raspi3b",
+        "-m", "1G",
+        "-no-reboot",
+        "-display", "none",
+        "-monitor", "none",
+        "-kernel", str(files["vmlinuz"]),
+        "-initrd", str(files["initrd.img"]),
+        "-dtb", str(files[DTB]),
+        "-append", cmdline,
+        "-drive", f"file={card},if=sd,format=raw",
+        "-device", f"usb-net,netdev=n0,mac={GUEST_MAC}",
+        "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+        "-serial", f"file:{console}",
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- network
+
+
+def _sysctl(key: str, value: str) -> None:
+    Path("/proc/sys", *key.split(".")).write_text(value)
+
+
+def bridge_down() -> None:
+    """Remove this lab's tap and bridge if they exist (by name: ours only)."""
+    for dev in (TAP, BRIDGE):
+        if Path(f"/sys/class/net/{dev}").exists():
+            sh(["ip", "link", "del", dev], check=False)
+
+
+def bridge_up() -> None:
+    bridge_down()
+    sh(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    # No IPv6 (no router advertisements or multicast from the host) and no forwarding: what
+    # the guest sends to addresses other than the bridge's stays on the bridge.
+    _sysctl(f"net.ipv6.conf.{BRIDGE}.disable_ipv6", "1")
+    _sysctl(f"net.ipv4.conf.{BRIDGE}.forwarding", "0")
+    sh(["ip", "addr", "add", f"{GATEWAY}/{PREFIXLEN}", "dev", BRIDGE])
+    sh(["ip", "link", "set", BRIDGE, "up"])
+    sh(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+    _sysctl(f"net.ipv6.conf.{TAP}.disable_ipv6", "1")
+    sh(["ip", "link", "set", TAP, "master", BRIDGE])
+    sh(["ip", "link", "set", TAP, "up"])
+
+
+# --------------------------------------------------------------------------- services
+
+
+class _Forward(socketserver.BaseRequestHandler):
+    """TCP forwarder: bridge address -> the host's apt-cacher-ng on loopback."""
+
+    def handle(self) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", ACNG_PORT), timeout=10)
+        except OSError:
+            return
+        upstream.settimeout(None)
+        self.request.settimeout(None)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+        back.start()
+        pump(self.request, upstream)
+        back.join(timeout=600)
+        upstream.close()
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+NTP_EPOCH = 2208988800
+
+
+class _Ntp(socketserver.BaseRequestHandler):
+    """Minimal SNTP server (RFC 4330) answering with the host's clock, stratum 2."""
+
+    def handle(self) -> None:
+        data, sock = self.request
+        if len(data) < 48 or (data[0] & 0x7) != 3:  # mode 3 = client
+            return
+        received = time.time() + NTP_EPOCH
+        version = (data[0] >> 3) & 0x7
+
+        def ts(t: float) -> bytes:
+            return struct.pack("!II", int(t), int((t % 1) * (1 << 32)))
+
+        reply = (
+            bytes([(0 << 6) | (version << 3) | 4, 2, data[2], 0xEC])  # LI 0, server, stratum 2
+            + struct.pack("!II", 0, 0x00000100)  # root delay 0, root dispersion ~4 ms
+            + b"LAB\0"
+            + ts(received)  # reference time
+            + data[40:48]  # originate = client's transmit
+            + ts(received)
+            + ts(time.time() + NTP_EPOCH)
+        )
+        sock.sendto(reply, self.client_address)
+
+
+class _UDPServer(socketserver.ThreadingUDPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def acng_running() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", ACNG_PORT), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_acng() -> None:
+    """The host's shared apt-cacher-ng on 127.0.0.1:3142 (the lab's, when it runs)."""
+    if acng_running():
+        return
+    try:
+        from tests.lab.acng import ensure_acng as lab_ensure_acng  # type: ignore[import-not-found]
+    except ImportError:
+        lab_ensure_acng = None
+    if lab_ensure_acng is not None:
+        lab_ensure_acng()
+        return
+    home = Path("/var/lib/pikube-lab/acng")
+    cache = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab")) / "acng"
+    (home / "log").mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    # Same configuration as tests/lab/acng.py: loopback only, Debian backends remapped.
+    (home / "acng.conf").write_text(
+        f"CacheDir: {cache}\nLogDir: {home}/log\nSupportDir: /usr/lib/apt-cacher-ng\n"
+        f"Port: {ACNG_PORT}\nBindAddress: 127.0.0.1\nPidFile: {home}/pid\n"
+        "Remap-debrep: file:deb_mirror*.gz /debian ; http://deb.debian.org/debian/\n"
+        "Remap-secdeb: security.debian.org deb.debian.org/debian-security /debian-security ; "
+        "http://deb.debian.org/debian-security/\nExThreshold: 4\n"
+    )
+    subprocess.run(
+        ["apt-cacher-ng", "-c", str(home)],
+        check=True,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not acng_running():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"apt-cacher-ng did not start; see {home}/log")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- the Pi
+
+
+@dataclass
+class Boot:
+    number: int
+    cmdline: str
+    console: Path
+    started: float
+    exit_code: int | None = None
+    ended: float | None = None
+
+    def console_text(self) -> str:
+        try:
+            return self.console.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def rebooted(self) -> bool:
+        return "reboot: Restarting system" in self.console_text()
+
+
+@dataclass
+class EmulatedPi:
+    """One card booted under a supervisor that restarts QEMU when the guest reboots."""
+
+    card: Path
+    workdir: Path
+    boots: list[Boot] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name="pkl8-qemu", daemon=True)
+        self._thread.start()
+
+    def _launch(self) -> Boot:
+        n = len(self.boots) + 1
+        files_dir = self.workdir / f"boot{n}"
+        files_dir.mkdir()
+        files = read_boot_files(self.card, files_dir)
+        cmdline = firmware_cmdline(files["cmdline.txt"].read_text())
+        console = self.workdir / f"console-{n}.log"
+        boot = Boot(n, cmdline, console, time.monotonic())
+        argv = qemu_argv(files, self.card, cmdline, console)
+        log(f"boot {n}: {' '.join(argv)}")
+        with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError("stopping")
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=open(self.workdir / f"qemu-{n}.log", "wb"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.boots.append(boot)
+        return boot
+
+    def _supervise(self) -> None:
+        try:
+            while not self._stop.is_set():
+                boot = self._launch()
+                assert self.proc is not None
+                boot.exit_code = self.proc.wait()
+                boot.ended = time.monotonic()
+                if self._stop.is_set():
+                    return
+                if boot.exit_code == 0 and boot.rebooted:
+                    log(f"boot {boot.number}: guest rebooted; starting again with cmdline.txt")
+                    continue
+                self.error = (
+                    f"QEMU exited with {boot.exit_code} without a guest reboot "
+                    f"(see {boot.console} and {self.workdir}/qemu-{boot.number}.log)"
+                )
+                log(self.error)
+                return
+        except Exception as err:
+            self.error = f"supervisor failed: {err}"
+            log(self.error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            proc = self.proc
+        if proc and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._thread:
+            self._thread.join(timeout=15)
+
+    def wait_for_ssh(self, host: str, timeout: float = 900, since_boot: int = 1) -> float:
+        """Seconds from the start of boot ``since_boot`` until sshd sends its banner."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.error:
+                raise RuntimeError(self.error)
+            if len(self.boots) >= since_boot:
+                try:
+                    with socket.create_connection((host, 22), timeout=3) as conn:
+                        conn.settimeout(10)
+                        if conn.recv(64).startswith(b"SSH-"):
+                            return time.monotonic() - self.boots[since_boot - 1].started
+                except OSError:
+                    pass
+            time.sleep(2)
+        tail = self.boots[-1].console_text()[-3000:] if self.boots else ""
+        raise TimeoutError(f"no SSH on {host} after {timeout:.0f} s; console tail:\n{tail}")
+
+
+class Lab:
+    """Bridge, tap, apt proxy forwarder and NTP on 10.77.8.1; ``close()`` removes them all."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._servers: list[socketserver.BaseServer] = []
+        self.pis: list[EmulatedPi] = []
+
+    def open(self) -> Lab:
+        ensure_acng()
+        bridge_up()
+        for server in (
+            _TCPServer((GATEWAY, ACNG_PORT), _Forward),
+            _UDPServer((GATEWAY, 123), _Ntp),
+        ):
+            self._servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def boot(self, card: Path) -> EmulatedPi:
+        pi = EmulatedPi(card=card, workdir=self.workdir)
+        self.pis.append(pi)
+        pi.start()
+        return pi
+
+    def close(self) -> None:
+        for pi in self.pis:
+            pi.stop()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        bridge_down()
+
+
+@contextlib.contextmanager
+def lab(workdir: Path | None = None, keep: bool = False) -> Iterator[Lab]:
+    tmp = workdir or Path(tempfile.mkdtemp(prefix=f"{PREFIX}-qemu-"))
+    the_lab = Lab(tmp)
+    try:
+        yield the_lab.open()
+    finally:
+        the_lab.close()
+        if not keep and workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    """Manual use: ``python -m tests.emulated_pi.harness CARD.img IP``; Ctrl-C tears down."""
+    card, ip = Path(argv[0]), argv[1]
+    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-qemu-"))
+    log(f"work dir (console logs) {work}")
+    with lab(work) as the_lab:
+        pi = the_lab.boot(card)
+        log(f"SSH after {pi.wait_for_ssh(ip):.0f} s")
+        with contextlib.suppress(KeyboardInterrupt):
+            while not pi.error:
+                time.sleep(1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,480 @@
+"""Build, and cache, an arm64 Raspberry Pi SD image laid out like Ubuntu's preinstalled server one.
+
+The layout copies Ubuntu's ``ubuntu-2x.04-preinstalled-server-arm64+raspi.img``:
+
+* MBR, partition 1: FAT32 labelled ``system-boot`` (type 0x0c, bootable) holding the kernel
+  (``vmlinuz``), ``initrd.img``, the device tree, ``config.txt``, ``cmdline.txt`` and the
+  cloud-init NoCloud seed (``meta-data``, ``user-data``, ``network-config``) that ``pikube
+  flash`` rewrites per node;
+* partition 2: ext4 labelled ``writable``, the root file system, mounted by label;
+* ``/etc/fstab`` mounts ``LABEL=system-boot`` at ``/boot/firmware``;
+* cloud-init's only data source is NoCloud with ``fs_label: system-boot`` (Ubuntu's raspi
+  images ship the same in ``/etc/cloud/cloud.cfg.d/99-fake_cloud.cfg``);
+* no SSH host keys and an empty machine-id: every card gets its own at first boot (pikube
+  pins pre-generated host keys through cloud-init).
+
+The root file system is Debian bookworm arm64 (Ubuntu's own image cannot be downloaded here),
+made with ``debootstrap --foreign`` and finished under qemu-user through binfmt_misc. The
+device tree is ``bcm2837-rpi-3-b.dtb`` from Debian's kernel package, the one QEMU's
+``raspi3b`` machine emulates. Nothing here needs a loop device or a mount: the partition
+table is written with ``sfdisk`` on the file, FAT with ``mkfs.vfat --offset`` plus mtools,
+ext4 with ``mke2fs -d DIR -E offset=``.
+
+Builds are cached in ``$PIKUBE_LAB_CACHE`` (default /var/cache/pikube-lab):
+
+* ``pkl8-pi-rootfs-<hash>.tar`` keyed by the root file system recipe (the slow part:
+  6-15 minutes of emulated dpkg), and
+* ``pi-image-<hash>.img.xz`` keyed by the root file system hash plus this module's source,
+
+so an image is rebuilt only when its recipe changes. Run ``python -m tests.emulated_pi.image``
+to build (or find) the image; it prints the path.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab"))
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+# The host's caching apt proxy (tests/lab/acng.py starts one on 127.0.0.1:3142); used for the
+# build when it answers so that a rebuild after a recipe change does not download again.
+ACNG = ("127.0.0.1", 3142)
+
+PACKAGES = [
+    # what the brief and Ubuntu's server image have in common for a node
+    "linux-image-arm64",
+    "initramfs-tools",
+    "systemd",
+    "systemd-sysv",
+    "systemd-timesyncd",
+    "udev",
+    "dbus",
+    "openssh-server",
+    "sudo",
+    "python3",
+    "cloud-init",
+    # cryptography needs the virtual python3-cffi-backend-api-*, which debootstrap's resolver
+    # does not follow: name the package that provides it.
+    "python3-cffi-backend",
+    "netplan.io",
+    "iproute2",
+    "kmod",
+    "netbase",
+    "ca-certificates",
+    "dosfstools",
+    "e2fsprogs",
+    "apt-utils",
+    "less",
+]
+
+# /etc/cloud/cloud.cfg.d/99-fake_cloud.cfg as in Ubuntu's raspi images: the seed lives in the
+# FAT partition labelled system-boot, so a user (or pikube flash) edits it on any computer.
+CLOUD_CFG_NOCLOUD = """\
+# Written by pikube's emulated-Pi image builder; same as Ubuntu's raspi images.
+datasource_list: [ NoCloud, None ]
+datasource:
+  NoCloud:
+    fs_label: system-boot
+"""
+
+# Ubuntu renders network-config (netplan v2) with netplan; Debian's cloud-init prefers ENI.
+CLOUD_CFG_NETPLAN = """\
+# Written by pikube's emulated-Pi image builder: render network-config with netplan, as
+# Ubuntu's images do (netplan writes systemd-networkd units).
+system_info:
+  network:
+    renderers: [ netplan, networkd ]
+"""
+
+# Debian's cloud-init defaults to en_US.UTF-8, which a minimal image cannot generate;
+# Ubuntu's images use C.UTF-8 (built into glibc).
+CLOUD_CFG_LOCALE = """\
+# Written by pikube's emulated-Pi image builder: the C.UTF-8 locale, as on Ubuntu's images.
+locale: C.UTF-8
+"""
+
+# No Pi has a real-time clock: Ubuntu's image syncs with ntp.ubuntu.com over the internet at
+# boot. The emulated LAN has no internet; its gateway (the harness) answers NTP instead.
+TIMESYNCD_LAB = """\
+# Written by pikube's emulated-Pi image builder: the emulated LAN's gateway serves NTP
+# (stand-in for the internet pool a real Pi uses; see tests/emulated_pi/README.md).
+[Time]
+FallbackNTP={gateway}
+"""
+
+FSTAB = """\
+LABEL=writable\t/\text4\tdiscard,errors=remount-ro\t0 1
+LABEL=system-boot\t/boot/firmware\tvfat\tdefaults\t0 1
+"""
+
+# Ubuntu's cmdline.txt is "console=serial0,115200 dwc_otg.lpm_enable=0 console=tty1
+# root=LABEL=writable rootfstype=ext4 rootwait fixrtc quiet splash". The serial console is
+# last here so that /dev/console (boot and cloud-init messages) is the logged serial port.
+CMDLINE = (
+    "dwc_otg.lpm_enable=0 console=tty1 console=serial0,115200 root=LABEL=writable "
+    "rootfstype=ext4 rootwait fixrtc\n"
+)
+
+# Ubuntu's config.txt (abridged). QEMU ignores it; a real Pi's firmware reads it.
+CONFIG_TXT = """\
+[all]
+kernel=vmlinuz
+cmdline=cmdline.txt
+initramfs initrd.img followkernel
+
+[pi4]
+max_framebuffers=2
+arm_boost=1
+
+[all]
+# Enable the audio output, I2C and SPI interfaces on the GPIO header.
+dtparam=audio=on
+dtparam=i2c_arm=on
+dtparam=spi=on
+# Enable the serial pins
+enable_uart=1
+arm_64bit=1
+"""
+
+# Placeholders like Ubuntu's (whose user-data sets a default user): pikube flash replaces
+# them. Without a flash the card boots with no user at all.
+SEED_PLACEHOLDER = {
+    "meta-data": "instance-id: pikube-emulated-pi-unflashed\n",
+    "user-data": "#cloud-config\n# Replaced by `pikube flash`.\n{}\n",
+    "network-config": ("version: 2\nethernets:\n  eth0:\n    dhcp4: true\n    optional: true\n"),
+}
+
+DTB = "bcm2837-rpi-3-b.dtb"
+IMAGE_SIZE = 2 << 30  # QEMU's SD card model needs a power of two
+BOOT_START = 1 << 20
+BOOT_SIZE = 256 << 20
+ROOT_START = BOOT_START + BOOT_SIZE
+LAB_GATEWAY = os.environ.get("PIKUBE_EMU_GATEWAY", "10.77.8.1")
+
+
+def log(msg: str) -> None:
+    print(f"[pi-image] {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+    log("$ " + " ".join(argv))
+    return subprocess.run(argv, check=True, **kw)  # type: ignore[call-overload,no-any-return]
+
+
+def _hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _code(func: object) -> str:
+    """A function's code without formatting and comments: reformatting rebuilds nothing."""
+    return ast.dump(ast.parse(textwrap.dedent(inspect.getsource(func))))  # type: ignore[arg-type]
+
+
+def rootfs_recipe() -> str:
+    """Everything that decides the debootstrapped tree (the slow part), as text."""
+    return json.dumps(
+        {"suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "code": _code(build_rootfs)},
+        sort_keys=True,
+    )
+
+
+def rootfs_hash() -> str:
+    return _hash(rootfs_recipe())
+
+
+def image_hash() -> str:
+    return _hash(rootfs_hash(), ast.dump(ast.parse(Path(__file__).read_text())))
+
+
+def image_path() -> Path:
+    return CACHE_DIR / f"pi-image-{image_hash()}.img.xz"
+
+
+def check_binfmt() -> None:
+    """qemu-user through binfmt_misc runs arm64 binaries in the chroot (F flag: works in it)."""
+    binfmt = Path("/proc/sys/fs/binfmt_misc")
+    if not (binfmt / "status").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+    entry = binfmt / "qemu-aarch64"
+    if not entry.exists() and shutil.which("update-binfmts"):
+        run(["update-binfmts", "--enable", "qemu-aarch64"])
+    text = entry.read_text() if entry.exists() else ""
+    if "enabled" not in text or "F" not in text.split("flags:")[-1].splitlines()[0]:
+        raise RuntimeError(
+            "binfmt_misc has no enabled qemu-aarch64 entry with the F flag: "
+            "apt-get install qemu-user-static binfmt-support"
+        )
+
+
+def _mirror() -> str:
+    try:
+        with socket.create_connection(ACNG, timeout=0.5):
+            return f"http://{ACNG[0]}:{ACNG[1]}/{MIRROR.split('://', 1)[1]}"
+    except OSError:
+        return MIRROR
+
+
+def build_rootfs(root: Path) -> None:
+    """debootstrap --foreign (host, amd64 tools) then --second-stage under qemu-user."""
+    check_binfmt()
+    run(
+        [
+            "debootstrap",
+            "--foreign",
+            "--arch=arm64",
+            "--variant=minbase",
+            "--include=" + ",".join(PACKAGES),
+            SUITE,
+            str(root),
+            _mirror(),
+        ]
+    )
+    # No daemons may start inside the build chroot.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    # The kernel's postinst creates the initrd (update-initramfs -c); the initramfs-tools
+    # trigger would build it a second time (-u), 20+ minutes under qemu-user for nothing:
+    # every package's hooks are unpacked before anything is configured.
+    initramfs_conf = root / "etc/initramfs-tools/update-initramfs.conf"
+    initramfs_conf.parent.mkdir(parents=True, exist_ok=True)
+    initramfs_conf.write_text("update_initramfs=no\nbackup_initramfs=no\n")
+    # A private mount namespace: the mounts the second stage makes (proc, sys) die with it,
+    # even when it fails half way.
+    run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "chroot",
+            str(root),
+            "/debootstrap/debootstrap",
+            "--second-stage",
+        ],
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "LC_ALL": "C",
+            "DEBIAN_FRONTEND": "noninteractive",
+        },
+    )
+    policy.unlink()
+    initramfs_conf.write_text("update_initramfs=yes\nbackup_initramfs=no\n")
+
+
+def configure_rootfs(root: Path) -> None:
+    """Make the debootstrapped tree a Pi image root: fstab, cloud-init, no per-machine state.
+
+    Runs on a fresh copy of the cached tree for every image build (it is quick), so editing
+    it rebuilds the image but not the debootstrapped tree.
+    """
+    (root / "etc/apt/sources.list").write_text(
+        f"deb {MIRROR} {SUITE} main\n"
+        f"deb {MIRROR} {SUITE}-updates main\n"
+        f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
+    )
+    (root / "etc/fstab").write_text(FSTAB)
+    (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
+    (root / "etc/hostname").write_text("debian\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n")
+    cfg = root / "etc/cloud/cloud.cfg.d"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "99-fake_cloud.cfg").write_text(CLOUD_CFG_NOCLOUD)
+    (cfg / "90-pikube-netplan.cfg").write_text(CLOUD_CFG_NETPLAN)
+    (cfg / "90-pikube-locale.cfg").write_text(CLOUD_CFG_LOCALE)
+    tsd = root / "etc/systemd/timesyncd.conf.d"
+    tsd.mkdir(parents=True, exist_ok=True)
+    (tsd / "pikube-lab.conf").write_text(TIMESYNCD_LAB.format(gateway=LAB_GATEWAY))
+    # netplan writes systemd-networkd units; networkd must run at boot.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "systemd-networkd.service"
+    if not link.is_symlink():
+        link.symlink_to("/lib/systemd/system/systemd-networkd.service")
+    # Per-machine state must not be in an image that becomes many cards.
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    with contextlib.suppress(FileNotFoundError):
+        (root / "var/lib/dbus/machine-id").unlink()
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for path in (root / junk).glob("*"):
+            if path.is_file():
+                path.unlink()
+    shutil.rmtree(root / "debootstrap", ignore_errors=True)
+    # systemd sets the clock to at least this file's mtime at boot (a Pi has no RTC).
+    (root / "usr/lib/clock-epoch").touch()
+
+
+def kernel_files(root: Path) -> tuple[Path, Path, Path]:
+    """(vmlinuz, initrd.img, raspi3b dtb) of the installed Debian kernel."""
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise RuntimeError(f"expected one kernel in {root}/boot, found {kernels}")
+    version = kernels[0].name.removeprefix("vmlinuz-")
+    initrd = root / "boot" / f"initrd.img-{version}"
+    dtb = root / "usr/lib" / f"linux-image-{version}" / "broadcom" / DTB
+    for path in (initrd, dtb):
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing from the root file system")
+    return kernels[0], initrd, dtb
+
+
+def sfdisk_script() -> str:
+    sector = 512
+    return (
+        "label: dos\n"
+        f"start={BOOT_START // sector}, size={BOOT_SIZE // sector}, type=c, bootable\n"
+        f"start={ROOT_START // sector}, type=83\n"
+    )
+
+
+def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> None:
+    """Partition a sparse file and fill both partitions without mounting anything."""
+    img = work / "pi.img" if compress else out
+    with open(img, "wb") as handle:
+        handle.truncate(IMAGE_SIZE)
+    run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=sfdisk_script().encode())
+    # FAT32 inside partition 1; -s 1 clusters keep mtools happy with the geometry.
+    run(
+        [
+            "mkfs.vfat",
+            "-F",
+            "32",
+            "-s",
+            "1",
+            "-n",
+            "system-boot",
+            "--offset",
+            str(BOOT_START // 512),
+            str(img),
+            str(BOOT_SIZE // 1024),
+        ]
+    )
+    boot = work / "boot"
+    boot.mkdir()
+    vmlinuz, initrd, dtb = kernel_files(root)
+    shutil.copyfile(vmlinuz, boot / "vmlinuz")
+    shutil.copyfile(initrd, boot / "initrd.img")
+    shutil.copyfile(dtb, boot / DTB)
+    (boot / "cmdline.txt").write_text(CMDLINE)
+    (boot / "config.txt").write_text(CONFIG_TXT)
+    for name, text in SEED_PLACEHOLDER.items():
+        (boot / name).write_text(text)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    run(
+        [
+            "mcopy",
+            "-o",
+            "-i",
+            f"{img}@@{BOOT_START}",
+            *sorted(str(p) for p in boot.iterdir()),
+            "::/",
+        ],
+        env=env,
+    )
+    root_kb = (IMAGE_SIZE - ROOT_START) // 1024
+    run(
+        [
+            "mke2fs",
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-L",
+            "writable",
+            "-d",
+            str(root),
+            "-E",
+            f"offset={ROOT_START}",
+            str(img),
+            f"{root_kb}k",
+        ]
+    )
+    if not compress:
+        return
+    tmp = out.with_suffix(".part")
+    with open(tmp, "wb") as handle:
+        run(["xz", "-T2", "-3", "-c", str(img)], stdout=handle)
+    tmp.rename(out)
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pkl8-build-", dir=CACHE_DIR))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure_rootfs_tar() -> Path:
+    tar = CACHE_DIR / f"pkl8-pi-rootfs-{rootfs_hash()}.tar"
+    if tar.exists():
+        return tar
+    with _workdir() as work:
+        root = work / "root"
+        root.mkdir()
+        started = time.monotonic()
+        build_rootfs(root)
+        log(f"root file system built in {time.monotonic() - started:.0f} s")
+        part = tar.with_suffix(".part")
+        run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(part), "."])
+        part.rename(tar)
+    return tar
+
+
+def ensure_image() -> Path:
+    """The cached image for the current recipe, built first if it is missing."""
+    out = image_path()
+    if out.exists():
+        log(f"cached: {out}")
+        return out
+    for tool in ("debootstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "xz"):
+        if not shutil.which(tool):
+            raise RuntimeError(
+                f"{tool} is missing: apt-get install debootstrap qemu-user-static "
+                "binfmt-support fdisk dosfstools mtools e2fsprogs xz-utils"
+            )
+    tar = ensure_rootfs_tar()
+    with _workdir() as work:
+        root = work / "root"
+        root.mkdir()
+        run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tar)])
+        configure_rootfs(root)
+        assemble_image(root, out, work)
+    log(f"built {out}")
+    return out
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs the finally blocks: no half-built tree is left
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    t0 = time.monotonic()
+    path = ensure_image()
+    log(f"done in {time.monotonic() - t0:.1f} s")
+    print(path)
