@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.lab
+# Slow tier (PIKUBE_SLOW=1): a 30-40 minute module (up at 1.30, upgrade, reset drills).
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 lab_core = pytest.importorskip("tests.lab.core", reason="the lab (tests/lab) is not installed")
 lab_fixtures = pytest.importorskip("tests.lab.fixtures")
