@@ -109,23 +109,9 @@ def flash_progress(targets: list[Target]) -> Iterator[Callable[[Target, str, int
     if not sys.stderr.isatty():
         yield lambda target, phase, done, total: None
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    from pikube.cli.image import bytes_bar
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    ) as bar:
+    with bytes_bar() as bar:
         tasks: dict[tuple[str, str], object] = {}
         lock = threading.Lock()
 
@@ -346,6 +332,7 @@ def _run(
                     target.error = KeyboardInterrupt()
         finally:
             pool.shutdown(wait=True)
+
 
 def _raise_failures(targets: list[Target]) -> None:
     failed = [t for t in targets if t.error is not None]

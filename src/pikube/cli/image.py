@@ -6,11 +6,14 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pikube.cli.common import info
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,14 +45,8 @@ def resolve_cache_dir(cache_dir: Path | None) -> Path:
     return cache_dir or default_cache_dir()
 
 
-@contextmanager
-def byte_progress(description: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
-    import sys
-
-    if not sys.stderr.isatty():
-        yield lambda done, total: None
-        return
+def bytes_bar(*, transient: bool = False) -> Progress:
+    """A rich progress display for byte counts (size, throughput, ETA) on stderr."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -59,15 +56,26 @@ def byte_progress(description: str) -> Iterator[Callable[[int, int | None], None
         TransferSpeedColumn,
     )
 
-    with Progress(
+    return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+        transient=transient,
+    )
+
+
+@contextmanager
+def byte_progress(description: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    with bytes_bar(transient=True) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int | None) -> None:
