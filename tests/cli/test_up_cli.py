@@ -75,15 +75,3 @@ def test_microk8s_cluster_runs_its_site_playbook_with_the_same_table(
     assert "HOST" in result.stderr and "UNREACHABLE" in result.stderr
     runs = sorted((tmp_path / ".pikube" / "runs").iterdir())
     assert "site-microk8s.yml" in (runs[-1] / "command.txt").read_text()
-
-
-def test_flavour_without_a_site_playbook_is_refused_clearly(tmp_path: Path, ssh_key: Path) -> None:
-    from pikube.resources import data_path
-
-    if data_path("playbooks", "site-microk8s.yml").is_file():
-        pytest.skip("this build provisions MicroK8s")
-    cluster = write_cluster(tmp_path, base_cluster(ssh_key, distribution="microk8s"))
-    result = run("up", "--cluster", str(cluster), "--skip-doctor")
-    assert result.exit_code == 1
-    assert "cannot provision microk8s clusters" in result.stderr
-    assert not (tmp_path / ".pikube" / "runs").exists()  # refused before any run
