@@ -1070,12 +1070,19 @@ class Lab:
                 break
         _quiet(["ip", "route", "flush", "table", str(self.route_table)])
         # 5. cgroups (bottom-up) and nspawn's runtime leftovers.
-        for top in self._all_cgroup_dirs():
-            for directory in sorted(_walk_dirs(top), key=lambda p: len(p.parts), reverse=True):
+        # A cgroup cannot be removed (EBUSY) until its last killed process has exited, which
+        # can take a moment after SIGKILL: retry for a few seconds.
+        deadline = time.monotonic() + 10
+        while True:
+            for top in self._all_cgroup_dirs():
+                for directory in sorted(_walk_dirs(top), key=lambda p: len(p.parts), reverse=True):
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
                 with contextlib.suppress(OSError):
-                    directory.rmdir()
-            with contextlib.suppress(OSError):
-                top.parent.rmdir()  # .../pikube-lab, if no other lab uses it
+                    top.parent.rmdir()  # .../pikube-lab, if no other lab uses it
+            if not any(d.exists() for d in self._all_cgroup_dirs()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for spec_machine in {f"{self.name}-node-{i}" for i in range(1, 256)}:
             for base in ("/run/systemd/nspawn/propagate", "/run/systemd/nspawn/unix-export"):
                 path = Path(base) / spec_machine
