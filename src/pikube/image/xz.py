@@ -52,46 +52,7 @@ def xz_uncompressed_size(path: Path) -> int:
     Reads only the footers and indexes at the end of the file. Raises ``ImageVerifyError``
     when the file is not a complete xz file (e.g. truncated).
     """
-    total = 0
-    with path.open("rb") as handle:
-        end = handle.seek(0, os.SEEK_END)
-        try:
-            while end > 0:
-                # Skip stream padding (multiples of four zero bytes).
-                handle.seek(end - 4)
-                if handle.read(4) == b"\0\0\0\0":
-                    end -= 4
-                    continue
-                if end < 24:
-                    raise ValueError("file too short")
-                handle.seek(end - 12)
-                footer = handle.read(12)
-                if footer[10:12] != XZ_FOOTER_MAGIC:
-                    raise ValueError("no xz stream footer")
-                backward_size = (struct.unpack("<I", footer[4:8])[0] + 1) * 4
-                index_start = end - 12 - backward_size
-                handle.seek(index_start)
-                index = handle.read(backward_size)
-                if index[:1] != b"\0":
-                    raise ValueError("no xz index")
-                count, pos = _varint(index, 1)
-                unpadded_total = 0
-                for _ in range(count):
-                    unpadded, pos = _varint(index, pos)
-                    size, pos = _varint(index, pos)
-                    unpadded_total += (unpadded + 3) // 4 * 4
-                    total += size
-                end = index_start - unpadded_total - 12  # blocks, then the stream header
-                handle.seek(end)
-                if handle.read(6) != XZ_MAGIC:
-                    raise ValueError("stream header not where the index says")
-        except (ValueError, OSError, struct.error) as err:
-            raise ImageVerifyError(
-                f"{path} is not a complete xz file ({err})",
-                where=str(path),
-                fix="download it again (`pikube image fetch`) or check the file",
-            ) from None
-    return total
+    return sum(block.size for block in xz_blocks(path))
 
 
 def image_size(path: Path) -> int:
@@ -189,10 +150,13 @@ def xz_blocks(path: Path) -> list[XzBlock]:
         end = handle.seek(0, os.SEEK_END)
         try:
             while end > 0:
+                # Skip stream padding (multiples of four zero bytes).
                 handle.seek(end - 4)
                 if handle.read(4) == b"\0\0\0\0":
                     end -= 4
                     continue
+                if end < 24:
+                    raise ValueError("file too short")
                 handle.seek(end - 12)
                 footer = handle.read(12)
                 if footer[10:12] != XZ_FOOTER_MAGIC:
@@ -201,6 +165,8 @@ def xz_blocks(path: Path) -> list[XzBlock]:
                 index_start = end - 12 - backward_size
                 handle.seek(index_start)
                 index = handle.read(backward_size)
+                if index[:1] != b"\0":
+                    raise ValueError("no xz index")
                 count, pos = _varint(index, 1)
                 records = []
                 for _ in range(count):
