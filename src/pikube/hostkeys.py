@@ -1,10 +1,15 @@
 """SSH host keys that pikube creates for its nodes, and pinning them in known_hosts.
 
-pikube never trusts a host key on first use. It creates each node's ed25519 host key on
-the admin machine, hands the private half to the node through a trusted channel (the SD
-card's first-boot config, or Vagrant's own connection to a rehearsal VM), and writes the
-public half into the cluster's known_hosts before the first SSH connection. Ansible then
-runs with ``StrictHostKeyChecking=yes``.
+pikube never trusts a host key on first use. It creates each node's host keys on the admin
+machine, hands the private halves to the node through a trusted channel (the SD card's
+cloud-init seed, or Vagrant's own connection to a rehearsal VM), and writes the public
+halves into the cluster's known_hosts before the first SSH connection. Ansible then runs
+with ``StrictHostKeyChecking=yes``.
+
+One store for every way a node comes to life: ``STATE_DIR/hostkeys/NODE/ssh_host_{ed25519,
+ecdsa}_key[.pub]`` (folder 0700, private keys 0600, OpenSSH format as sshd and cloud-init
+expect them). Keys are reused when a card is re-flashed or a VM re-created, so a node keeps
+one identity and its known_hosts entry stays valid. Private keys are never printed or logged.
 """
 
 from __future__ import annotations
@@ -15,16 +20,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from pikube.errors import PikubeError
 
-KEY_TYPE = "ssh-ed25519"
+KEY_TYPES = ("ed25519", "ecdsa")  # cloud-init's ssh_keys names; ecdsa for older clients
 
 
 class HostKeyConflict(PikubeError):
     """known_hosts already pins a different key for a host pikube is about to pin."""
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """One of a node's host keys, as files in the store and as text."""
+
+    type: str  # ed25519 | ecdsa
+    path: Path  # the private half; the public half is next to it with ``.pub``
+    private: str
+    public: str  # "ssh-ed25519 AAAA... root@node"
+
+    def __repr__(self) -> str:  # never show the private key
+        return f"HostKey(type={self.type!r}, public={self.public!r})"
+
+    @property
+    def known_hosts_key(self) -> str:
+        """``KEYTYPE BASE64`` (the public key without its comment)."""
+        return " ".join(self.public.split()[:2])
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,10 @@ class KnownHost:
 
     def line(self) -> str:
         return f"{','.join(self.names)} {self.key}"
+
+
+def host_key_dir(state_dir: Path, node: str) -> Path:
+    return state_dir / "hostkeys" / node
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -51,57 +75,94 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def public_key(private_path: Path) -> str:
-    """``ssh-ed25519 AAAA...`` of an existing host key (read from its ``.pub`` file)."""
-    fields = Path(f"{private_path}.pub").read_text(encoding="ascii").split()
-    return " ".join(fields[:2])
+def _generate(key_type: str) -> tuple[bytes, str]:
+    """A new key pair: the private key in OpenSSH format and ``TYPE BASE64``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-
-def ensure_host_key(private_path: Path, comment: str) -> tuple[str, bool]:
-    """Create an ed25519 host key pair at ``private_path`` (+ ``.pub``) unless it exists.
-
-    Returns the public key (``ssh-ed25519 AAAA...``) and whether it was created now. The
-    private key is written with mode 0600 in OpenSSH format, as sshd expects it.
-    """
-    pub_path = Path(f"{private_path}.pub")
-    if private_path.is_file() and pub_path.is_file():
-        return public_key(private_path), False
-    key = Ed25519PrivateKey.generate()
+    key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if key_type == "ed25519":
+        key = Ed25519PrivateKey.generate()
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode("ascii")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    _write_atomic(private_path, private, 0o600)
-    _write_atomic(pub_path, f"{public} {comment}\n".encode("ascii"), 0o644)
-    return public, True
+    return private, public.decode("ascii")
 
 
-def _parse(line: str) -> tuple[set[str], str] | None:
-    """Names and key of a plain known_hosts line; None for comments, markers, hashed names."""
+def ensure_host_keys(state_dir: Path, node: str) -> list[HostKey]:
+    """The node's host keys (ed25519, ecdsa), creating the missing ones in the store."""
+    folder = host_key_dir(state_dir, node)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    keys = []
+    for key_type in KEY_TYPES:
+        private = folder / f"ssh_host_{key_type}_key"
+        public = folder / f"ssh_host_{key_type}_key.pub"
+        if not (private.is_file() and public.is_file()):
+            private_bytes, public_text = _generate(key_type)
+            # The public half first: a private key without it would be regenerated.
+            _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
+            _write_atomic(private, private_bytes, 0o600)
+        os.chmod(private, 0o600)
+        keys.append(HostKey(key_type, private, private.read_text(), public.read_text().strip()))
+    return keys
+
+
+def node_known_hosts(name: str, ip: str, keys: Iterable[HostKey]) -> list[KnownHost]:
+    """The known_hosts entries for a node: each key valid for its name and address."""
+    return [KnownHost((name, ip), key.known_hosts_key) for key in keys]
+
+
+def _entry_names(line: str) -> set[str]:
+    """The host names of a plain known_hosts line (``[host]:port`` reduced to host)."""
     fields = line.split()
     if len(fields) < 3 or fields[0].startswith(("#", "@", "|")):
-        return None
-    return set(fields[0].split(",")), f"{fields[1]} {fields[2]}"
+        return set()
+    return {name.strip("[]").split("]:")[0] for name in fields[0].split(",")}
 
 
-def pin_known_hosts(path: Path, hosts: Iterable[KnownHost]) -> list[KnownHost]:
+def _entry_key(line: str) -> str:
+    fields = line.split()
+    return f"{fields[1]} {fields[2]}"
+
+
+def pin_known_hosts(
+    path: Path, hosts: Iterable[KnownHost], *, replace: bool = False
+) -> list[KnownHost]:
     """Add each host's key to ``path`` unless it is there already; return the added ones.
 
-    A different key already pinned for one of the names is a conflict (a real Pi, or an
-    older VM, answering on that address): refuse rather than silently replace it.
+    A different key already pinned for one of the names is, by default, a conflict (a real
+    Pi, or another machine, answering on that address): refuse rather than silently replace
+    it. ``replace=True`` is for a node pikube has just given these keys (a freshly flashed
+    card): any other key pinned for its names is stale and is removed. Lines pikube does
+    not understand (comments, markers, hashed names) are kept as they are.
     """
-    existing = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    pinned: list[tuple[set[str], str]] = [p for p in map(_parse, existing) if p is not None]
-    added = []
+    hosts = list(hosts)
+    old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    lines = list(old)
+
+    def ours(host: KnownHost) -> set[str]:  # every key being pinned for this machine
+        return {h.key for h in hosts if set(h.names) & set(host.names)}
+
+    if replace:
+        for host in hosts:
+            lines = [
+                line
+                for line in lines
+                if not (_entry_names(line) & set(host.names) and _entry_key(line) not in ours(host))
+            ]
+    added: list[KnownHost] = []
     for host in hosts:
-        keys = {key for names, key in pinned if names & set(host.names)}
-        if keys - {host.key}:
+        keys = {_entry_key(line) for line in lines if _entry_names(line) & set(host.names)}
+        if keys - ours(host):
             raise HostKeyConflict(
                 f"known_hosts already pins another key for {' / '.join(host.names)}",
                 where=str(path),
@@ -113,9 +174,7 @@ def pin_known_hosts(path: Path, hosts: Iterable[KnownHost]) -> list[KnownHost]:
             )
         if host.key not in keys:
             added.append(host)
-            pinned.append((set(host.names), host.key))
-    if added:
-        text = "".join(f"{line}\n" for line in existing)
-        text += "".join(f"{host.line()}\n" for host in added)
-        _write_atomic(path, text.encode("utf-8"), 0o644)
+            lines.append(host.line())
+    if lines != old:
+        _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), 0o644)
     return added

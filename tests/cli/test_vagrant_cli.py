@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pikube.cli.main import cli
-from pikube.hostkeys import KnownHost, ensure_host_key, pin_known_hosts
+from pikube.hostkeys import KnownHost, ensure_host_keys, pin_known_hosts
 from tests.factories import make_key_pair, write_cluster
 
 CLUSTER = """
@@ -40,20 +40,21 @@ def test_prints_the_plan_as_json_and_prepares_keys_and_inventory(cluster_file: P
     assert [m["name"] for m in plan["machines"]] == ["cp", "w1"]
     state = cluster_file.parent / ".pikube"
     for name in ("cp", "w1"):
-        assert (state / "host_keys" / name / "ssh_host_ed25519_key").is_file()
-        assert f"created SSH host key for {name}" in result.stderr
+        for key_type in ("ed25519", "ecdsa"):
+            assert (state / "hostkeys" / name / f"ssh_host_{key_type}_key").is_file()
+        assert f"created SSH host keys for {name}" in result.stderr
     inventory = state / "vagrant" / "inventory"
     assert {p.relative_to(inventory).as_posix() for p in inventory.rglob("*.yml")} == {
         "hosts.yml",
         "group_vars/cluster.yml",
         "group_vars/all.yml",
     }
-    assert len((state / "known_hosts").read_text().splitlines()) == 2
+    assert len((state / "known_hosts").read_text().splitlines()) == 4  # 2 nodes x 2 key types
 
 
 def test_second_run_keeps_keys_and_is_quiet(cluster_file: Path) -> None:
     first = invoke("vagrant", "--cluster", str(cluster_file))
-    key = cluster_file.parent / ".pikube" / "host_keys" / "cp" / "ssh_host_ed25519_key"
+    key = cluster_file.parent / ".pikube" / "hostkeys" / "cp" / "ssh_host_ed25519_key"
     before = key.read_bytes()
     second = invoke("vagrant", "--cluster", str(cluster_file))
     assert (first.exit_code, second.exit_code) == (0, 0)
@@ -83,7 +84,7 @@ def test_another_key_pinned_for_a_node_address_exits_1_and_names_the_fix(
     cluster_file: Path,
 ) -> None:
     state = cluster_file.parent / ".pikube"
-    real_pi, _ = ensure_host_key(cluster_file.parent / "real-pi-key", "root@cp")
+    real_pi = ensure_host_keys(cluster_file.parent / "real-pi", "cp")[0].known_hosts_key
     pin_known_hosts(state / "known_hosts", [KnownHost(("192.168.56.10",), real_pi)])
     result = invoke("vagrant", "--cluster", str(cluster_file))
     assert result.exit_code == 1

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from pikube.hostkeys import KnownHost, ensure_host_key, pin_known_hosts
+from pikube.hostkeys import (
+    KnownHost,
+    ensure_host_keys,
+    host_key_dir,
+    node_known_hosts,
+    pin_known_hosts,
+)
 from tests.factories import make_key_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,13 +82,13 @@ def free_port() -> int:
 class Node:
     """The namespace running the first boot and then the node's sshd on loopback."""
 
-    def __init__(self, rootfs: Path, work: Path, user: str, key: Path, host_key: Path) -> None:
+    def __init__(self, rootfs: Path, work: Path, user: str, key: Path, host_keys: Path) -> None:
         self.work = work
         self.out = work / "out"
         self.port = free_port()
         authorized_key = Path(f"{key}.pub").read_text().strip()
         argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "bash", str(HELPER)]
-        argv += [str(rootfs), str(work), str(host_key), user, authorized_key, str(self.port)]
+        argv += [str(rootfs), str(work), str(host_keys), user, authorized_key, str(self.port)]
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -106,11 +112,11 @@ class Node:
 @pytest.fixture
 def node(rootfs: Path, tmp_path: Path) -> Iterator[tuple[Node, Path, Path]]:
     key = make_key_pair(tmp_path / "admin", "id_test")
-    host_key = tmp_path / "state" / "host_keys" / "pi-cp1" / "ssh_host_ed25519_key"
-    public, _ = ensure_host_key(host_key, "root@pi-cp1")
-    known_hosts = tmp_path / "state" / "known_hosts"
-    pin_known_hosts(known_hosts, [KnownHost(("pi-cp1", NODE_IP), public)])
-    running = Node(rootfs, tmp_path / "node", "ubuntu", key, host_key)
+    state = tmp_path / "state"
+    keys = ensure_host_keys(state, "pi-cp1")
+    known_hosts = state / "known_hosts"
+    pin_known_hosts(known_hosts, node_known_hosts("pi-cp1", NODE_IP, keys))
+    running = Node(rootfs, tmp_path / "node", "ubuntu", key, host_key_dir(state, "pi-cp1"))
     try:
         running.wait_ready()
         yield running, key, known_hosts
@@ -145,9 +151,9 @@ def test_cluster_user_logs_in_with_pinned_host_key_and_has_sudo(
 
 def test_a_different_pinned_key_is_refused(node: tuple[Node, Path, Path], tmp_path: Path) -> None:
     running, key, _ = node
-    other, _ = ensure_host_key(tmp_path / "other" / "key", "root@other")
     wrong = tmp_path / "wrong_known_hosts"
-    pin_known_hosts(wrong, [KnownHost((NODE_IP,), other)])
+    others = ensure_host_keys(tmp_path / "other", "other")
+    pin_known_hosts(wrong, [KnownHost((NODE_IP,), key.known_hosts_key) for key in others])
     result = ssh(running, key, wrong, "true")
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr
@@ -163,11 +169,12 @@ def test_first_boot_is_idempotent_and_leaves_safe_modes(node: tuple[Node, Path, 
     }
     assert modes == {
         "/etc/ssh/ssh_host_ed25519_key": ("600", "root"),
+        "/etc/ssh/ssh_host_ecdsa_key": ("600", "root"),
         "/home/ubuntu/.ssh": ("700", "ubuntu"),
         "/home/ubuntu/.ssh/authorized_keys": ("600", "ubuntu"),
         "/etc/sudoers.d/90-pikube-ubuntu": ("440", "root"),
     }
-    # The uploaded private key does not stay in the Vagrant user's home.
+    # The uploaded private keys do not stay in the Vagrant user's home.
     assert (out / "upload").read_text().strip() == "removed"
 
 

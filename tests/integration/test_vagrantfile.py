@@ -255,25 +255,28 @@ def test_each_vm_gets_the_host_key_pinned_in_known_hosts_and_the_cluster_user(
     authorized_key = Path(settings["ssh"]["public_key"]).read_text().strip()
     for machine in plan["machines"]:
         provisioners = machine["providers"]["libvirt"]["provisioners"]
-        upload, first_boot = provisioners[0], provisioners[1]
-        assert (upload["type"], first_boot["type"]) == ("file", "shell")
-        # The private key uploaded to the VM belongs to the public key OpenSSH finds
-        # pinned for the node's address and name.
-        derived = subprocess.run(
-            ["ssh-keygen", "-y", "-f", upload["source"]],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()[:2]
+        *uploads, first_boot = provisioners[:3]
+        assert [p["type"] for p in provisioners[:3]] == ["file", "file", "shell"]
         ip = machine["providers"]["libvirt"]["private_networks"][0]["ip"]
-        for name in (ip, machine["name"]):
-            pinned = subprocess.run(
-                ["ssh-keygen", "-F", name, "-f", str(known_hosts)],
+        for upload in uploads:
+            # Each private key uploaded to the VM belongs to a public key OpenSSH finds
+            # pinned for the node's address and name (the store a flashed card uses too).
+            assert Path(upload["source"]).parent.name == machine["name"]
+            assert Path(upload["source"]).parent.parent.name == "hostkeys"
+            derived = subprocess.run(
+                ["ssh-keygen", "-y", "-f", upload["source"]],
                 check=True,
                 capture_output=True,
                 text=True,
-            ).stdout
-            assert " ".join(derived) in pinned
+            ).stdout.split()[:2]
+            for name in (ip, machine["name"]):
+                pinned = subprocess.run(
+                    ["ssh-keygen", "-F", name, "-f", str(known_hosts)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                assert " ".join(derived) in pinned
         assert first_boot["path"] == str(ROOT / "vagrant" / "prepare-node.sh")
         assert first_boot["args"] == [settings["ssh"]["user"], authorized_key]
         assert first_boot["privileged"] is True

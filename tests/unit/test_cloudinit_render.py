@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pikube.cloudinit import (
-    ensure_host_keys,
-    new_instance_id,
-    read_public_key,
-    render_seed,
-    update_known_hosts,
-)
+from pikube.cloudinit import new_instance_id, read_public_key, render_seed
 from pikube.config import load_cluster
 from pikube.config.model import Cluster
 from pikube.errors import PikubeError
+from pikube.hostkeys import ensure_host_keys
 from tests.factories import base_cluster, edited, write_cluster
 
 
@@ -109,46 +103,6 @@ def test_meta_data_and_instance_ids_change_per_flash(cluster: Cluster) -> None:
     assert meta == {"instance-id": "iid-1", "local-hostname": "pi-w1"}
     first, second = new_instance_id("pi-w1"), new_instance_id("pi-w1")
     assert first != second and first.startswith("pikube-pi-w1-")
-
-
-def test_host_keys_are_private_reused_and_never_shown(cluster: Cluster) -> None:
-    state = Path(str(cluster.state_dir))
-    keys = ensure_host_keys(state, "pi-w1")
-    again = ensure_host_keys(state, "pi-w1")
-    assert [k.public for k in keys] == [k.public for k in again]  # re-flash keeps them
-    folder = state / "hostkeys" / "pi-w1"
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    for key in keys:
-        mode = stat.S_IMODE((folder / f"ssh_host_{key.type}_key").stat().st_mode)
-        assert mode == 0o600
-        assert "PRIVATE" not in repr(key)
-    assert [k.type for k in keys] == ["ed25519", "ecdsa"]
-    check = subprocess.run(
-        ["ssh-keygen", "-y", "-f", str(folder / "ssh_host_ed25519_key")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert check.stdout.split()[:2] == keys[0].public.split()[:2]
-
-
-def test_known_hosts_lines_replace_old_entries(cluster: Cluster, tmp_path: Path) -> None:
-    path = tmp_path / "known_hosts"
-    path.write_text(
-        "pi-w1,192.168.1.102 ssh-ed25519 OLDKEY\n"
-        "192.168.1.102 ssh-rsa OLDRSA\n"
-        "otherhost ssh-ed25519 KEEP\n"
-    )
-    keys = ensure_host_keys(Path(str(cluster.state_dir)), "pi-w1")
-    update_known_hosts(path, "pi-w1", "192.168.1.102", keys)
-    update_known_hosts(path, "pi-w1", "192.168.1.102", keys)  # idempotent
-    lines = path.read_text().splitlines()
-    assert lines[0] == "otherhost ssh-ed25519 KEEP"
-    assert lines[1:] == [f"pi-w1,192.168.1.102 {k.known_hosts_key}" for k in keys]
-    found = subprocess.run(
-        ["ssh-keygen", "-F", "192.168.1.102", "-f", str(path)], capture_output=True, text=True
-    )
-    assert found.returncode == 0 and keys[0].known_hosts_key in found.stdout
 
 
 def test_missing_or_wrong_public_key_is_a_clear_error(cluster: Cluster, ssh_key: Path) -> None:

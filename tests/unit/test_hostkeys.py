@@ -1,4 +1,4 @@
-"""Host keys pikube creates for its nodes, and pinning them in known_hosts."""
+"""Host keys pikube creates for its nodes (one store for cards and VMs), pinned in known_hosts."""
 
 from __future__ import annotations
 
@@ -8,61 +8,101 @@ from pathlib import Path
 
 import pytest
 
-from pikube.hostkeys import HostKeyConflict, KnownHost, ensure_host_key, pin_known_hosts
+from pikube.hostkeys import (
+    HostKeyConflict,
+    KnownHost,
+    ensure_host_keys,
+    host_key_dir,
+    node_known_hosts,
+    pin_known_hosts,
+)
 
 
-def test_created_host_key_is_an_openssh_ed25519_key_sshd_can_load(tmp_path: Path) -> None:
-    private = tmp_path / "host_keys" / "cp" / "ssh_host_ed25519_key"
-    public, created = ensure_host_key(private, "root@cp")
-    assert created
-    assert stat.S_IMODE(private.stat().st_mode) == 0o600
-    # ssh-keygen derives the same public key from the private file: a valid key pair.
-    derived = subprocess.run(
-        ["ssh-keygen", "-y", "-f", str(private)], check=True, capture_output=True, text=True
-    ).stdout.split()
-    assert " ".join(derived[:2]) == public
-    assert public.startswith("ssh-ed25519 ")
-    assert Path(f"{private}.pub").read_text().split()[:2] == public.split()
+def ssh_keygen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ssh-keygen", *args], capture_output=True, text=True)
 
 
-def test_existing_host_key_is_kept(tmp_path: Path) -> None:
-    private = tmp_path / "ssh_host_ed25519_key"
-    first, _ = ensure_host_key(private, "root@cp")
-    second, created = ensure_host_key(private, "root@cp")
-    assert (second, created) == (first, False)
+def test_created_host_keys_are_openssh_key_pairs_sshd_can_load(tmp_path: Path) -> None:
+    keys = ensure_host_keys(tmp_path, "cp")
+    assert [k.type for k in keys] == ["ed25519", "ecdsa"]
+    folder = host_key_dir(tmp_path, "cp")
+    assert folder == tmp_path / "hostkeys" / "cp"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for key in keys:
+        assert key.path == folder / f"ssh_host_{key.type}_key"
+        assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
+        # OpenSSH derives the same public key from the private file: a valid key pair.
+        derived = ssh_keygen("-y", "-f", str(key.path))
+        assert derived.returncode == 0, derived.stderr
+        assert " ".join(derived.stdout.split()[:2]) == key.known_hosts_key
+        assert key.public.endswith(" root@cp")
+    assert keys[0].known_hosts_key.startswith("ssh-ed25519 ")
+    assert keys[1].known_hosts_key.startswith("ecdsa-sha2-nistp256 ")
 
 
-def test_pinning_adds_each_host_once_and_keeps_other_lines(tmp_path: Path) -> None:
+def test_existing_host_keys_are_reused_and_never_shown(tmp_path: Path) -> None:
+    first = ensure_host_keys(tmp_path, "cp")
+    second = ensure_host_keys(tmp_path, "cp")
+    assert [k.public for k in second] == [k.public for k in first]  # re-flash keeps them
+    assert [k.private for k in second] == [k.private for k in first]
+    for key in first:
+        assert "PRIVATE" not in repr(key) and "PRIVATE" in key.private
+
+
+def test_a_private_key_without_its_public_half_is_replaced_by_a_whole_pair(
+    tmp_path: Path,
+) -> None:
+    first = ensure_host_keys(tmp_path, "cp")
+    Path(f"{first[0].path}.pub").unlink()
+    second = ensure_host_keys(tmp_path, "cp")
+    assert second[0].public != first[0].public
+    derived = ssh_keygen("-y", "-f", str(second[0].path)).stdout.split()[:2]
+    assert " ".join(derived) == second[0].known_hosts_key
+
+
+def test_pinning_adds_each_key_once_and_keeps_other_lines(tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("other.lan ssh-ed25519 AAAAother\n")
-    key_cp, _ = ensure_host_key(tmp_path / "cp", "root@cp")
-    key_w1, _ = ensure_host_key(tmp_path / "w1", "root@w1")
-    hosts = [KnownHost(("cp", "10.9.0.10"), key_cp), KnownHost(("w1", "10.9.0.11"), key_w1)]
-    assert pin_known_hosts(known_hosts, hosts) == hosts
-    assert pin_known_hosts(known_hosts, hosts) == []
+    known_hosts.write_text("# mine\nother.lan ssh-ed25519 AAAAother\n|1|hashed= ssh-rsa AAAA\n")
+    cp = node_known_hosts("cp", "10.9.0.10", ensure_host_keys(tmp_path, "cp"))
+    w1 = node_known_hosts("w1", "10.9.0.11", ensure_host_keys(tmp_path, "w1"))
+    assert pin_known_hosts(known_hosts, [*cp, *w1]) == [*cp, *w1]
+    assert pin_known_hosts(known_hosts, [*cp, *w1]) == []
     lines = known_hosts.read_text().splitlines()
     assert lines == [
+        "# mine",
         "other.lan ssh-ed25519 AAAAother",
-        f"cp,10.9.0.10 {key_cp}",
-        f"w1,10.9.0.11 {key_w1}",
+        "|1|hashed= ssh-rsa AAAA",
+        *(f"{','.join(h.names)} {h.key}" for h in [*cp, *w1]),
     ]
-    # OpenSSH itself finds the pinned key for the address.
-    found = subprocess.run(
-        ["ssh-keygen", "-F", "10.9.0.11", "-f", str(known_hosts)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert key_w1 in found
+    # OpenSSH itself finds both pinned keys for the address and the name.
+    for name in ("10.9.0.11", "w1"):
+        found = ssh_keygen("-F", name, "-f", str(known_hosts)).stdout
+        assert all(host.key in found for host in w1)
 
 
 def test_a_different_key_already_pinned_for_the_address_is_a_conflict(tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
-    real_pi, _ = ensure_host_key(tmp_path / "real", "root@real")
-    vm, _ = ensure_host_key(tmp_path / "vm", "root@vm")
+    real_pi = ensure_host_keys(tmp_path / "real", "cp")[0].known_hosts_key
     pin_known_hosts(known_hosts, [KnownHost(("10.9.0.10",), real_pi)])
     before = known_hosts.read_text()
+    vm = node_known_hosts("cp", "10.9.0.10", ensure_host_keys(tmp_path / "vm", "cp"))
     with pytest.raises(HostKeyConflict) as err:
-        pin_known_hosts(known_hosts, [KnownHost(("cp", "10.9.0.10"), vm)])
+        pin_known_hosts(known_hosts, vm)
     assert known_hosts.read_text() == before
     assert "ssh-keygen -R 10.9.0.10" in (err.value.fix or "")
+
+
+def test_replacing_drops_stale_keys_of_the_node_only(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(
+        "pi-w1,192.168.1.102 ssh-ed25519 OLDKEY\n"
+        "[192.168.1.102]:2222 ssh-rsa OLDRSA\n"
+        "otherhost ssh-ed25519 KEEP\n"
+    )
+    pins = node_known_hosts("pi-w1", "192.168.1.102", ensure_host_keys(tmp_path, "pi-w1"))
+    assert pin_known_hosts(known_hosts, pins, replace=True) == pins
+    assert pin_known_hosts(known_hosts, pins, replace=True) == []  # idempotent
+    lines = known_hosts.read_text().splitlines()
+    assert lines == ["otherhost ssh-ed25519 KEEP", *(host.line() for host in pins)]
+    found = ssh_keygen("-F", "192.168.1.102", "-f", str(known_hosts))
+    assert found.returncode == 0 and pins[0].key in found.stdout

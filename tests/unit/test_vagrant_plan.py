@@ -77,9 +77,10 @@ def test_paths_come_from_the_state_dir_and_pikubes_playbooks(keydir: Path) -> No
     state = keydir / ".pikube"
     assert plan["inventory"] == str(state / "vagrant" / "inventory")
     assert plan["known_hosts"] == str(state / "known_hosts")
-    assert plan["machines"][1]["host_key"] == str(
-        state / "host_keys" / "w-4g" / "ssh_host_ed25519_key"
-    )
+    assert plan["machines"][1]["host_keys"] == [
+        str(state / "hostkeys" / "w-4g" / f"ssh_host_{key_type}_key")
+        for key_type in ("ed25519", "ecdsa")
+    ]
     assert plan["playbook"] == str(data_path("playbooks", "site.yml"))
     assert plan["ssh_user"] == "pi"
     assert plan["ansible_env"] == {

@@ -3,7 +3,7 @@
 # the Vagrantfile runs it in a fresh VM, then log in over real SSH with the pinned key.
 #
 #   unshare --mount --pid --fork --kill-child \
-#       first_boot_in_rootfs.sh ROOTFS WORK HOST_KEY USER AUTHORIZED_KEY PORT
+#       first_boot_in_rootfs.sh ROOTFS WORK HOST_KEY_DIR USER AUTHORIZED_KEY PORT
 #
 # Run inside `unshare --mount --pid`: the overlay, /dev and /proc mounts and the sshd
 # die with the namespace, so nothing is left behind even on failure. The node's rootfs
@@ -12,7 +12,7 @@
 # would act on the host's swap (swap is not per namespace); see swapoff(8).
 set -euo pipefail
 
-rootfs="$1" work="$2" host_key="$3" user="$4" authorized_key="$5" port="$6"
+rootfs="$1" work="$2" host_key_dir="$3" user="$4" authorized_key="$5" port="$6"
 root="$work/merged"
 out="$work/out"
 mkdir -p "$work/upper" "$work/overlay-work" "$root" "$out"
@@ -32,15 +32,18 @@ STANDIN
 chmod 0755 "$root/usr/sbin/swapoff"
 
 first_boot() {
-    # What Vagrant does: the file provisioner uploads the host key into the SSH user's
+    # What Vagrant does: the file provisioner uploads each host key into the SSH user's
     # home, the shell provisioner runs the script as root via `sudo -E -H`.
-    install -D -m 0644 "$host_key" "$root/home/vagrant/.pikube/ssh_host_ed25519_key"
+    for key in "$host_key_dir"/ssh_host_*_key; do
+        install -D -m 0644 "$key" "$root/home/vagrant/.pikube/$(basename "$key")"
+    done
     cp "$(dirname "$0")/../../vagrant/prepare-node.sh" "$root/tmp/vagrant-shell"
     chroot "$root" env SUDO_USER=vagrant /bin/bash /tmp/vagrant-shell "$user" "$authorized_key"
 }
 
 snapshot() {
     (cd "$root" && sha256sum etc/passwd etc/fstab etc/ssh/ssh_host_ed25519_key \
+        etc/ssh/ssh_host_ecdsa_key \
         "etc/sudoers.d/90-pikube-$user" "home/$user/.ssh/authorized_keys")
 }
 
@@ -49,11 +52,12 @@ snapshot >"$out/first.sha256"
 first_boot
 snapshot >"$out/second.sha256"
 
-chroot "$root" stat -c '%n %a %U' /etc/ssh/ssh_host_ed25519_key "/home/$user/.ssh" \
+chroot "$root" stat -c '%n %a %U' /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ecdsa_key \
+    "/home/$user/.ssh" \
     "/home/$user/.ssh/authorized_keys" "/etc/sudoers.d/90-pikube-$user" >"$out/modes"
 cp "$root/etc/fstab" "$out/fstab"
 cp "$root/var/log/swapoff-calls" "$out/swapoff-calls"
-test -e "$root/home/vagrant/.pikube/ssh_host_ed25519_key" && echo present >"$out/upload" \
+test -e "$root/home/vagrant/.pikube" && echo present >"$out/upload" \
     || echo removed >"$out/upload"
 
 # The node's real sshd, on loopback only.

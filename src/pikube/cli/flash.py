@@ -126,7 +126,8 @@ def flash_progress(targets: list[Target]) -> Iterator[Callable[[Target, str, int
 
 
 def prepare_seed(cluster: Cluster, node: Node) -> dict[str, str]:
-    from pikube.cloudinit import ensure_host_keys, new_instance_id, read_public_key, render_seed
+    from pikube.cloudinit import new_instance_id, read_public_key, render_seed
+    from pikube.hostkeys import ensure_host_keys
 
     state_dir = Path(str(cluster.state_dir))
     keys = ensure_host_keys(state_dir, node.name)
@@ -364,7 +365,7 @@ def _report_incomplete(targets: list[Target]) -> None:
 
 
 def _finish(cluster: Cluster, targets: list[Target]) -> None:
-    from pikube.cloudinit import ensure_host_keys, update_known_hosts
+    from pikube.hostkeys import ensure_host_keys, node_known_hosts, pin_known_hosts
     from pikube.image.device import human_size
 
     known_hosts = Path(str(cluster.ssh.known_hosts))
@@ -374,7 +375,10 @@ def _finish(cluster: Cluster, targets: list[Target]) -> None:
         if not target.is_device:
             os.replace(target.write_path, target.path)
         keys = ensure_host_keys(Path(str(cluster.state_dir)), target.node.name)
-        update_known_hosts(known_hosts, target.node.name, str(target.node.ip), keys)
+        # The card now carries these keys: any other key pinned for the node is stale.
+        pin_known_hosts(
+            known_hosts, node_known_hosts(target.node.name, str(target.node.ip), keys), replace=True
+        )
         rate = report.image_size / report.seconds / (1 << 20) if report.seconds else 0
         info(
             f"{target.node.name} -> {target.path}: wrote {human_size(report.written)} of "

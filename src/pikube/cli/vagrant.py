@@ -26,21 +26,25 @@ def vagrant(cluster_file: Path, plan_only: bool) -> None:
     inventory the VMs are provisioned with (the Pis' inventory plus pikube_node_is_vm), and
     prints one machine per node: name, address, group, memory, CPUs, host key.
     """
-    from pikube.hostkeys import KnownHost, ensure_host_key, pin_known_hosts
+    from pikube.hostkeys import ensure_host_keys, host_key_dir, node_known_hosts, pin_known_hosts
     from pikube.inventory import write_files
     from pikube.inventory.vagrant import render_vagrant_inventory_files, render_vagrant_plan
 
     cluster = load(cluster_file)
     plan = render_vagrant_plan(cluster, file=str(cluster_file))
     if not plan_only:
+        state_dir = Path(str(cluster.state_dir))
         pins = []
         for machine in plan["machines"]:
-            key, created = ensure_host_key(Path(machine["host_key"]), f"root@{machine['name']}")
+            folder = host_key_dir(state_dir, machine["name"])
+            created = not folder.is_dir()
+            keys = ensure_host_keys(state_dir, machine["name"])
             if created:
-                info(f"created SSH host key for {machine['name']}: {machine['host_key_pub']}")
-            pins.append(KnownHost((machine["name"], machine["ip"]), key))
-        for pinned in pin_known_hosts(Path(plan["known_hosts"]), pins):
-            info(f"pinned host key of {pinned.names[0]} in {plan['known_hosts']}")
+                info(f"created SSH host keys for {machine['name']} in {folder}")
+            pins += node_known_hosts(machine["name"], machine["ip"], keys)
+        pinned = pin_known_hosts(Path(plan["known_hosts"]), pins)
+        for name in dict.fromkeys(host.names[0] for host in pinned):
+            info(f"pinned host keys of {name} in {plan['known_hosts']}")
         write_files(render_vagrant_inventory_files(cluster), Path(plan["inventory"]))
     # Vagrant's Ansible provisioner runs `ansible` and `ansible-playbook` from PATH: point
     # it at the ones installed with pikube (a venv or pipx install need not be on PATH).

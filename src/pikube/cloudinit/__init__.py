@@ -1,16 +1,15 @@
-"""cloud-init first-boot configuration for one node: NoCloud seed files and SSH host keys."""
+"""cloud-init first-boot configuration for one node: the NoCloud seed files.
+
+The node's SSH host keys, which the seed carries, come from :mod:`pikube.hostkeys`.
+"""
 
 from __future__ import annotations
 
-from pikube.cloudinit.hostkeys import HostKey, ensure_host_keys, update_known_hosts
 from pikube.cloudinit.render import SEED_FILES, new_instance_id, read_public_key, render_seed
 
 __all__ = [
     "SEED_FILES",
-    "HostKey",
-    "ensure_host_keys",
     "new_instance_id",
     "read_public_key",
     "render_seed",
-    "update_known_hosts",
 ]

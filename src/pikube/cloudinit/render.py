@@ -6,9 +6,9 @@ import secrets
 import time
 from pathlib import Path
 
-from pikube.cloudinit.hostkeys import HostKey
 from pikube.config.model import Cluster, Node
 from pikube.errors import PikubeError
+from pikube.hostkeys import HostKey
 from pikube.templating import render
 
 SEED_FILES = ("user-data", "network-config", "meta-data")

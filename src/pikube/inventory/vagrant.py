@@ -20,6 +20,7 @@ from typing import Any
 from pikube.config.model import Cluster, Node
 from pikube.config.pimodels import PI_MODELS
 from pikube.errors import ConfigError, Problem
+from pikube.hostkeys import KEY_TYPES, host_key_dir
 from pikube.inventory.render import GROUPS, render_inventory_files
 from pikube.resources import data_path
 from pikube.templating import to_yaml
@@ -43,9 +44,13 @@ def vagrant_dir(cluster: Cluster) -> Path:
     return Path(str(cluster.state_dir)) / "vagrant"
 
 
-def host_key_path(cluster: Cluster, node: Node) -> Path:
-    """The node's pinned ed25519 host key (private half; ``.pub`` next to it)."""
-    return Path(str(cluster.state_dir)) / "host_keys" / node.name / "ssh_host_ed25519_key"
+def host_key_paths(cluster: Cluster, node: Node) -> list[Path]:
+    """The node's pinned host keys (private halves; ``.pub`` next to each).
+
+    The same store as for a flashed card, so a node has one identity on a VM and on a Pi.
+    """
+    folder = host_key_dir(Path(str(cluster.state_dir)), node.name)
+    return [folder / f"ssh_host_{key_type}_key" for key_type in KEY_TYPES]
 
 
 def vm_size(node: Node) -> tuple[int, int]:
@@ -104,7 +109,6 @@ def render_vagrant_plan(cluster: Cluster, *, file: str = "") -> dict[str, Any]:
     machines = []
     for node in cluster.nodes:
         memory, cpus = vm_size(node)
-        key = host_key_path(cluster, node)
         machines.append(
             {
                 "name": node.name,
@@ -114,8 +118,7 @@ def render_vagrant_plan(cluster: Cluster, *, file: str = "") -> dict[str, Any]:
                 "model": node.model,
                 "memory_mb": memory,
                 "cpus": cpus,
-                "host_key": str(key),
-                "host_key_pub": f"{key}.pub",
+                "host_keys": [str(path) for path in host_key_paths(cluster, node)],
             }
         )
     return {
