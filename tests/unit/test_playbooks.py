@@ -123,3 +123,20 @@ def test_microk8s_join_token_tasks_are_no_log() -> None:
         data_path("roles", "pikube_microk8s", "tasks", "kubeconfig.yml").read_text()
     )
     assert config[0]["no_log"] is True  # `microk8s config` holds the admin client key
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "site-microk8s.yml"])
+def test_control_plane_guard_holds_whichever_tags_run(playbook: str) -> None:
+    """`pikube up --tags control_plane` (no prepare play) must still pass the guard.
+
+    The guard play runs under every tag selection and reads only ansible_play_hosts, never
+    a fact that an earlier play sets (absent when that play's tag was not selected).
+    """
+    plays = yaml.safe_load(data_path("playbooks", playbook).read_text())
+    guards = [p for p in plays if str(p.get("name", "")).startswith("Stop when the control")]
+    assert len(guards) == 1, playbook
+    (guard,) = guards
+    assert guard["tags"] == ["always"]
+    text = yaml.safe_dump(guard["tasks"])
+    assert "ansible_play_hosts" in text
+    assert "hostvars" not in text and "set_fact" not in text

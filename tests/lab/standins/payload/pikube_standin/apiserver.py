@@ -803,6 +803,67 @@ class Api:
                         self.store.emit(k, "DELETED", obj)
         self._pods()
         self._workload_status()
+        self._calico_default_pool()
+
+    # ---- calico-node's startup step that creates the default IPv4 pool when no pool exists.
+    # https://docs.tigera.io/calico/latest/reference/configure-calico-node ("Configuring the
+    # default IP pool(s)"); without CALICO_IPV4POOL_CIDR a kubeadm cluster's podSubnet is used
+    # (https://docs.tigera.io/archive/v3.22/getting-started/kubernetes/self-managed-onprem/onpremises),
+    # else 192.168.0.0/16.
+    CALICO_POOL_CRD = (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        "ippools.crd.projectcalico.org",
+    )
+
+    def _calico_default_pool(self) -> None:
+        if self.CALICO_POOL_CRD not in self.store.objects or any(
+            k[:2] == ("crd.projectcalico.org", "ippools") for k in self.store.objects
+        ):
+            return
+        node_ds = self.store.objects.get(("apps", "daemonsets", "kube-system", "calico-node"))
+        running = any(  # the pool is created by the first calico-node that starts
+            k[:3] == ("", "pods", "kube-system")
+            and any(
+                ref.get("kind") == "DaemonSet" and ref.get("name") == "calico-node"
+                for ref in o["metadata"].get("ownerReferences", [])
+            )
+            and o.get("status", {}).get("phase") == "Running"
+            for k, o in self.store.objects.items()
+        )
+        if node_ds is None or not running:
+            return
+        containers = node_ds["spec"]["template"]["spec"].get("containers", [])
+        node = next((c for c in containers if c.get("name") == "calico-node"), {})
+        env = {e["name"]: e.get("value") for e in node.get("env", []) if "name" in e}
+        if env.get("NO_DEFAULT_POOLS") == "true":
+            return
+        cidr = env.get("CALICO_IPV4POOL_CIDR") or self._kubeadm_pod_subnet() or "192.168.0.0/16"
+        pool = {
+            "apiVersion": "crd.projectcalico.org/v1",
+            "kind": "IPPool",
+            "metadata": {"name": "default-ipv4-ippool"},
+            "spec": {
+                "cidr": cidr,
+                "blockSize": int(env.get("CALICO_IPV4POOL_BLOCK_SIZE") or 26),
+                "ipipMode": env.get("CALICO_IPV4POOL_IPIP") or "Always",
+                "vxlanMode": env.get("CALICO_IPV4POOL_VXLAN") or "Never",
+                "natOutgoing": (env.get("CALICO_IPV4POOL_NAT_OUTGOING") or "true") == "true",
+                "nodeSelector": env.get("CALICO_IPV4POOL_NODE_SELECTOR") or "all()",
+            },
+        }
+        self._create_locked(self.res_for("crd.projectcalico.org", "ippools"), "", pool)
+
+    def _kubeadm_pod_subnet(self) -> str | None:
+        import yaml
+
+        cm = self.store.objects.get(("", "configmaps", "kube-system", "kubeadm-config"))
+        if cm is None:
+            return None
+        doc = yaml.safe_load(cm.get("data", {}).get("ClusterConfiguration", "")) or {}
+        subnet = (doc.get("networking") or {}).get("podSubnet")
+        return str(subnet) if subnet else None
 
     # ---- workloads: the DaemonSet / Deployment / StatefulSet controllers, the scheduler and
     # the kubelets' pod status, collapsed: Pods appear Running on their node, Ready while it is.

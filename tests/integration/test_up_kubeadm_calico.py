@@ -1,0 +1,138 @@
+"""`pikube up` (kubeadm) with `cni: calico` on lab nodes: 1 control plane + 1 worker.
+
+The real CLI over real SSH against systemd-nspawn nodes, the stand-in kubeadm / kubelet
+packages and the API emulator, and the real kubectl through the fetched kubeconfig. The pod
+network is pikube's pinned Calico manifest with the cluster's pod_cidr substituted; the
+emulator's calico-node creates the default IP pool from it, as upstream calico-node does.
+Also runs the control-plane tag on its own (no prepare play before it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+
+lab_core = pytest.importorskip("tests.lab.core", reason="the lab (tests/lab) is not installed")
+lab_fixtures = pytest.importorskip("tests.lab.fixtures")
+
+POD_CIDR = "10.42.0.0/16"  # not the kubeadm default, so a lost substitution shows
+
+
+def pikube_bin() -> str:
+    candidate = Path(sys.executable).parent / "pikube"
+    return str(candidate) if candidate.exists() else "pikube"
+
+
+@pytest.fixture(scope="module")
+def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+    """A fresh 2-node lab with the stand-in repository and a cluster file choosing calico."""
+    lab_fixtures.skip_unless_lab_possible()
+    if shutil.which("kubectl") is None:
+        pytest.fail(
+            "the real kubectl is needed on the admin side: apt-get install kubernetes-client"
+        )
+    _, second_half = lab_fixtures.lab_halves()
+    lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-cal", second_half)
+    lab.down()
+    try:
+        lab.up(2, distribution="kubeadm")
+        if not any(lab.www_dir.glob("core:/stable:/v*/deb/Release.key")):
+            from tests.lab.standins import build_repo
+
+            build_repo(lab.www_dir)
+        data = lab.cluster_data("kubeadm")
+        data["kubernetes"].update(cni="calico", pod_cidr=POD_CIDR)
+        cluster = tmp_path_factory.mktemp("calico") / "cluster.yaml"
+        cluster.write_text(yaml.safe_dump(data, sort_keys=False))
+        yield lab, cluster
+    finally:
+        lab.down()
+
+
+def pikube(cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [pikube_bin(), *args, "--cluster", str(cluster)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+        env=dict(os.environ, PIKUBE_DEBUG="0"),
+    )
+
+
+def state_dir(lab: Any) -> Path:
+    return Path(lab.cluster_data("kubeadm")["state_dir"])
+
+
+def changed_per_host(lab: Any) -> dict[str, int]:
+    runs = sorted((state_dir(lab) / "runs").iterdir())
+    summary = json.loads((runs[-1] / "summary.json").read_text())
+    return {h: s["changed"] for h, s in summary["hosts"].items()}
+
+
+def kubectl_json(lab: Any, *args: str) -> Any:
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(state_dir(lab) / "kubeconfig"), *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_up_with_calico_makes_every_node_ready(calico_lab: tuple[Any, Path]) -> None:
+    lab, cluster = calico_lab
+    proc = pikube(cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nodes = kubectl_json(lab, "get", "nodes")["items"]
+    ready = {
+        n["metadata"]["name"]
+        for n in nodes
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    }
+    assert ready == {"node-1", "node-2"}
+    namespaces = {n["metadata"]["name"] for n in kubectl_json(lab, "get", "namespaces")["items"]}
+    assert "kube-flannel" not in namespaces  # calico, not the default CNI
+
+
+def test_calico_gets_the_cluster_pod_cidr_and_network(calico_lab: tuple[Any, Path]) -> None:
+    lab, _ = calico_lab
+    ds = kubectl_json(lab, "get", "daemonset", "calico-node", "--namespace", "kube-system")
+    container = next(
+        c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "calico-node"
+    )
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CALICO_IPV4POOL_CIDR"] == POD_CIDR
+    assert env["IP_AUTODETECTION_METHOD"] == f"cidr={lab.cluster_data()['network']['subnet']}"
+    assert container["image"] == "docker.io/calico/node:v3.29.5"
+    pools = kubectl_json(lab, "get", "ippools.crd.projectcalico.org")["items"]
+    assert [p["spec"]["cidr"] for p in pools] == [POD_CIDR]
+
+
+def test_second_run_changes_nothing(calico_lab: tuple[Any, Path]) -> None:
+    lab, cluster = calico_lab
+    proc = pikube(cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert changed_per_host(lab) == {"node-1": 0, "node-2": 0}
+
+
+def test_control_plane_tag_runs_alone(calico_lab: tuple[Any, Path]) -> None:
+    """`--tags control_plane` skips the prepare play; the control-plane check must still pass."""
+    lab, cluster = calico_lab
+    proc = pikube(cluster, "up", "--tags", "control_plane")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = changed_per_host(lab)
+    assert changed.get("node-1") == 0 and set(changed.values()) == {0}
