@@ -66,6 +66,8 @@ class Seeded:
     state_dir: Path
     seed: dict[str, bytes]  # read back from the flashed image
     before: dict[str, subprocess.CompletedProcess[str]]  # probes before cloud-init ran
+    cluster: Path
+    image: BuiltImage
 
 
 def pikube(*args: str) -> subprocess.CompletedProcess[str]:
@@ -124,6 +126,28 @@ def install_cloud_init(lab: Any) -> None:
     node_exec(lab, "locale-gen")
 
 
+def flash_seed(cluster: Path, image: BuiltImage, work: Path) -> dict[str, bytes]:
+    """`pikube flash NODE --output`, then the seed files as the Pi would read them."""
+    target = work / f"{NODE}.img"
+    flashed = pikube(
+        "flash", "--cluster", str(cluster), "--image", str(image.xz), NODE,
+        "--output", str(target),
+    )  # fmt: skip
+    assert flashed.returncode == 0, flashed.stderr
+    try:
+        return {name: mtype(target, image.layout.boot_offset, name) for name in SEED_FILES}
+    finally:
+        target.unlink()
+
+
+def write_seed(lab: Any, seed: dict[str, bytes]) -> None:
+    """Put the seed into NoCloud's seed folder in the node (root only: private host keys)."""
+    node_exec(lab, "install", "-d", "-m", "0700", SEED_DIR)
+    for name, content in seed.items():
+        (lab.node_dir("node-1") / "merged" / SEED_DIR.lstrip("/") / name).write_bytes(content)
+    node_exec(lab, "chmod", "0600", *(f"{SEED_DIR}/{n}" for n in SEED_FILES))
+
+
 def reboot(lab: Any, node: str) -> None:
     """Reboot through systemd; the lab's supervisor boots the node again (exit 133)."""
     boots = lab.reboot_count(node)
@@ -170,16 +194,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> It
         data["network"]["domain"] = DOMAIN
         cluster = work / "cluster.yaml"
         cluster.write_text(yaml.safe_dump(data, sort_keys=False))
-        image = work / f"{NODE}.img"
-        flashed = pikube(
-            "flash", "--cluster", str(cluster), "--image", str(pi_image.xz), NODE,
-            "--output", str(image),
-        )  # fmt: skip
-        assert flashed.returncode == 0, flashed.stderr
-        boot = pi_image.layout.boot_offset
-        seed = {name: mtype(image, boot, name) for name in SEED_FILES}
-        image.unlink()
-        seeded = Seeded(lab, spec.ip, key, work / "known_hosts", work / "state", seed, {})
+        seed = flash_seed(cluster, pi_image, work)
+        seeded = Seeded(
+            lab, spec.ip, key, work / "known_hosts", work / "state", seed, {}, cluster, pi_image
+        )
         # Before cloud-init: the node still has the lab's host keys, user and name.
         seeded.before["login"] = ssh(seeded, "true")
         # The methods sshd offers, asked with the lab's known_hosts (its keys, still valid).
@@ -187,10 +205,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> It
         seeded.before["auth"] = ssh(as_lab, "true", options=("-o", "PreferredAuthentications=none"))
 
         install_cloud_init(lab)
-        node_exec(lab, "install", "-d", "-m", "0700", SEED_DIR)
-        for name, content in seed.items():
-            (lab.node_dir("node-1") / "merged" / SEED_DIR.lstrip("/") / name).write_bytes(content)
-        node_exec(lab, "chmod", "0600", *(f"{SEED_DIR}/{n}" for n in SEED_FILES))
+        write_seed(lab, seed)
         (lab.node_dir("node-1") / "merged/etc/cloud/cloud.cfg.d/99-pikube-lab.cfg").write_text(
             NOCLOUD_ONLY
         )
@@ -292,3 +307,28 @@ def test_static_address_comes_from_the_network_config(seeded: Seeded) -> None:
     status = json.loads(node_exec(seeded.lab, "networkctl", "--json=short", "status", "eth0"))
     assert status["AdministrativeState"] == "configured", status
     assert "netplan" in status["NetworkFile"], status
+
+
+# Last in the module: it re-flashes the node.
+def test_reflash_is_a_new_instance_with_the_same_host_keys(seeded: Seeded) -> None:
+    # A re-flashed card carries a new instance id, so cloud-init runs its per-instance modules
+    # again (here: a second admin key, as after editing ssh.public_key); the host keys come
+    # from pikube's store again, so the pinned known_hosts entry stays valid.
+    first = yaml.safe_load(seeded.seed["meta-data"])["instance-id"]
+    second_key = make_key_pair(seeded.state_dir.parent / "admin2")
+    data = yaml.safe_load(seeded.cluster.read_text())
+    data["ssh"].update(public_key=f"{second_key}.pub", private_key=str(second_key))
+    seeded.cluster.write_text(yaml.safe_dump(data, sort_keys=False))
+    pinned = seeded.known_hosts.read_text()
+    seed = flash_seed(seeded.cluster, seeded.image, seeded.state_dir.parent)
+    second = yaml.safe_load(seed["meta-data"])["instance-id"]
+    assert second != first
+    assert seeded.known_hosts.read_text() == pinned  # same keys, nothing re-pinned
+    write_seed(seeded.lab, seed)
+    reboot(seeded.lab, "node-1")
+    instance = node_exec(seeded.lab, "cat", "/var/lib/cloud/data/instance-id").strip()
+    assert instance == second
+    again = Seeded(**{**seeded.__dict__, "key": second_key})
+    proc = ssh(again, "hostname")  # pinned host keys, the new admin key
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == NODE
