@@ -12,7 +12,9 @@ Prints one JSON object on stdout; progress on stderr.
 
 Measured on the shared 2-CPU build machine (load ~9), `--small 3 --big 0`: fresh up 190.7 s,
 no-op re-run 92.3 s (runner 94.9 s, changed 0), stock Ansible settings 128.7 s (ratio 1.36).
-The 10-node figures were not measured yet.
+`--small 3 --big 10` (load 3.4 at the start, 13-15 at the end): 3 nodes fresh 130.2 s, no-op
+88.2 s, stock/pikube 1.15x; 10 nodes fresh 257.4 s, no-op 165.7 s (1.88x the 3-node no-op).
+See bench/results-2cpu-shared.txt.
 """
 
 from __future__ import annotations
