@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pikube.config import Cluster, load_cluster
-from pikube.probe.doctor import Finding, diagnose
-from pikube.probe.facts import NodeFacts, parse_facts
+from pikube.probe.doctor import Finding, diagnose, pod_network_modules
+from pikube.probe.facts import FACTS_SCRIPT, NodeFacts, parse_facts
 from pikube.probe.status import parse_kube_nodes
+from pikube.resources import data_path
 from tests.factories import base_cluster, edited, write_cluster
 
 HEALTHY = {
@@ -98,6 +103,126 @@ def test_vxlan_missing_on_raspi_kernel_is_fixed_by_up(cluster: Cluster) -> None:
     facts = facts_for(cluster, **{"pi-w1": {"vxlan": "0"}})
     finding = checks(diagnose(cluster, facts, "arm64"), "pi-w1")["vxlan"]
     assert "linux-modules-extra-raspi" in finding.fix and not finding.blocking
+
+
+def test_vxlan_missing_elsewhere_blocks_flannel(cluster: Cluster) -> None:
+    facts = facts_for(cluster, **{"pi-w1": {"vxlan": "0", "kernel": "6.1.0-26-arm64"}})
+    finding = checks(diagnose(cluster, facts, "arm64"), "pi-w1")["vxlan"]
+    assert finding.blocking and "flannel's vxlan backend needs it" in finding.message
+
+
+def test_flannel_does_not_need_ipip(cluster: Cluster) -> None:
+    facts = facts_for(cluster, **{"pi-w1": {"ipip": "0", "kernel": "6.1.0-26-arm64"}})
+    assert diagnose(cluster, facts, "arm64") == []
+
+
+def calico_cluster(tmp_path: Path, ssh_key: Path) -> Cluster:
+    data = edited(base_cluster(ssh_key, nodes=3), **{"kubernetes.cni": "calico"})
+    return load_cluster(write_cluster(tmp_path, data))
+
+
+def test_calico_needs_ipip_for_its_default_pool(tmp_path: Path, ssh_key: Path) -> None:
+    cluster = calico_cluster(tmp_path, ssh_key)
+    facts = facts_for(cluster, **{"pi-w1": {"ipip": "0", "kernel": "6.1.0-26-arm64"}})
+    finding = checks(diagnose(cluster, facts, "arm64"), "pi-w1")["ipip"]
+    assert finding.message == (
+        "the ipip kernel module is missing (calico's default IP pool (IP-in-IP) needs it)"
+    )
+    assert finding.blocking and "with ipip" in finding.fix
+
+
+def test_calico_ipip_missing_on_raspi_kernel_is_fixed_by_up(tmp_path: Path, ssh_key: Path) -> None:
+    cluster = calico_cluster(tmp_path, ssh_key)
+    facts = facts_for(cluster, **{"pi-w1": {"ipip": "0"}})
+    finding = checks(diagnose(cluster, facts, "arm64"), "pi-w1")["ipip"]
+    assert "linux-modules-extra-raspi" in finding.fix and not finding.blocking
+
+
+def test_calico_does_not_need_vxlan(tmp_path: Path, ssh_key: Path) -> None:
+    cluster = calico_cluster(tmp_path, ssh_key)
+    facts = facts_for(cluster, **{"pi-w1": {"vxlan": "0", "kernel": "6.1.0-26-arm64"}})
+    assert diagnose(cluster, facts, "arm64") == []
+
+
+def test_microk8s_calico_needs_vxlan(tmp_path: Path, ssh_key: Path) -> None:
+    data = edited(base_cluster(ssh_key, nodes=2, distribution="microk8s"))
+    cluster = load_cluster(write_cluster(tmp_path, data))
+    facts = facts_for(cluster, **{"pi-w1": {"vxlan": "0", "ipip": "0", "kernel": "6.1.0-26-arm64"}})
+    found = checks(diagnose(cluster, facts, "arm64"), "pi-w1")
+    assert "ipip" not in found and "MicroK8s' Calico (vxlan)" in found["vxlan"].message
+
+
+def test_older_facts_without_a_module_key_are_not_flagged(tmp_path: Path, ssh_key: Path) -> None:
+    """Facts recorded before the probe reported ipip say nothing about it: no finding."""
+    cluster = calico_cluster(tmp_path, ssh_key)
+    facts = facts_for(cluster)
+    assert all("ipip" not in f.values for f in facts)
+    assert diagnose(cluster, facts, "arm64") == []
+
+
+def render_with_ansible(expression: str, variables: dict[str, str]) -> object:
+    """``expression`` templated by Ansible's own Templar, as the role's defaults are."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    try:  # ansible-core 2.19+ templates only strings trusted as templates (role files are)
+        from ansible.template import trust_as_template
+
+        expression = trust_as_template(expression)
+    except ImportError:  # 2.17, 2.18
+        pass
+    return Templar(loader=DataLoader(), variables=variables).template(expression)
+
+
+def test_node_prep_checks_the_modules_doctor_checks(tmp_path: Path, ssh_key: Path) -> None:
+    """The role's default (a Jinja expression) and doctor agree for every cluster kind."""
+    defaults = yaml.safe_load(
+        data_path("roles", "pikube_node_prep", "defaults", "main.yml").read_text()
+    )
+    expression = defaults["pikube_node_prep_required_modules"]
+    assert render_with_ansible(expression, {}) == ["vxlan"]  # no group_vars: flannel on kubeadm
+    kinds = {
+        "kubeadm-flannel": edited(base_cluster(ssh_key, nodes=2)),
+        "kubeadm-calico": edited(base_cluster(ssh_key, nodes=2), **{"kubernetes.cni": "calico"}),
+        "microk8s": edited(base_cluster(ssh_key, nodes=2, distribution="microk8s")),
+    }
+    seen = set()
+    for kind, data in kinds.items():
+        cluster = load_cluster(write_cluster(tmp_path, data, name=f"{kind}.yaml"))
+        group_vars = {"pikube_distribution": cluster.distribution, "pikube_cni": cluster.cni}
+        modules = render_with_ansible(expression, group_vars)
+        assert isinstance(modules, list) and modules == list(pod_network_modules(cluster)), kind
+        seen.add(tuple(modules))
+    assert seen == {("vxlan",), ("ipip",)}
+
+
+def test_facts_script_reports_each_tunnel_module(tmp_path: Path) -> None:
+    """The real probe script under sh, with a kernel that has vxlan but not ipip (modinfo)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real_uname = shutil.which("uname")
+    assert real_uname
+    fakes = {
+        # Only vxlan is a module of this kernel; modinfo fails for anything else, as it does.
+        "modinfo": '[ "$2" = vxlan ] && echo /lib/modules/x/vxlan.ko && exit 0\nexit 1',
+        # A kernel release without a modules.builtin on this machine.
+        "uname": f'[ "$1" = -r ] && echo pikube-test-kernel && exit 0\nexec {real_uname} "$@"',
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    proc = subprocess.run(
+        ["sh", "-s"],
+        input=FACTS_SCRIPT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}"),
+    )
+    values = parse_facts(proc.stdout)
+    assert values["kernel"] == "pikube-test-kernel"
+    assert (values["vxlan"], values["ipip"]) == ("1", "0")
 
 
 def test_clock_skew_blocks(cluster: Cluster) -> None:

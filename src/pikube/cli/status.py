@@ -96,7 +96,7 @@ def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
 @click.option("--limit", "-l", multiple=True, metavar="NODE", help="Only these nodes.")
 @click.option("--timeout", default=8.0, show_default=True, help="SSH timeout per node (s).")
 def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: float) -> None:
-    """Find what breaks Kubernetes on Pis (cgroups, swap, vxlan, clock, clones...), with fixes.
+    """Find what breaks Kubernetes on Pis (cgroups, swap, tunnel module, clock...), with fixes.
 
     Exits 1 when a finding would stop `pikube up`; findings that `up` fixes by itself
     (swap, cgroup flags, NTP) are reported but do not fail.

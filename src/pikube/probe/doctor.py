@@ -25,6 +25,22 @@ ARCH_NAMES = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "amd64", "armv7l":
 KUBE_PORTS = {"kubeadm": (6443, 10250), "microk8s": (16443, 25000, 10250)}
 
 
+def pod_network_modules(cluster: Cluster) -> dict[str, str]:
+    """Kernel module -> what needs it: the tunnel the cluster's pod network encapsulates in.
+
+    flannel: the vxlan backend of pikube's manifest (``net-conf.json``). calico (kubeadm):
+    pikube's calico-typha manifest keeps upstream's default IP pool, ``CALICO_IPV4POOL_IPIP``
+    ``Always`` and ``CALICO_IPV4POOL_VXLAN`` ``Never``, so calico-node needs an IP-in-IP
+    tunnel. MicroK8s: its bundled Calico runs the vxlan backend. Node preparation checks the
+    same list (``pikube_node_prep_required_modules``).
+    """
+    if cluster.distribution == "microk8s":
+        return {"vxlan": "MicroK8s' Calico (vxlan)"}
+    if cluster.cni == "calico":
+        return {"ipip": "calico's default IP pool (IP-in-IP)"}
+    return {"vxlan": "flannel's vxlan backend"}
+
+
 @dataclass(frozen=True)
 class Finding:
     node: str
@@ -132,18 +148,21 @@ def _node_checks(
             "`pikube up` disables these",
             False,
         )
-    if facts.get("vxlan") == "0":
+    for module, user in pod_network_modules(cluster).items():
+        if facts.get(module) != "0":
+            continue
+        raspi = "raspi" in facts.get("kernel")
         fix = (
             "install linux-modules-extra-raspi (`pikube up` does on Ubuntu's Pi kernel)"
-            if "raspi" in facts.get("kernel")
-            else "install your kernel's extra modules package; flannel and calico need vxlan"
+            if raspi
+            else f"install your kernel's extra modules package, or use a kernel with {module}"
         )
         yield Finding(
             name,
-            "vxlan",
-            "the vxlan kernel module is missing",
+            module,
+            f"the {module} kernel module is missing ({user} needs it)",
             fix,
-            "raspi" not in facts.get("kernel"),
+            not raspi,
         )
     if facts.clock_offset is not None and abs(facts.clock_offset) > MAX_CLOCK_OFFSET_S:
         yield Finding(

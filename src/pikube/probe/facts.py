@@ -46,11 +46,13 @@ done
 kv cmdline_file "$cmdline_file"
 kv cmdline_txt "$( [ -n "$cmdline_file" ] && head -n1 "$cmdline_file")"
 builtin="/lib/modules/$(uname -r)/modules.builtin"
-if modinfo -n vxlan >/dev/null 2>&1 || grep -q '/vxlan.ko' "$builtin" 2>/dev/null; then
-  kv vxlan 1
-else
-  kv vxlan 0
-fi
+for module in vxlan ipip; do
+  if modinfo -n "$module" >/dev/null 2>&1 || grep -qF "/$module.ko" "$builtin" 2>/dev/null; then
+    kv "$module" 1
+  else
+    kv "$module" 0
+  fi
+done
 kv ntp_synced "$(timedatectl show -p NTPSynchronized --value 2>/dev/null)"
 kv disk_free_kb "$(df -Pk / | awk 'NR == 2 {print $4}')"
 kv listeners "$(ss -Hltnp 2>/dev/null | awk '{print $4 "|" $6}' | tr '\n' ' ')"
