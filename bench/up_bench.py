@@ -1,13 +1,15 @@
-"""Benchmark `pikube up` (kubeadm) on lab nodes: fresh, no-op re-run, pikube's ansible.cfg
-against stock Ansible settings, and how the no-op re-run grows from 3 to 10 nodes.
+"""Benchmark `pikube up` on lab nodes, for either flavour: fresh, no-op re-run, pikube's
+ansible.cfg against stock Ansible settings, and how the no-op re-run grows from 3 to 10 nodes.
 
-Needs root and the lab (tests/lab) with the stand-in repository. One lab at a time; it is
-torn down at the end, also on errors. Timings are wall-clock seconds of the real CLI / runner.
+Needs root and the lab (tests/lab) with its stand-ins (kubeadm: the pkgs.k8s.io-shaped
+repository; MicroK8s: the snap stand-in). One lab at a time; it is torn down at the end,
+also on errors. Timings are wall-clock seconds of the real CLI / runner.
 
 Run from the repository root:
-    .venv/bin/python -m bench.up_bench [--small 3] [--big 10] [--name pkl4-bench]
-        [--subnet 10.77.4.0/24]
-Prints one JSON object on stdout; progress on stderr.
+    .venv/bin/python -m bench.up_bench [--flavour kubeadm|microk8s] [--small 3] [--big 10]
+        [--name pkl4-bench] [--subnet 10.77.4.0/24]
+Prints one JSON object on stdout; progress on stderr. Figures measured so far are in
+bench/results-2cpu-shared.txt.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pikube.runner import run_playbook
 from tests.lab.core import Lab
 
 STOCK_CFG = "[defaults]\n# stock Ansible settings: everything at its default\n"
+PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
 
 
 def say(message: str) -> None:
@@ -45,12 +48,12 @@ def pikube_up(cluster: Path) -> float:
 
 
 def runner_up(cluster_file: Path, config: Path | None) -> tuple[float, int]:
-    """The same site playbook through the runner, with a chosen ansible.cfg."""
+    """The flavour's site playbook through the runner, with a chosen ansible.cfg."""
     cluster = load_cluster(cluster_file)
     start = time.perf_counter()
     try:
         result = run_playbook(
-            "site.yml",
+            PLAYBOOKS[cluster.distribution],
             inventory_files=render_inventory_files(cluster),
             state_dir=Path(str(cluster.state_dir)),
             command="bench",
@@ -61,30 +64,35 @@ def runner_up(cluster_file: Path, config: Path | None) -> tuple[float, int]:
     return time.perf_counter() - start, result.changed_total
 
 
-def with_lab(name: str, subnet: str, nodes: int, work: Path) -> tuple[Lab, Path]:
+def with_lab(name: str, subnet: str, nodes: int, work: Path, flavour: str) -> tuple[Lab, Path]:
     lab = Lab(name, subnet)
     lab.down()
-    lab.up(nodes, distribution="kubeadm", pi=1)
-    if not any(lab.www_dir.glob("core:/stable:/v*/deb/Release.key")):
+    lab.up(nodes, distribution=flavour, pi=1)
+    if flavour == "kubeadm" and not any(lab.www_dir.glob("core:/stable:/v*/deb/Release.key")):
         from tests.lab.standins import build_repo
 
         build_repo(lab.www_dir)
-    return lab, lab.write_cluster(work / f"cluster-{nodes}.yaml", "kubeadm")
+    return lab, lab.write_cluster(work / f"cluster-{nodes}.yaml", flavour)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--flavour", choices=sorted(PLAYBOOKS), default="kubeadm")
     parser.add_argument("--small", type=int, default=3)
     parser.add_argument("--big", type=int, default=10)
     parser.add_argument("--name", default="pkl4-bench")
     parser.add_argument("--subnet", default="10.77.4.0/24")
     args = parser.parse_args()
-    figures: dict[str, Any] = {"nodes_small": args.small, "nodes_big": args.big}
+    figures: dict[str, Any] = {
+        "flavour": args.flavour,
+        "nodes_small": args.small,
+        "nodes_big": args.big,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         stock = work / "stock-ansible.cfg"
         stock.write_text(STOCK_CFG)
-        lab, cluster = with_lab(args.name, args.subnet, args.small, work)
+        lab, cluster = with_lab(args.name, args.subnet, args.small, work, args.flavour)
         try:
             say(f"fresh up on {args.small} nodes")
             figures["fresh_up_s"] = round(pikube_up(cluster), 1)
@@ -107,7 +115,7 @@ def main() -> None:
         finally:
             lab.down()
         if args.big:
-            lab, cluster = with_lab(args.name, args.subnet, args.big, work)
+            lab, cluster = with_lab(args.name, args.subnet, args.big, work, args.flavour)
             try:
                 say(f"fresh up on {args.big} nodes")
                 figures["fresh_up_big_s"] = round(pikube_up(cluster), 1)
