@@ -92,6 +92,17 @@ def test_reset_without_yes_and_without_a_terminal_changes_nothing(pk: Pikube) ->
     assert pk.ready_nodes() == set(NODES)
 
 
+def test_reset_in_check_mode_reports_changes_but_makes_none(pk: Pikube) -> None:
+    proc = pk("reset", "--check")  # no --yes needed: a check run changes nothing
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "check mode: nothing was changed" in proc.stderr
+    assert all(count > 0 for count in pk.changed("reset").values())  # what it would do
+    for node in NODES:
+        assert pk.exists(node, "/etc/kubernetes/kubelet.conf"), node
+    assert pk.kubeconfig.exists()
+    assert pk.ready_nodes() == set(NODES)
+
+
 def test_reset_leaves_prepared_nodes_firewall_and_ssh_and_a_second_reset_changes_nothing(
     pk: Pikube,
 ) -> None:
@@ -140,6 +151,16 @@ def test_upgrade_refuses_skipping_a_minor(pk: Pikube) -> None:
     proc = pk("upgrade", "--to", "1.32", "--yes")
     assert proc.returncode == 1
     assert "one minor" in proc.stderr and "upgrade to 1.31 first" in proc.stderr
+
+
+def test_upgrade_in_check_mode_changes_no_version(pk: Pikube) -> None:
+    proc = pk("upgrade", "--to", "1.31", "--check")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "check mode: nothing was changed" in proc.stderr
+    assert set(kubelet_minors(pk.nodes()).values()) == {"v1.30"}
+    source = pk.lab.exec("node-2", ["cat", "/etc/apt/sources.list.d/kubernetes.list"]).stdout
+    assert "/v1.30/deb/" in source
+    assert "version: '1.30'  # start here" in pk.cluster.read_text()
 
 
 def test_upgrade_stops_at_the_first_node_that_does_not_come_back_ready(pk: Pikube) -> None:

@@ -74,6 +74,15 @@ def test_up_on_the_older_channel(pk: Pikube) -> None:
     assert {tracking(pk, n) for n in NODES} == {"1.30/stable"}
 
 
+def test_reset_in_check_mode_removes_nothing(pk: Pikube) -> None:
+    proc = pk("reset", "--check")  # no --yes needed: a check run changes nothing
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert all(count > 0 for count in pk.changed("reset").values())  # what it would do
+    assert all(pk.exists(node, SNAP) for node in NODES)
+    assert pk.kubeconfig.exists()
+    assert pk.ready_nodes() == set(NODES)
+
+
 def test_reset_removes_microk8s_and_the_kubeconfig_and_a_second_reset_changes_nothing(
     pk: Pikube,
 ) -> None:
@@ -94,6 +103,15 @@ def test_up_after_reset_is_ready_with_a_new_cluster_ca(pk: Pikube) -> None:
 
 
 # --- upgrade, remove-node, add-node ---------------------------------------------------------
+
+
+def test_upgrade_in_check_mode_refreshes_nothing(pk: Pikube) -> None:
+    proc = pk("upgrade", "--to", "1.31", "--check")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "check mode: nothing was changed" in proc.stderr
+    assert {tracking(pk, n) for n in NODES} == {"1.30/stable"}
+    assert set(minors(pk.nodes()).values()) == {"v1.30"}
+    assert "channel: 1.30/stable  # start here" in pk.cluster.read_text()
 
 
 def test_upgrade_refreshes_the_channel_node_by_node(pk: Pikube) -> None:
