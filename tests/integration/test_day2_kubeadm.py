@@ -20,7 +20,7 @@ import pytest
 
 from tests.integration.clusterlab import Pikube, cluster_lab
 
-# Slow tier (PIKUBE_SLOW=1): 16 minutes (three builds, an upgrade, reset drills); the MicroK8s
+# Slow tier (PIKUBE_SLOW=1): 12-16 minutes (three builds, an upgrade, reset drills); the MicroK8s
 # day-2 module (default tier) runs the same flows in 6-7 minutes.
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ stand-ins (tests/lab/standins: channels 1.30/stable and 1.31/stable, `snap refre
 fetched kubeconfig. One lab for the module; the steps build on each other in file order.
 
 Default tier: the whole module takes 6-7 minutes (MicroK8s stand-in builds are quick), so
-every day-2 flow runs in CI for one flavour; the kubeadm module (16 min) is the slow tier.
+every day-2 flow runs in CI for one flavour; the kubeadm module (12-16 min) is the slow tier.
 """
 
 from __future__ import annotations
