@@ -6,6 +6,7 @@ the real playbook against loopback addresses nobody answers on (exit 6).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,71 @@ def test_cluster_file_version_update_declines_when_ambiguous(tmp_path: Path) -> 
     path.write_text(text)
     assert not day2.update_cluster_file(path, "version", "1.30", "1.31")
     assert path.read_text() == text
+
+
+def recorded_argv(run_dir: Path) -> list[str]:
+    """The ansible-playbook argv the run recorded in command.txt (last line, shell-quoted)."""
+    import shlex
+
+    return shlex.split((run_dir / "command.txt").read_text().replace("\\\n", " "))
+
+
+@pytest.mark.parametrize(
+    ("args", "playbook"),
+    [
+        (("reset",), "reset.yml"),
+        (("add-node", "pi-w2"), "add-node.yml"),
+        (("remove-node", "pi-w2"), "remove-node.yml"),
+        (("upgrade", "--to", "1.31"), "upgrade.yml"),
+    ],
+)
+def test_day2_commands_pass_check_diff_tags_and_verbosity_to_ansible(
+    cluster: Path, args: tuple[str, ...], playbook: str
+) -> None:
+    # --check changes nothing, so it needs no confirmation: no --yes and no terminal here.
+    result = run(*args, "--check", "--diff", "--tags", "prepare", "-vv", "--cluster", str(cluster))
+    # The nodes are loopback addresses without sshd: the playbook ran, and could not reach
+    # them unless the tag left nothing to do on them (reset, remove-node: exit 0).
+    assert result.exit_code in (0, EXIT_UNREACHABLE), result.stderr
+    assert "check mode: nothing was changed" in result.stderr or result.exit_code
+    (run_dir,) = runs(cluster)
+    argv = recorded_argv(run_dir)
+    assert argv[-1].endswith(playbook)
+    assert "--check" in argv and "--diff" in argv and "-vv" in argv
+    assert argv[argv.index("--tags") + 1] == "prepare"
+
+
+def test_day2_commands_without_the_options_run_for_real(cluster: Path) -> None:
+    result = run("reset", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    (run_dir,) = runs(cluster)
+    argv = recorded_argv(run_dir)
+    assert not {"--check", "--diff", "--tags"} & set(argv)
+    assert not any(a.startswith("-v") for a in argv)
+
+
+def test_upgrade_in_check_mode_leaves_the_cluster_file_alone(
+    cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A check run that succeeds (the playbook run is replaced: no nodes here) must not record
+    # the new version in cluster.yaml, while a real run does.
+    monkeypatch.setattr(day2, "run", lambda *a, **k: None)
+    before = cluster.read_text()
+    result = run("upgrade", "--to", "1.31", "--check", "--cluster", str(cluster))
+    assert result.exit_code == 0, result.stderr
+    assert "check mode: nothing was changed" in result.stderr
+    assert cluster.read_text() == before
+    result = run("upgrade", "--to", "1.31", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == 0, result.stderr
+    assert cluster.read_text() != before and "1.31" in cluster.read_text()
+
+
+def test_upgrade_passes_the_ready_timeout_to_the_playbook(cluster: Path) -> None:
+    result = run(
+        "upgrade", "--to", "1.31", "--yes", "--ready-timeout", "45", "--cluster", str(cluster)
+    )
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    (run_dir,) = runs(cluster)
+    argv = recorded_argv(run_dir)
+    extra = json.loads(argv[argv.index("--extra-vars") + 1])
+    assert extra == {"pikube_upgrade_ready_timeout": 45, "pikube_upgrade_to": "1.31"}

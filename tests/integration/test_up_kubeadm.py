@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration.clusterlab import pikube_bin
 
 pytestmark = pytest.mark.lab
 
@@ -28,11 +29,6 @@ lab_fixtures = pytest.importorskip("tests.lab.fixtures")
 
 WORKER_DOWN = "node-3"
 OUTPUTS: list[str] = []  # everything the CLI printed in this module, searched for secrets
-
-
-def pikube_bin() -> str:
-    candidate = Path(sys.executable).parent / "pikube"
-    return str(candidate) if candidate.exists() else "pikube"
 
 
 @pytest.fixture(scope="module")

@@ -83,18 +83,47 @@ def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
     return name
 
 
-def run(cluster: Cluster, command: str, playbook: str, limit: str | None, **extra: Any) -> Any:
+def ansible_options(func: Any) -> Any:
+    """``--check``, ``--diff``, ``--tags`` and ``-v``, passed to ansible-playbook as by `up`."""
+    for option in reversed(
+        (
+            click.option(
+                "--check",
+                is_flag=True,
+                help="Dry run: report what would change, change nothing (no confirmation asked).",
+            ),
+            click.option("--diff", is_flag=True, help="Show file changes."),
+            click.option("--tags", "-t", metavar="TAGS", help="Only these parts of the playbook."),
+            click.option("-v", "--verbose", count=True, help="More Ansible output (-vv, -vvv)."),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+def run(
+    cluster: Cluster,
+    command: str,
+    playbook: str,
+    limit: str | None,
+    ansible: dict[str, Any],
+    **extra: Any,
+) -> Any:
     return run_site(
         cluster,
         command=command,
         playbook=playbook,
-        check=False,
-        diff=False,
+        check=ansible["check"],
+        diff=ansible["diff"],
         limit=limit,
-        tags=None,
-        verbose=0,
+        tags=ansible["tags"],
+        verbose=ansible["verbose"],
         extra_vars=extra,
     )
+
+
+def checked(check: bool, message: str) -> str:
+    return "check mode: nothing was changed" if check else message
 
 
 # --- add-node ------------------------------------------------------------------------------
@@ -103,7 +132,8 @@ def run(cluster: Cluster, command: str, playbook: str, limit: str | None, **extr
 @click.command("add-node")
 @cluster_option
 @click.argument("name")
-def add_node(cluster_file: Path, name: str) -> None:
+@ansible_options
+def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
     """Prepare NAME (a worker already in cluster.yaml) and join it with a fresh token.
 
     Only NAME and the control plane are contacted; the control plane only answers reads and
@@ -119,8 +149,8 @@ def add_node(cluster_file: Path, name: str) -> None:
         )
     cp = control_plane(cluster)
     playbook = playbook_for(cluster, "add-node.yml", cluster_file)
-    run(cluster, "add-node", playbook, f"{name},{cp.name}", pikube_add_node=name)
-    info(f"{name} joined {cluster.name}")
+    run(cluster, "add-node", playbook, f"{name},{cp.name}", ansible, pikube_add_node=name)
+    info(checked(ansible["check"], f"{name} joined {cluster.name}"))
 
 
 # --- remove-node ---------------------------------------------------------------------------
@@ -145,7 +175,10 @@ def add_node(cluster_file: Path, name: str) -> None:
     help="Seconds to wait for the drain; without --force a timeout stops the removal.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool) -> None:
+@ansible_options
+def remove_node(
+    cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool, **ansible: Any
+) -> None:
     """Cordon, drain and delete worker NAME from Kubernetes, then reset the machine.
 
     A node already gone from Kubernetes skips the Kubernetes part. An unreachable machine
@@ -161,7 +194,10 @@ def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, 
             fix="use `pikube reset` to take the whole cluster down",
         )
     confirm_destruction(
-        cluster, f"remove {name} from cluster {cluster.name} and reset it", yes, "remove-node"
+        cluster,
+        f"remove {name} from cluster {cluster.name} and reset it",
+        yes or ansible["check"],
+        "remove-node",
     )
     playbook = playbook_for(cluster, "remove-node.yml", cluster_file)
     cp = control_plane(cluster)
@@ -171,6 +207,7 @@ def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, 
             "remove-node",
             playbook,
             f"{name},{cp.name}",
+            ansible,
             pikube_remove_node=name,
             pikube_remove_force=force,
             pikube_remove_drain_timeout=drain_timeout,
@@ -184,7 +221,8 @@ def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, 
                 fix=f"when it is back, run `pikube reset --limit {name} --yes`, or reflash it",
             ) from err
         raise
-    info(f"{name} removed from {cluster.name}; now delete it from {cluster_file}")
+    done = f"{name} removed from {cluster.name}; now delete it from {cluster_file}"
+    info(checked(ansible["check"], done))
 
 
 # --- reset ---------------------------------------------------------------------------------
@@ -195,7 +233,8 @@ def remove_node(cluster_file: Path, name: str, force: bool, drain_timeout: int, 
 @click.option("--limit", "-l", metavar="NODES", help="Only these nodes (comma-separated).")
 @click.option("--purge", is_flag=True, help="Also remove the Kubernetes packages or the snap.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool) -> None:
+@ansible_options
+def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool, **ansible: Any) -> None:
     """Tear the cluster down to freshly prepared nodes; `pikube up` then builds a new one.
 
     Removes cluster membership (kubeadm reset -f / microk8s leave and removal), Kubernetes
@@ -209,11 +248,19 @@ def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool) -> None
     targets = limit or "all nodes (" + ", ".join(n.name for n in cluster.nodes) + ")"
     what = "and remove the Kubernetes packages" if purge else ""
     confirm_destruction(
-        cluster, f"reset cluster {cluster.name} on {targets} {what}".rstrip(), yes, "reset"
+        cluster,
+        f"reset cluster {cluster.name} on {targets} {what}".rstrip(),
+        yes or ansible["check"],
+        "reset",
     )
     playbook = playbook_for(cluster, "reset.yml", cluster_file)
-    run(cluster, "reset", playbook, limit, pikube_reset_purge=purge)
-    info(f"reset done; `pikube up --cluster {cluster_file}` builds a fresh cluster")
+    run(cluster, "reset", playbook, limit, ansible, pikube_reset_purge=purge)
+    info(
+        checked(
+            ansible["check"],
+            f"reset done; `pikube up --cluster {cluster_file}` builds a fresh cluster",
+        )
+    )
 
 
 # --- upgrade -------------------------------------------------------------------------------
@@ -272,8 +319,17 @@ def update_cluster_file(cluster_file: Path, key: str, old: str, new: str) -> boo
 @click.command()
 @cluster_option
 @click.option("--to", "target", required=True, metavar="VERSION", help="e.g. 1.31 (next minor).")
+@click.option(
+    "--ready-timeout",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    metavar="S",
+    help="Seconds each upgraded node may take to come back Ready; then the upgrade stops there.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def upgrade(cluster_file: Path, target: str, yes: bool) -> None:
+@ansible_options
+def upgrade(cluster_file: Path, target: str, ready_timeout: int, yes: bool, **ansible: Any) -> None:
     """Upgrade Kubernetes by one minor: control plane first, then workers one at a time.
 
     kubeadm: kubeadm upgrade plan/apply on the control plane, then each worker is drained,
@@ -291,13 +347,23 @@ def upgrade(cluster_file: Path, target: str, yes: bool) -> None:
     confirm_destruction(
         cluster,
         f"upgrade cluster {cluster.name} from {old} to {to} (nodes are drained)",
-        yes,
+        yes or ansible["check"],
         "upgrade",
     )
     playbook = playbook_for(cluster, "upgrade.yml", cluster_file)
-    run(cluster, "upgrade", playbook, None, pikube_upgrade_to=to)
+    run(
+        cluster,
+        "upgrade",
+        playbook,
+        None,
+        ansible,
+        pikube_upgrade_to=to,
+        pikube_upgrade_ready_timeout=ready_timeout,
+    )
     key = "channel" if cluster.distribution == "microk8s" else "version"
-    if (
+    if ansible["check"]:
+        info("check mode: nothing was changed")
+    elif (
         old != to
         and cluster.kubernetes.model_dump().get(key) == old
         and update_cluster_file(cluster_file, key, old, to)

@@ -1,0 +1,153 @@
+"""Helpers shared by the lab modules that drive the real `pikube` CLI against a lab cluster.
+
+`cluster_lab()` boots a throwaway lab (second half of PIKUBE_LAB_SUBNET) for one module and
+always tears it down; `Pikube` runs the CLI as a subprocess against that lab's cluster file and
+reads back what the runs left: run directories, per-host summaries, event logs, and the
+cluster itself through the real kubectl and the fetched kubeconfig.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def pikube_bin() -> str:
+    """The venv's `pikube` next to this interpreter, else the one on PATH."""
+    candidate = Path(sys.executable).parent / "pikube"
+    return str(candidate) if candidate.exists() else "pikube"
+
+
+def require_kubectl() -> None:
+    if shutil.which("kubectl") is None:
+        pytest.fail(
+            "the real kubectl is needed on the admin side: apt-get install kubernetes-client"
+        )
+
+
+@contextmanager
+def cluster_lab(suffix: str, count: int, distribution: str, pi: int = 1) -> Iterator[Any]:
+    """A fresh lab of `count` nodes (the first `pi` with the Pi personality), torn down after.
+
+    Skips when the lab cannot run here (not root, tools missing); kubeadm labs get the
+    stand-in package repository (two minors) in their web root.
+    """
+    from tests.lab import core as lab_core
+    from tests.lab import fixtures as lab_fixtures
+
+    lab_fixtures.skip_unless_lab_possible()
+    require_kubectl()
+    _, second_half = lab_fixtures.lab_halves()
+    lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-{suffix}", second_half)
+    lab.down()  # left over by a crashed run of the same name
+    try:
+        lab.up(count, distribution=distribution, pi=pi)
+        if distribution == "kubeadm" and not any(
+            lab.www_dir.glob("core:/stable:/v*/deb/Release.key")
+        ):
+            from tests.lab.standins import build_repo
+
+            build_repo(lab.www_dir)
+        yield lab
+    finally:
+        lab.down()
+
+
+def is_ready(node: dict[str, Any]) -> bool:
+    conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+    return conditions.get("Ready") == "True"
+
+
+@dataclass
+class Pikube:
+    """The pikube CLI against one lab cluster file, and what its runs left behind."""
+
+    lab: Any
+    cluster: Path
+    distribution: str
+    skip_doctor: bool = True  # for `up`: see the module using it
+    outputs: list[str] = field(default_factory=list)  # all CLI output, searched for secrets
+
+    def __call__(
+        self, *args: str, timeout: int = 2400, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        extra = ["--skip-doctor"] if args[0] == "up" and self.skip_doctor else []
+        proc = subprocess.run(
+            [pikube_bin(), *args, *extra, "--cluster", str(self.cluster)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            env=dict(os.environ, PIKUBE_DEBUG="0"),
+        )
+        self.outputs.append(proc.stdout + proc.stderr)
+        return proc
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = self(*args)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return proc
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.lab.cluster_data(self.distribution)["state_dir"])
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    def runs(self, command: str = "") -> list[Path]:
+        base = self.state_dir / "runs"
+        return sorted(p for p in base.iterdir() if command in p.name) if base.is_dir() else []
+
+    def summary(self, command: str = "") -> dict[str, Any]:
+        summary: dict[str, Any] = json.loads((self.runs(command)[-1] / "summary.json").read_text())
+        return summary
+
+    def events(self, command: str = "") -> list[dict[str, Any]]:
+        lines = (self.runs(command)[-1] / "events.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def changed(self, command: str = "") -> dict[str, int]:
+        return {h: s["changed"] for h, s in self.summary(command)["hosts"].items()}
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=360,
+            check=False,
+        )
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        proc = self.kubectl("get", "nodes", "--output", "json")
+        assert proc.returncode == 0, proc.stderr
+        return {n["metadata"]["name"]: n for n in json.loads(proc.stdout)["items"]}
+
+    def ready_nodes(self) -> set[str]:
+        return {name for name, node in self.nodes().items() if is_ready(node)}
+
+    def wait_all_ready(self, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Wait (kubectl wait) until every node is Ready; the node set must be `names`."""
+        proc = self.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=180s")
+        assert proc.returncode == 0, proc.stderr
+        found = self.nodes()
+        assert set(found) == set(names)
+        assert all(is_ready(n) for n in found.values())
+        return found
+
+    def exists(self, node: str, path: str) -> bool:
+        return bool(self.lab.exec(node, ["test", "-e", path]).returncode == 0)
