@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.clusterlab import pikube_bin
+from tests.integration.clusterlab import cluster_lab, pikube_bin
 
 pytestmark = pytest.mark.lab
 
-lab_core = pytest.importorskip("tests.lab.core", reason="the lab (tests/lab) is not installed")
-lab_fixtures = pytest.importorskip("tests.lab.fixtures")
 
 WORKER_DOWN = "node-3"
 OUTPUTS: list[str] = []  # everything the CLI printed in this module, searched for secrets
@@ -34,25 +31,10 @@ OUTPUTS: list[str] = []  # everything the CLI printed in this module, searched f
 @pytest.fixture(scope="module")
 def kubeadm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """A fresh 3-node lab (node-1 a Pi 4) with the stand-in repository; node-3 powered off."""
-    lab_fixtures.skip_unless_lab_possible()
-    if shutil.which("kubectl") is None:
-        pytest.fail(
-            "the real kubectl is needed on the admin side: apt-get install kubernetes-client"
-        )
-    _, second_half = lab_fixtures.lab_halves()
-    lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-kadm", second_half)
-    lab.down()
-    try:
-        lab.up(3, distribution="kubeadm", pi=1)
-        if not any(lab.www_dir.glob("core:/stable:/v*/deb/Release.key")):
-            from tests.lab.standins import build_repo
-
-            build_repo(lab.www_dir)
+    with cluster_lab("kadm", 3, "kubeadm", pi=1) as lab:
         cluster = lab.write_cluster(tmp_path_factory.mktemp("kubeadm") / "cluster.yaml", "kubeadm")
         lab.stop(WORKER_DOWN)
         yield lab, cluster
-    finally:
-        lab.down()
 
 
 def pikube(cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,43 +19,23 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.clusterlab import cluster_lab, pikube_bin
+
 pytestmark = pytest.mark.lab
 
-lab_core = pytest.importorskip("tests.lab.core", reason="the lab (tests/lab) is not installed")
-lab_fixtures = pytest.importorskip("tests.lab.fixtures")
 
 POD_CIDR = "10.42.0.0/16"  # not the kubeadm default, so a lost substitution shows
-
-
-def pikube_bin() -> str:
-    candidate = Path(sys.executable).parent / "pikube"
-    return str(candidate) if candidate.exists() else "pikube"
 
 
 @pytest.fixture(scope="module")
 def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """A fresh 2-node lab with the stand-in repository and a cluster file choosing calico."""
-    lab_fixtures.skip_unless_lab_possible()
-    if shutil.which("kubectl") is None:
-        pytest.fail(
-            "the real kubectl is needed on the admin side: apt-get install kubernetes-client"
-        )
-    _, second_half = lab_fixtures.lab_halves()
-    lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-cal", second_half)
-    lab.down()
-    try:
-        lab.up(2, distribution="kubeadm")
-        if not any(lab.www_dir.glob("core:/stable:/v*/deb/Release.key")):
-            from tests.lab.standins import build_repo
-
-            build_repo(lab.www_dir)
+    with cluster_lab("cal", 2, "kubeadm", pi=0) as lab:
         data = lab.cluster_data("kubeadm")
         data["kubernetes"].update(cni="calico", pod_cidr=POD_CIDR)
         cluster = tmp_path_factory.mktemp("calico") / "cluster.yaml"
         cluster.write_text(yaml.safe_dump(data, sort_keys=False))
         yield lab, cluster
-    finally:
-        lab.down()
 
 
 def pikube(cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
