@@ -270,3 +270,48 @@ def test_invalid_object_name_is_rejected(api: tuple[FakeNode, FakeNode]) -> None
     cp, _ = api
     r = cp.kubectl("create", "namespace", "Bad_Name")
     assert r.returncode != 0 and "a lowercase RFC 1123" in r.stderr
+
+
+def test_a_request_body_never_desynchronises_a_kept_alive_connection(
+    api: tuple[FakeNode, FakeNode], tmp_path: Path
+) -> None:
+    """kubectl sends DeleteOptions as the body of DELETE and reuses its connections: the
+    emulator must consume every body, or the next response on that connection is garbage."""
+    import base64
+    import http.client
+    import ssl
+    import urllib.parse
+
+    import yaml
+
+    cp, _ = api
+    assert cp.kubectl("create", "configmap", "framing", "-n", "kube-system").returncode == 0
+    kc = yaml.safe_load((cp.root / "etc/kubernetes/admin.conf").read_text())
+    files = {
+        "ca": kc["clusters"][0]["cluster"]["certificate-authority-data"],
+        "cert": kc["users"][0]["user"]["client-certificate-data"],
+        "key": kc["users"][0]["user"]["client-key-data"],
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(base64.b64decode(data))
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca"))
+    context.load_cert_chain(str(tmp_path / "cert"), str(tmp_path / "key"))
+    server = urllib.parse.urlsplit(kc["clusters"][0]["cluster"]["server"])
+    conn = http.client.HTTPSConnection(server.hostname or "", server.port, context=context)
+    try:
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        conn.request(
+            "DELETE",
+            "/api/v1/namespaces/kube-system/configmaps/framing",
+            body=json.dumps(options),
+            headers={"Content-Type": "application/json"},
+        )
+        deleted = conn.getresponse()
+        assert deleted.status == 200, deleted.read()
+        deleted.read()
+        conn.request("GET", "/version")  # the same connection
+        version = conn.getresponse()
+        assert version.status == 200
+        assert json.loads(version.read())["gitVersion"].startswith("v1.")
+    finally:
+        conn.close()

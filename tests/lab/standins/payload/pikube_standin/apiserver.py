@@ -1438,9 +1438,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def read_body(self) -> bytes:
+        """The request's body, read once (every request, whatever its method, so that a
+        keep-alive connection stays framed: kubectl sends DeleteOptions with DELETE)."""
+        if not hasattr(self, "_raw_body"):
+            n = int(self.headers.get("Content-Length") or 0)
+            self._raw_body = self.rfile.read(n) if n > 0 else b""
+        return self._raw_body
+
     def body(self) -> Any:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        raw = self.read_body()
         if not raw:
             return None
         try:
@@ -1537,7 +1544,10 @@ class Handler(BaseHTTPRequestHandler):
         self.dispatch("DELETE")
 
     def dispatch(self, method: str) -> None:
+        if hasattr(self, "_raw_body"):  # the handler object serves the whole connection
+            del self._raw_body
         try:
+            self.read_body()
             self.route(method)
         except HttpError as e:
             self.send_json(e.code, e.body)
