@@ -160,6 +160,16 @@ TIMESYNCD_LAB = """\
 FallbackNTP={gateway}
 """
 
+# QEMU's usb-net (the emulated Pi's NIC, a stand-in for the Pi 3 B's on-board smsc95xx) has
+# the USB IDs of Linux's Ethernet gadget, which cdc_subset also claims: when udev loads it
+# before cdc_ether, it binds with a random MAC (usb0) and cdc_ether's probe fails (EBUSY),
+# so the node's network-config, which matches the NIC by MAC, never applies. Seen at boot
+# under load; cdc_subset drives nothing a Pi has.
+MODPROBE_USB_NET = """\
+# Written by pikube's emulated-Pi image builder: QEMU's usb-net NIC is cdc_ether's.
+blacklist cdc_subset
+"""
+
 FSTAB = """\
 LABEL=writable\t/\text4\tdiscard,errors=remount-ro\t0 1
 LABEL=system-boot\t/boot/firmware\tvfat\tdefaults\t0 1
@@ -411,6 +421,8 @@ def configure_rootfs(root: Path) -> None:
         f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
     )
     (root / "etc/fstab").write_text(FSTAB)
+    (root / "etc/modprobe.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/modprobe.d/pikube-usb-net.conf").write_text(MODPROBE_USB_NET)
     (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n")
@@ -605,7 +617,17 @@ def ensure_image() -> Path:
         shutil.copyfile(initrd, root / "boot" / f"initrd.img-{kernel_version(root)}")
         assemble_image(root, out, work)
     log(f"built {out}")
+    prune(keep={out, tar, initrd})
     return out
+
+
+def prune(keep: set[Path]) -> None:
+    """Remove cached builds of other recipes (a rootfs tar is ~1 GB): one of each stays."""
+    for pattern in ("pi-image-*.img.xz", "pi-initrd-*.img", "pi-rootfs-*.tar"):
+        for path in CACHE_DIR.glob(pattern):
+            if path not in keep:
+                log(f"removing the outdated {path}")
+                path.unlink(missing_ok=True)
 
 
 def _terminate(signum: int, frame: object) -> None:
