@@ -213,7 +213,10 @@ SEED_PLACEHOLDER = {
 }
 
 DTB = "bcm2837-rpi-3-b.dtb"
-IMAGE_SIZE = 2 << 30  # QEMU's SD card model needs a power of two
+# A power of two (QEMU's SD card model needs one) and about Ubuntu's size (its preinstalled
+# raspi image is ~3.5 GB): enough free space on / for `pikube doctor`'s 2 GB rule, which a
+# real card gets from cloud-init growing the partition to the card.
+IMAGE_SIZE = 4 << 30
 BOOT_START = 1 << 20
 BOOT_SIZE = 256 << 20
 ROOT_START = BOOT_START + BOOT_SIZE
