@@ -375,7 +375,16 @@ class Boot:
 
     @property
     def rebooted(self) -> bool:
-        return "reboot: Restarting system" in self.console_text()
+        """The guest asked for a reset (QEMU's -no-reboot then exits 0, as on power-off).
+
+        The kernel's "reboot: Restarting system" does not always reach the log before QEMU
+        exits; systemd's reboot.target (printed before it) tells a reboot from a power-off.
+        """
+        text = self.console_text()
+        if "reboot: Restarting system" in text:
+            return True
+        tail = text[-4000:]
+        return "reboot.target" in tail and "poweroff.target" not in tail
 
 
 @dataclass
