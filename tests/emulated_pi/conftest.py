@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _teardown_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C: the finalizers stop QEMU and
+    delete the namespace instead of the process dying with them left behind."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.fixture(scope="session")
-def pi_image() -> Path:
+def apt_proxy() -> Iterator[None]:
+    """The host's shared apt-cacher-ng (image build and node prep), stopped with its last user."""
+    with harness.acng_user():
+        yield
+
+
+@pytest.fixture(scope="session")
+def pi_image(apt_proxy: None) -> Path:
     """The cached arm64 Pi image (built first when its recipe changed).
 
     PIKUBE_EMU_IMAGE=PATH uses that .img/.img.xz instead (e.g. while a rebuild runs).
@@ -63,8 +86,8 @@ def pi_image() -> Path:
 
 
 @pytest.fixture(scope="session")
-def emu_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Lab]:
-    """Bridge pkl8-br0 (10.77.8.1/24) with a tap, apt proxy forwarder and NTP; torn down after."""
+def emu_lab(tmp_path_factory: pytest.TempPathFactory, apt_proxy: None) -> Iterator[harness.Lab]:
+    """Namespace pkl6-emu: bridge (10.77.6.1/24), tap, apt proxy forwarder, NTP; removed after."""
     work = tmp_path_factory.mktemp("emulated-pi")
     with harness.lab(work) as the_lab:
         yield the_lab

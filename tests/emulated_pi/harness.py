@@ -13,16 +13,20 @@ What a Pi's firmware does before Linux starts, QEMU does not: it ignores ``confi
 with the card's *current* cmdline.txt, as a Pi's firmware would read it again. So node prep
 can add kernel flags and ``ansible.builtin.reboot`` works.
 
-The lab network is one Linux bridge on the host, ``pkl8-br0`` with 10.77.8.1/24, and one tap.
-The bridge address serves what the LAN of a homelab would: an apt proxy (a forwarder to the
-host's apt-cacher-ng on 127.0.0.1:3142) and NTP (a Pi has no real-time clock). Packets from
-the guest are never forwarded off the bridge (``net.ipv4.conf.pkl8-br0.forwarding=0``, no IPv6).
-Everything is torn down by ``Lab.close()``, which the pytest fixtures call even on failure.
+The lab network lives in its own network namespace, ``pkl6-emu``: a bridge ``pkl6-br0`` with
+10.77.6.1/24 and QEMU's tap. Nothing of it is in the host's namespace, and the namespace has
+no other interface, so nothing the guest sends can leave it. pikube, ssh and Ansible reach
+the node by running inside the namespace (``netns_argv``). The bridge address serves what the
+LAN of a homelab would: an apt proxy (a forwarder whose listening socket is in the namespace
+and whose upstream is the host's apt-cacher-ng on 127.0.0.1:3142) and NTP (a Pi has no
+real-time clock). ``Lab.close()`` stops QEMU and deletes the namespace; the pytest fixtures
+call it even on failure, and ``Lab.open()`` first removes what a killed run left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -38,15 +42,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PREFIX = "pkl8"
+PREFIX = "pkl6"
+NETNS = f"{PREFIX}-emu"
 BRIDGE = f"{PREFIX}-br0"
 TAP = f"{PREFIX}-tap0"
-GATEWAY = "10.77.8.1"
+GATEWAY = "10.77.6.1"
 PREFIXLEN = 24
 ACNG_PORT = 3142
 # A MAC in the Raspberry Pi Foundation's OUI: globally administered, so Linux's usbnet names
 # the interface eth0, as on a real Pi (a locally administered MAC would make it usb0).
-GUEST_MAC = "b8:27:eb:77:08:10"
+GUEST_MAC = "b8:27:eb:77:06:10"
 DTB = "bcm2837-rpi-3-b.dtb"
 BOOT_FILES = ("vmlinuz", "initrd.img", DTB, "cmdline.txt")
 
@@ -169,30 +174,75 @@ def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -
 # --------------------------------------------------------------------------- network
 
 
-def _sysctl(key: str, value: str) -> None:
-    Path("/proc/sys", *key.split(".")).write_text(value)
+CLONE_NEWNET = 0x40000000
 
 
-def bridge_down() -> None:
-    """Remove this lab's tap and bridge if they exist (by name: ours only)."""
-    for dev in (TAP, BRIDGE):
-        if Path(f"/sys/class/net/{dev}").exists():
-            sh(["ip", "link", "del", dev], check=False)
+def netns_argv(argv: list[str]) -> list[str]:
+    """``argv`` run inside the lab's network namespace (where the node is reachable)."""
+    return ["ip", "netns", "exec", NETNS, *argv]
 
 
-def bridge_up() -> None:
-    bridge_down()
-    sh(["ip", "link", "add", BRIDGE, "type", "bridge"])
-    # No IPv6 (no router advertisements or multicast from the host) and no forwarding: what
-    # the guest sends to addresses other than the bridge's stays on the bridge.
-    _sysctl(f"net.ipv6.conf.{BRIDGE}.disable_ipv6", "1")
-    _sysctl(f"net.ipv4.conf.{BRIDGE}.forwarding", "0")
-    sh(["ip", "addr", "add", f"{GATEWAY}/{PREFIXLEN}", "dev", BRIDGE])
-    sh(["ip", "link", "set", BRIDGE, "up"])
-    sh(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-    _sysctl(f"net.ipv6.conf.{TAP}.disable_ipv6", "1")
-    sh(["ip", "link", "set", TAP, "master", BRIDGE])
-    sh(["ip", "link", "set", TAP, "up"])
+def netns_exists() -> bool:
+    return Path("/run/netns", NETNS).exists()
+
+
+def netns_socket(family: int, kind: int) -> socket.socket:
+    """A socket that belongs to the lab namespace, whichever thread later uses it.
+
+    A socket stays in the namespace it was created in, so a short-lived thread joins the
+    namespace (setns affects the calling thread only), creates it and ends.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    made: list[socket.socket] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            with open(Path("/run/netns", NETNS)) as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {NETNS}: {os.strerror(err)}")
+            made.append(socket.socket(family, kind))
+        except BaseException as err:  # handed to the caller's thread
+            errors.append(err)
+
+    worker = threading.Thread(target=create, name=f"{PREFIX}-setns")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+    return made[0]
+
+
+def netns_down() -> None:
+    """Kill what still runs in this lab's namespace and delete it (by name: ours only)."""
+    if not netns_exists():
+        return
+    pids = sh(["ip", "netns", "pids", NETNS], check=False).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = sh(["ip", "netns", "pids", NETNS], check=False).stdout.split()
+        time.sleep(0.1)
+    sh(["ip", "netns", "del", NETNS], check=False)
+
+
+def netns_up() -> None:
+    """The namespace with lo, the bridge (gateway address) and QEMU's tap; nothing else."""
+    netns_down()
+    sh(["ip", "netns", "add", NETNS])
+    ns = ["ip", "-n", NETNS]
+    sh([*ns, "link", "set", "lo", "up"])
+    sh([*ns, "link", "add", BRIDGE, "type", "bridge"])
+    sh(netns_argv(["sysctl", "-q", "-w", f"net.ipv6.conf.{BRIDGE}.disable_ipv6=1"]))
+    sh([*ns, "addr", "add", f"{GATEWAY}/{PREFIXLEN}", "dev", BRIDGE])
+    sh([*ns, "link", "set", BRIDGE, "up"])
+    sh([*ns, "tuntap", "add", "dev", TAP, "mode", "tap"])
+    sh(netns_argv(["sysctl", "-q", "-w", f"net.ipv6.conf.{TAP}.disable_ipv6=1"]))
+    sh([*ns, "link", "set", TAP, "master", BRIDGE])
+    sh([*ns, "link", "set", TAP, "up"])
 
 
 # --------------------------------------------------------------------------- services
@@ -261,50 +311,48 @@ class _UDPServer(socketserver.ThreadingUDPServer):
     daemon_threads = True
 
 
-def acng_running() -> bool:
+def serve_in_netns(
+    kind: type[_TCPServer] | type[_UDPServer],
+    port: int,
+    handler: type[socketserver.BaseRequestHandler],
+) -> socketserver.BaseServer:
+    """A server on the gateway address inside the lab namespace (its handlers run here)."""
+    server = kind((GATEWAY, port), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = netns_socket(server.address_family, server.socket_type)
     try:
-        with socket.create_connection(("127.0.0.1", ACNG_PORT), timeout=0.5):
-            return True
+        server.server_bind()
+        server.server_activate()
     except OSError:
-        return False
+        server.server_close()
+        raise
+    return server
 
 
-def ensure_acng() -> None:
-    """The host's shared apt-cacher-ng on 127.0.0.1:3142 (the lab's, when it runs)."""
-    if acng_running():
-        return
+# Marks this tier as a user of the shared apt proxy, as a lab's state dir does
+# (tests/lab/acng.py): the last user going away stops the proxy the labs started.
+ACNG_USER_DIR = Path(os.environ.get("PIKUBE_LAB_STATE", "/var/lib/pikube-lab")) / NETNS
+
+
+@contextlib.contextmanager
+def acng_user() -> Iterator[None]:
+    """The host's shared apt-cacher-ng on 127.0.0.1:3142 while the block runs."""
+    from tests.lab import acng
+
+    with acng.users_lock():
+        ACNG_USER_DIR.mkdir(parents=True, exist_ok=True)
+        (ACNG_USER_DIR / acng.USER_MARKER).write_text(f"{os.getpid()}\n")
+        acng.ensure_acng()
     try:
-        from tests.lab.acng import ensure_acng as lab_ensure_acng  # type: ignore[import-not-found]
-    except ImportError:
-        lab_ensure_acng = None
-    if lab_ensure_acng is not None:
-        lab_ensure_acng()
-        return
-    home = Path("/var/lib/pikube-lab/acng")
-    cache = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab")) / "acng"
-    (home / "log").mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    # Same configuration as tests/lab/acng.py: loopback only, Debian backends remapped.
-    (home / "acng.conf").write_text(
-        f"CacheDir: {cache}\nLogDir: {home}/log\nSupportDir: /usr/lib/apt-cacher-ng\n"
-        f"Port: {ACNG_PORT}\nBindAddress: 127.0.0.1\nPidFile: {home}/pid\n"
-        "Remap-debrep: file:deb_mirror*.gz /debian ; http://deb.debian.org/debian/\n"
-        "Remap-secdeb: security.debian.org deb.debian.org/debian-security /debian-security ; "
-        "http://deb.debian.org/debian-security/\nExThreshold: 4\n"
-    )
-    subprocess.run(
-        ["apt-cacher-ng", "-c", str(home)],
-        check=True,
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not acng_running():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"apt-cacher-ng did not start; see {home}/log")
-        time.sleep(0.1)
+        yield
+    finally:
+        with acng.users_lock():
+            (ACNG_USER_DIR / acng.USER_MARKER).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                ACNG_USER_DIR.rmdir()
+            others = list(ACNG_USER_DIR.parent.glob(f"*/{acng.USER_MARKER}"))
+            if not others:
+                acng.stop_ours()
 
 
 # --------------------------------------------------------------------------- the Pi
@@ -327,7 +375,16 @@ class Boot:
 
     @property
     def rebooted(self) -> bool:
-        return "reboot: Restarting system" in self.console_text()
+        """The guest asked for a reset (QEMU's -no-reboot then exits 0, as on power-off).
+
+        The kernel's "reboot: Restarting system" does not always reach the log before QEMU
+        exits; systemd's reboot.target (printed before it) tells a reboot from a power-off.
+        """
+        text = self.console_text()
+        if "reboot: Restarting system" in text:
+            return True
+        tail = text[-4000:]
+        return "reboot.target" in tail and "poweroff.target" not in tail
 
 
 @dataclass
@@ -344,7 +401,7 @@ class EmulatedPi:
     error: str | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._supervise, name="pkl8-qemu", daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="pkl6-qemu", daemon=True)
         self._thread.start()
 
     def _launch(self) -> Boot:
@@ -361,7 +418,7 @@ class EmulatedPi:
             if self._stop.is_set():
                 raise RuntimeError("stopping")
             self.proc = subprocess.Popen(
-                argv,
+                netns_argv(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=open(self.workdir / f"qemu-{n}.log", "wb"),  # noqa: SIM115
                 stderr=subprocess.STDOUT,
@@ -416,7 +473,9 @@ class EmulatedPi:
                 raise RuntimeError(self.error)
             if len(self.boots) >= since_boot:
                 try:
-                    with socket.create_connection((host, 22), timeout=3) as conn:
+                    with netns_socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
+                        conn.settimeout(3)
+                        conn.connect((host, 22))
                         conn.settimeout(10)
                         if conn.recv(64).startswith(b"SSH-"):
                             return time.monotonic() - self.boots[since_boot - 1].started
@@ -428,7 +487,7 @@ class EmulatedPi:
 
 
 class Lab:
-    """Bridge, tap, apt proxy forwarder and NTP on 10.77.8.1; ``close()`` removes them all."""
+    """Namespace, bridge, tap, apt proxy forwarder and NTP on 10.77.6.1; ``close()`` removes all."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -436,11 +495,10 @@ class Lab:
         self.pis: list[EmulatedPi] = []
 
     def open(self) -> Lab:
-        ensure_acng()
-        bridge_up()
+        netns_up()
         for server in (
-            _TCPServer((GATEWAY, ACNG_PORT), _Forward),
-            _UDPServer((GATEWAY, 123), _Ntp),
+            serve_in_netns(_TCPServer, ACNG_PORT, _Forward),
+            serve_in_netns(_UDPServer, 123, _Ntp),
         ):
             self._servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -458,7 +516,7 @@ class Lab:
         for server in self._servers:
             server.shutdown()
             server.server_close()
-        bridge_down()
+        netns_down()
 
 
 @contextlib.contextmanager
@@ -478,7 +536,7 @@ def main(argv: list[str]) -> int:
     card, ip = Path(argv[0]), argv[1]
     work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-qemu-"))
     log(f"work dir (console logs) {work}")
-    with lab(work) as the_lab:
+    with acng_user(), lab(work) as the_lab:
         pi = the_lab.boot(card)
         log(f"SSH after {pi.wait_for_ssh(ip):.0f} s")
         with contextlib.suppress(KeyboardInterrupt):

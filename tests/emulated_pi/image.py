@@ -22,9 +22,10 @@ ext4 with ``mke2fs -d DIR -E offset=``.
 
 Builds are cached in ``$PIKUBE_LAB_CACHE`` (default /var/cache/pikube-lab):
 
-* ``pkl8-pi-rootfs-<hash>.tar`` keyed by the root file system recipe (the slow part:
-  6-15 minutes of emulated dpkg), and
-* ``pi-image-<hash>.img.xz`` keyed by the root file system hash plus this module's source,
+* ``pi-rootfs-<hash>.tar`` keyed by the root file system recipe (the slow part: emulated
+  dpkg),
+* ``pi-initrd-<hash>.img`` keyed by that plus the initramfs settings (emulated mkinitramfs),
+* ``pi-image-<hash>.img.xz`` keyed by the initrd hash plus this module's source,
 
 so an image is rebuilt only when its recipe changes. Run ``python -m tests.emulated_pi.image``
 to build (or find) the image; it prints the path.
@@ -48,6 +49,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 CACHE_DIR = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab"))
 SUITE = "bookworm"
@@ -81,7 +83,47 @@ PACKAGES = [
     "e2fsprogs",
     "apt-utils",
     "less",
+    # On Ubuntu's server image too, and what node prep installs: with them in the image, node
+    # prep's apt tasks find them (apt still updates its lists through the proxy), instead of
+    # minutes of emulated dpkg in every test run. python3-apt: Ansible's apt module.
+    "curl",
+    "gnupg",
+    "iptables",
+    "python3-apt",
 ]
+
+# dpkg settings for the build only: no fsync per file (the tree is thrown away if the build
+# fails), which matters when every dpkg is an emulated process.
+DPKG_BUILD_CFG = "force-unsafe-io\n"
+# Kept in the image: no documentation, manual pages or translations (as Ubuntu's minimized
+# images), which is fewer files for emulated dpkg to write and a smaller image to flash.
+DPKG_MINIMIZE_CFG = """\
+# Written by pikube's emulated-Pi image builder.
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+
+# The initrd holds only what finds and mounts the root file system of this machine, as on
+# Ubuntu's raspi kernel, where they are built in: the SD card controllers QEMU's raspi3b has
+# (Arasan SDHCI: sdhci-iproc; SDHOST: bcm2835; Linux's pin setup decides which one the card
+# is on) and ext4. Debian's default MODULES=most copies thousands of modules, each an emulated
+# modprobe/cp when built under qemu-user: 25 minutes instead of about two.
+INITRAMFS_CONF = """\
+# Written by pikube's emulated-Pi image builder: only the modules listed in
+# /usr/share/initramfs-tools/modules.d/pikube-raspi3b.
+MODULES=list
+"""
+INITRAMFS_MODULES = """\
+# The root file system of the emulated Pi: SD card controllers and ext4.
+sdhci-iproc
+bcm2835
+ext4
+crc32c_generic
+"""
 
 # /etc/cloud/cloud.cfg.d/99-fake_cloud.cfg as in Ubuntu's raspi images: the seed lives in the
 # FAT partition labelled system-boot, so a user (or pikube flash) edits it on any computer.
@@ -116,6 +158,16 @@ TIMESYNCD_LAB = """\
 # (stand-in for the internet pool a real Pi uses; see tests/emulated_pi/README.md).
 [Time]
 FallbackNTP={gateway}
+"""
+
+# QEMU's usb-net (the emulated Pi's NIC, a stand-in for the Pi 3 B's on-board smsc95xx) has
+# the USB IDs of Linux's Ethernet gadget, which cdc_subset also claims: when udev loads it
+# before cdc_ether, it binds with a random MAC (usb0) and cdc_ether's probe fails (EBUSY),
+# so the node's network-config, which matches the NIC by MAC, never applies. Seen at boot
+# under load; cdc_subset drives nothing a Pi has.
+MODPROBE_USB_NET = """\
+# Written by pikube's emulated-Pi image builder: QEMU's usb-net NIC is cdc_ether's.
+blacklist cdc_subset
 """
 
 FSTAB = """\
@@ -161,20 +213,53 @@ SEED_PLACEHOLDER = {
 }
 
 DTB = "bcm2837-rpi-3-b.dtb"
-IMAGE_SIZE = 2 << 30  # QEMU's SD card model needs a power of two
+# A power of two (QEMU's SD card model needs one) and about Ubuntu's size (its preinstalled
+# raspi image is ~3.5 GB): enough free space on / for `pikube doctor`'s 2 GB rule, which a
+# real card gets from cloud-init growing the partition to the card.
+IMAGE_SIZE = 4 << 30
 BOOT_START = 1 << 20
 BOOT_SIZE = 256 << 20
 ROOT_START = BOOT_START + BOOT_SIZE
-LAB_GATEWAY = os.environ.get("PIKUBE_EMU_GATEWAY", "10.77.8.1")
+LAB_GATEWAY = os.environ.get("PIKUBE_EMU_GATEWAY", "10.77.6.1")
 
 
 def log(msg: str) -> None:
     print(f"[pi-image] {msg}", file=sys.stderr, flush=True)
 
 
-def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+def run(
+    argv: list[str],
+    *,
+    input: bytes | None = None,
+    stdout: int | IO[bytes] | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run a build step in its own process group; on any error or signal, kill the group.
+
+    The chroot steps start many emulated processes (dpkg, maintainer scripts): none may
+    outlive a failed or interrupted build, nor write into a tree being removed.
+    """
     log("$ " + " ".join(argv))
-    return subprocess.run(argv, check=True, **kw)  # type: ignore[call-overload,no-any-return]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else None,
+        stdout=stdout if stdout is not None else sys.stderr,  # stdout: the image path only
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        proc.communicate(input)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        # A step that exited may have left children behind (daemons a script started).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv)
 
 
 def _hash(*parts: str) -> str:
@@ -202,8 +287,15 @@ def rootfs_hash() -> str:
     return _hash(rootfs_recipe())
 
 
+def initrd_hash() -> str:
+    return _hash(
+        rootfs_hash(), INITRAMFS_CONF, INITRAMFS_MODULES, _code(write_initramfs_config),
+        _code(build_initrd),
+    )  # fmt: skip
+
+
 def image_hash() -> str:
-    return _hash(rootfs_hash(), ast.dump(ast.parse(Path(__file__).read_text())))
+    return _hash(initrd_hash(), ast.dump(ast.parse(Path(__file__).read_text())))
 
 
 def image_path() -> Path:
@@ -249,13 +341,17 @@ def build_rootfs(root: Path) -> None:
             _mirror(),
         ]
     )
+    dpkg_cfg = root / "etc/dpkg/dpkg.cfg.d"
+    dpkg_cfg.mkdir(parents=True, exist_ok=True)
+    (dpkg_cfg / "pikube-build").write_text(DPKG_BUILD_CFG)
+    (dpkg_cfg / "pikube-minimize").write_text(DPKG_MINIMIZE_CFG)
     # No daemons may start inside the build chroot.
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    # The kernel's postinst creates the initrd (update-initramfs -c); the initramfs-tools
-    # trigger would build it a second time (-u), 20+ minutes under qemu-user for nothing:
-    # every package's hooks are unpacked before anything is configured.
+    # No initrd here: the kernel's postinst hook skips it with INITRD=No, and the
+    # initramfs-tools trigger (-u) skips it with update_initramfs=no. build_initrd() makes it
+    # afterwards, cached on its own, once the configuration it needs is in place.
     initramfs_conf = root / "etc/initramfs-tools/update-initramfs.conf"
     initramfs_conf.parent.mkdir(parents=True, exist_ok=True)
     initramfs_conf.write_text("update_initramfs=no\nbackup_initramfs=no\n")
@@ -276,10 +372,44 @@ def build_rootfs(root: Path) -> None:
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "LC_ALL": "C",
             "DEBIAN_FRONTEND": "noninteractive",
+            "INITRD": "No",
         },
     )
-    policy.unlink()
+    policy.unlink(missing_ok=True)  # the second stage removes the one it put there itself
+    (dpkg_cfg / "pikube-build").unlink(missing_ok=True)
     initramfs_conf.write_text("update_initramfs=yes\nbackup_initramfs=no\n")
+
+
+def write_initramfs_config(root: Path) -> None:
+    """The image's initramfs-tools settings (also used when its kernel is upgraded)."""
+    conf_d = root / "etc/initramfs-tools/conf.d"
+    conf_d.mkdir(parents=True, exist_ok=True)
+    (conf_d / "pikube-raspi3b.conf").write_text(INITRAMFS_CONF)
+    modules_d = root / "usr/share/initramfs-tools/modules.d"
+    modules_d.mkdir(parents=True, exist_ok=True)
+    (modules_d / "pikube-raspi3b").write_text(INITRAMFS_MODULES)
+
+
+def kernel_version(root: Path) -> str:
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise RuntimeError(f"expected one kernel in {root}/boot, found {kernels}")
+    return kernels[0].name.removeprefix("vmlinuz-")
+
+
+def build_initrd(root: Path) -> Path:
+    """update-initramfs -c in the tree under qemu-user, in a private mount namespace."""
+    write_initramfs_config(root)
+    version = kernel_version(root)
+    script = 'mount -t proc proc "$1/proc"; exec chroot "$1" update-initramfs -c -k "$2"'
+    run(
+        [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-ec", script, "sh", str(root), version,
+        ],
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+    )  # fmt: skip
+    return root / "boot" / f"initrd.img-{version}"
 
 
 def configure_rootfs(root: Path) -> None:
@@ -294,6 +424,8 @@ def configure_rootfs(root: Path) -> None:
         f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
     )
     (root / "etc/fstab").write_text(FSTAB)
+    (root / "etc/modprobe.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/modprobe.d/pikube-usb-net.conf").write_text(MODPROBE_USB_NET)
     (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
     (root / "etc/hostname").write_text("debian\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n")
@@ -324,20 +456,18 @@ def configure_rootfs(root: Path) -> None:
     shutil.rmtree(root / "debootstrap", ignore_errors=True)
     # systemd sets the clock to at least this file's mtime at boot (a Pi has no RTC).
     (root / "usr/lib/clock-epoch").touch()
+    write_initramfs_config(root)
 
 
 def kernel_files(root: Path) -> tuple[Path, Path, Path]:
     """(vmlinuz, initrd.img, raspi3b dtb) of the installed Debian kernel."""
-    kernels = sorted((root / "boot").glob("vmlinuz-*"))
-    if len(kernels) != 1:
-        raise RuntimeError(f"expected one kernel in {root}/boot, found {kernels}")
-    version = kernels[0].name.removeprefix("vmlinuz-")
+    version = kernel_version(root)
     initrd = root / "boot" / f"initrd.img-{version}"
     dtb = root / "usr/lib" / f"linux-image-{version}" / "broadcom" / DTB
     for path in (initrd, dtb):
         if not path.is_file():
             raise RuntimeError(f"{path} is missing from the root file system")
-    return kernels[0], initrd, dtb
+    return root / "boot" / f"vmlinuz-{version}", initrd, dtb
 
 
 def sfdisk_script() -> str:
@@ -414,15 +544,18 @@ def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> 
     if not compress:
         return
     tmp = out.with_suffix(".part")
-    with open(tmp, "wb") as handle:
-        run(["xz", "-T2", "-3", "-c", str(img)], stdout=handle)
-    tmp.rename(out)
+    try:
+        with open(tmp, "wb") as handle:
+            run(["xz", "-T2", "-3", "-c", str(img)], stdout=handle)
+        tmp.rename(out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def _workdir() -> Iterator[Path]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="pkl8-build-", dir=CACHE_DIR))
+    work = Path(tempfile.mkdtemp(prefix="pi-build-", dir=CACHE_DIR))
     try:
         yield work
     finally:
@@ -430,7 +563,7 @@ def _workdir() -> Iterator[Path]:
 
 
 def ensure_rootfs_tar() -> Path:
-    tar = CACHE_DIR / f"pkl8-pi-rootfs-{rootfs_hash()}.tar"
+    tar = CACHE_DIR / f"pi-rootfs-{rootfs_hash()}.tar"
     if tar.exists():
         return tar
     with _workdir() as work:
@@ -440,9 +573,29 @@ def ensure_rootfs_tar() -> Path:
         build_rootfs(root)
         log(f"root file system built in {time.monotonic() - started:.0f} s")
         part = tar.with_suffix(".part")
-        run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(part), "."])
-        part.rename(tar)
+        try:
+            run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(part), "."])
+            part.rename(tar)
+        finally:
+            part.unlink(missing_ok=True)
     return tar
+
+
+def ensure_initrd(tar: Path) -> Path:
+    initrd = CACHE_DIR / f"pi-initrd-{initrd_hash()}.img"
+    if initrd.exists():
+        return initrd
+    with _workdir() as work:
+        root = work / "root"
+        root.mkdir()
+        run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tar)])
+        started = time.monotonic()
+        built = build_initrd(root)
+        log(f"initrd built in {time.monotonic() - started:.0f} s")
+        part = initrd.with_suffix(".part")
+        shutil.copyfile(built, part)
+        part.rename(initrd)
+    return initrd
 
 
 def ensure_image() -> Path:
@@ -458,14 +611,26 @@ def ensure_image() -> Path:
                 "binfmt-support fdisk dosfstools mtools e2fsprogs xz-utils"
             )
     tar = ensure_rootfs_tar()
+    initrd = ensure_initrd(tar)
     with _workdir() as work:
         root = work / "root"
         root.mkdir()
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tar)])
         configure_rootfs(root)
+        shutil.copyfile(initrd, root / "boot" / f"initrd.img-{kernel_version(root)}")
         assemble_image(root, out, work)
     log(f"built {out}")
+    prune(keep={out, tar, initrd})
     return out
+
+
+def prune(keep: set[Path]) -> None:
+    """Remove cached builds of other recipes (a rootfs tar is ~1 GB): one of each stays."""
+    for pattern in ("pi-image-*.img.xz", "pi-initrd-*.img", "pi-rootfs-*.tar"):
+        for path in CACHE_DIR.glob(pattern):
+            if path not in keep:
+                log(f"removing the outdated {path}")
+                path.unlink(missing_ok=True)
 
 
 def _terminate(signum: int, frame: object) -> None:
