@@ -12,7 +12,7 @@ import yaml
 
 from pikube.config import Cluster, load_cluster
 from pikube.probe.doctor import Finding, diagnose, pod_network_modules
-from pikube.probe.facts import FACTS_SCRIPT, NodeFacts, parse_facts
+from pikube.probe.facts import FACTS_SCRIPT, NodeFacts, clock_offset, parse_facts
 from pikube.probe.status import parse_kube_nodes
 from pikube.resources import data_path
 from tests.factories import base_cluster, edited, write_cluster
@@ -230,6 +230,23 @@ def test_clock_skew_blocks(cluster: Cluster) -> None:
     facts[1].clock_offset = -3600.0
     finding = checks(diagnose(cluster, facts, "arm64"), "pi-w1")["clock"]
     assert "-3600 s off" in finding.message and finding.blocking
+
+
+def test_an_offset_within_the_measurements_uncertainty_is_not_skew(cluster: Cluster) -> None:
+    # An emulated or overloaded node can take seconds to start the probe's shell: the time
+    # it prints is then known only to within half that interval.
+    facts = facts_for(cluster)
+    facts[1].clock_offset, facts[1].clock_uncertainty = 7.0, 3.0
+    assert "clock" not in checks(diagnose(cluster, facts, "arm64"), "pi-w1")
+    facts[1].clock_uncertainty = 0.5
+    assert checks(diagnose(cluster, facts, "arm64"), "pi-w1")["clock"].blocking
+
+
+def test_clock_offset_is_taken_at_the_midpoint_of_the_command_not_the_login() -> None:
+    # Sent at t=100 (login already done), first output at t=104: node said 110.
+    assert clock_offset("110.0", 100.0, 104.0) == (8.0, 2.0)
+    assert clock_offset("", 100.0, 104.0) == (None, 0.0)
+    assert FACTS_SCRIPT.strip().splitlines()[2].startswith("kv time ")  # printed first
 
 
 def test_clock_not_synchronised_is_a_note(cluster: Cluster) -> None:

@@ -164,7 +164,12 @@ def _node_checks(
             fix,
             not raspi,
         )
-    if facts.clock_offset is not None and abs(facts.clock_offset) > MAX_CLOCK_OFFSET_S:
+    # Only an offset beyond the measurement's own uncertainty counts (a slow node's shell
+    # start is not clock skew).
+    if (
+        facts.clock_offset is not None
+        and abs(facts.clock_offset) - facts.clock_uncertainty > MAX_CLOCK_OFFSET_S
+    ):
         yield Finding(
             name,
             "clock",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import dataclass, field
 
 from pikube.probe.ssh import ProbeError, SshTarget, run_command
@@ -12,6 +11,7 @@ from pikube.probe.ssh import ProbeError, SshTarget, run_command
 FACTS_SCRIPT = r"""
 set -u
 kv() { printf '%s=%s\n' "$1" "$2"; }
+kv time "$(date +%s.%N)"
 kv hostname "$(hostname)"
 kv machine_id "$(cat /etc/machine-id 2>/dev/null)"
 if [ -r /etc/os-release ]; then . /etc/os-release; fi
@@ -59,7 +59,6 @@ kv listeners "$(ss -Hltnp 2>/dev/null | awk '{print $4 "|" $6}' | tr '\n' ' ')"
 kv kubeadm_initialised "$( [ -e /etc/kubernetes/admin.conf ] && echo 1 || echo 0)"
 kv kubelet_joined "$( [ -e /etc/kubernetes/kubelet.conf ] && echo 1 || echo 0)"
 kv microk8s "$(snap list microk8s 2>/dev/null | awk 'NR == 2 {print $2 " " $4}')"
-kv time "$(date +%s.%N)"
 """
 
 
@@ -72,6 +71,7 @@ class NodeFacts:
     fix: str = ""
     values: dict[str, str] = field(default_factory=dict)
     clock_offset: float | None = None  # node clock minus admin clock, seconds
+    clock_uncertainty: float = 0.0  # +- seconds: half the command's time to its first output
 
     def get(self, key: str, default: str = "") -> str:
         return self.values.get(key, default)
@@ -111,15 +111,26 @@ def gather_facts(name: str, target: SshTarget) -> NodeFacts:
     """Probe one node. Never raises for node problems: they become ``reachable=False``."""
     command = "sudo -n sh -s 2>/dev/null || sh -s"
     try:
-        before = time.time()
         result = run_command(target, f"sh -c {shlex.quote(command)}", stdin=FACTS_SCRIPT)
-        after = time.time()
     except ProbeError as err:
         return NodeFacts(name, target.host, False, err.reason, err.fix)
     values = parse_facts(result.stdout)
     facts = NodeFacts(name, target.host, True, values=values)
-    try:
-        facts.clock_offset = float(values["time"]) - (before + after) / 2
-    except (KeyError, ValueError):
-        facts.clock_offset = None
+    facts.clock_offset, facts.clock_uncertainty = clock_offset(
+        values.get("time", ""), result.started, result.first_output
+    )
     return facts
+
+
+def clock_offset(node_time: str, started: float, first_output: float) -> tuple[float | None, float]:
+    """The node's clock minus ours, and how uncertain that is.
+
+    The script prints the node's time first; it was read between the command's start (the
+    SSH connection and login already done, so a slow handshake does not count) and its
+    first output. The midpoint is the estimate, half that interval the uncertainty.
+    """
+    try:
+        value = float(node_time)
+    except ValueError:
+        return None, 0.0
+    return value - (started + first_output) / 2, max(first_output - started, 0.0) / 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ class CommandResult:
     exit_status: int
     stdout: str
     stderr: str
+    started: float = 0.0  # time.time() when the command was sent (after login)
+    first_output: float = 0.0  # time.time() when its first stdout byte arrived
 
 
 def run_command(target: SshTarget, command: str, stdin: str = "") -> CommandResult:
@@ -77,12 +80,16 @@ def run_command(target: SshTarget, command: str, stdin: str = "") -> CommandResu
             raise ProbeError(
                 f"unreachable: {err.strerror or err}", "is the node powered and on the network?"
             ) from None
+        started = time.time()
         stdin_file, stdout_file, stderr_file = client.exec_command(command, timeout=60)
         if stdin:
             stdin_file.write(stdin)
         stdin_file.channel.shutdown_write()
-        stdout = stdout_file.read().decode(errors="replace")
+        first = stdout_file.read(1)
+        first_output = time.time()
+        stdout = (first + stdout_file.read()).decode(errors="replace")
         stderr = stderr_file.read().decode(errors="replace")
-        return CommandResult(stdout_file.channel.recv_exit_status(), stdout, stderr)
+        status = stdout_file.channel.recv_exit_status()
+        return CommandResult(status, stdout, stderr, started, first_output)
     finally:
         client.close()
