@@ -309,6 +309,18 @@ def test_static_address_comes_from_the_network_config(seeded: Seeded) -> None:
     assert "netplan" in status["NetworkFile"], status
 
 
+def test_etc_hosts_edits_after_first_boot_survive_a_reboot(seeded: Seeded) -> None:
+    # Node prep names every cluster node in /etc/hosts after cloud-init's first boot; cloud-init
+    # runs at every boot and must keep that (manage_etc_hosts: localhost edits only its own
+    # 127.0.1.1 line; `true` would rewrite the file from its template at each boot).
+    block = "# BEGIN pikube cluster nodes\n10.99.0.7 pi-other\n# END pikube cluster nodes\n"
+    node_exec(seeded.lab, "sh", "-c", f"printf '%s' '{block}' >>/etc/hosts")
+    reboot(seeded.lab, "node-1")
+    hosts = node_exec(seeded.lab, "cat", "/etc/hosts")
+    assert block in hosts
+    assert f"{NODE}.{DOMAIN}" in hosts.split()  # cloud-init still names the node itself
+
+
 # Last in the module: it re-flashes the node.
 def test_reflash_is_a_new_instance_with_the_same_host_keys(seeded: Seeded) -> None:
     # A re-flashed card carries a new instance id, so cloud-init runs its per-instance modules
