@@ -171,7 +171,10 @@ def test_isolate_cuts_a_node_off_and_heal_restores_it(lab: Lab) -> None:
         assert lab.status()["nodes"][2]["isolated"] is True
     finally:
         lab.heal("node-3")
-    assert lab.exec("node-2", ping, timeout=30).returncode == 0
+    # The link's carrier and a fresh ARP lookup take a moment after `heal` (the kernel's
+    # linkwatch delays carrier events up to a second): one reply within 15 s, not within 1 s.
+    back = ["ping", "-c", "1", "-w", "15", node3]
+    assert lab.exec("node-2", back, timeout=30).returncode == 0
 
 
 def test_stop_powers_a_node_off_and_start_brings_it_back(lab: Lab) -> None:
