@@ -8,9 +8,11 @@ cluster itself through the real kubectl and the fetched kubeconfig.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,6 +65,26 @@ def cluster_lab(suffix: str, count: int, distribution: str, pi: int = 1) -> Iter
         lab.down()
 
 
+# Every Ansible task in a lab run is cut off after this long (ansible's task_timeout): no lab
+# task takes more than a few minutes, and a hung one then fails on its own host, by name.
+LAB_TASK_TIMEOUT = 600
+
+
+def kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL, to the process group `process` leads (start_new_session)."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(grace)
+            # the leader is gone; make sure the rest of its group is, too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def is_ready(node: dict[str, Any]) -> bool:
     conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
     return conditions.get("Ready") == "True"
@@ -79,21 +101,73 @@ class Pikube:
     outputs: list[str] = field(default_factory=list)  # all CLI output, searched for secrets
 
     def __call__(
-        self, *args: str, timeout: int = 2400, stdin: str | None = None
+        self, *args: str, timeout: int = 1500, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """Run `pikube ARGS --cluster FILE`; a run that outlives `timeout` fails the test.
+
+        Lab runs cap every Ansible task at LAB_TASK_TIMEOUT (a hung task then fails on its own
+        host, named in the output). If the whole run still hangs, its process group (pikube,
+        ansible-playbook, ssh) is killed, so nothing of it keeps acting on the lab while later
+        tests run, and the failure shows where it stood: the last task started, the hosts that
+        had not answered it, and what runs on every node.
+        """
         extra = ["--skip-doctor"] if args[0] == "up" and self.skip_doctor else []
-        proc = subprocess.run(
-            [pikube_bin(), *args, *extra, "--cluster", str(self.cluster)],
-            capture_output=True,
+        env = dict(os.environ, PIKUBE_DEBUG="0")
+        env.setdefault("ANSIBLE_TASK_TIMEOUT", str(LAB_TASK_TIMEOUT))
+        argv = [pikube_bin(), *args, *extra, "--cluster", str(self.cluster)]
+        with subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             text=True,
-            timeout=timeout,
-            check=False,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            env=dict(os.environ, PIKUBE_DEBUG="0"),
-        )
+            env=env,
+            start_new_session=True,  # its own process group, killed as one
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(process)
+                stdout, stderr = process.communicate()
+                self.outputs.append(stdout + stderr)
+                pytest.fail(
+                    f"`pikube {' '.join(args)}` ran longer than {timeout} s and was killed\n"
+                    + self.hang_report()
+                    + "\n--- its last output ---\n"
+                    + stderr[-3000:],
+                    pytrace=False,
+                )
+        proc = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
         self.outputs.append(proc.stdout + proc.stderr)
         return proc
+
+    def hang_report(self) -> str:
+        """Where a run stood: its last task, the hosts that had not answered it, node processes."""
+        lines = []
+        runs = self.runs()
+        if runs:
+            events = self.events()
+            starts = [i for i, e in enumerate(events) if e.get("pikube_event") == "task_start"]
+            if starts:
+                last = events[starts[-1]]
+                answered = {str(e["host"]) for e in events[starts[-1] :] if e.get("host")}
+                lines.append(
+                    f"run {runs[-1].name}: last task started: {last.get('play')} / "
+                    f"{last.get('task')}; answered by: {sorted(answered) or 'no host'}"
+                )
+        for spec in self.lab.nodes():
+            try:
+                proc = self.lab.exec(
+                    spec.name,
+                    ["ps", "-eo", "pid,etimes,stat,args", "--sort=start_time"],
+                    timeout=20,
+                )
+                listing = proc.stdout.splitlines()[-25:]
+            except (OSError, subprocess.SubprocessError, RuntimeError) as err:
+                listing = [f"(could not list: {err})"]
+            lines.append(f"--- {spec.name} (newest processes last) ---")
+            lines.extend(listing)
+        return "\n".join(lines)
 
     def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = self(*args)

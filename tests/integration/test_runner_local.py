@@ -8,12 +8,15 @@ loopback) gives HostsUnreachable with a retry hint while the other hosts complet
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from pikube.errors import EXIT_UNREACHABLE, HostsUnreachable, PlaybookFailed
+from pikube.resources import data_path
 from pikube.runner import run_playbook
 from pikube.runner.rundir import COMMAND_FILE, EVENTS_FILE, SUMMARY_FILE
 
@@ -35,7 +38,9 @@ def inventory(*hosts: str) -> dict[str, str]:
     return {"hosts.yml": "all:\n  hosts:\n" + "\n".join(hosts) + "\n"}
 
 
-def run(tmp_path: Path, *hosts: str, output: list[str]) -> tuple[Path, object]:
+def run(
+    tmp_path: Path, *hosts: str, output: list[str], env: dict[str, str] | None = None
+) -> tuple[Path, object]:
     state = tmp_path / "state"
     try:
         result: object = run_playbook(
@@ -45,6 +50,7 @@ def run(tmp_path: Path, *hosts: str, output: list[str]) -> tuple[Path, object]:
             command="up",
             on_event=lambda e: output.append(json.dumps(e)),
             on_output=output.append,
+            base_env=None if env is None else {**os.environ, **env},
         )
     except (PlaybookFailed, HostsUnreachable) as err:
         result = err
@@ -108,3 +114,32 @@ def test_ansible_log_path_from_the_user_is_not_used(
     monkeypatch.setenv("ANSIBLE_LOG_PATH", str(log))
     run(tmp_path, local_host("one"), output=[])
     assert not log.exists()
+
+
+def test_pikube_ansible_cfg_caps_every_task() -> None:
+    """pikube's own ansible.cfg sets a task timeout: no task can hang a run for ever."""
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed"],
+        env={**os.environ, "ANSIBLE_CONFIG": str(data_path("ansible.cfg"))},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("TASK_TIMEOUT")]
+    assert 600 <= int(line.rsplit("=", 1)[1]) <= 3600, line
+
+
+def test_hung_task_fails_on_its_host_by_name_and_the_others_finish(tmp_path: Path) -> None:
+    output: list[str] = []
+    run_dir, result = run(
+        tmp_path,
+        local_host("one"),
+        local_host("stuck", hang_here=True),
+        output=output,
+        env={"ANSIBLE_TASK_TIMEOUT": "3"},  # stands in for pikube's 30 minutes
+    )
+    assert isinstance(result, PlaybookFailed)
+    assert "stuck" in result.what and "Hang where asked" in result.what
+    assert "Timed out after 3 second" in result.what  # ansible's own words for the timeout
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    assert summary["hosts"]["one"]["failed"] == 0 and summary["hosts"]["stuck"]["failed"] == 1
