@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -325,3 +326,45 @@ def test_vm_only_image_is_refused_before_anything_is_written(tmp_path: Path) -> 
     assert result.exit_code == EXIT_FLASH_REFUSED, result.stderr
     assert "not SD cards" in result.stderr
     assert not out.exists()
+
+
+PEAK_RSS_LIMIT_MIB = 80  # the issue: "bounded memory (well under 100 MB)"
+
+
+@pytest.mark.parametrize("cards", [1, 3])
+def test_flash_peak_memory_stays_well_under_100_mb(
+    cluster_file: Path, pi_image: BuiltImage, tmp_path: Path, cards: int
+) -> None:
+    """The whole `pikube flash` process, interpreter included, on an image packed the way
+    Ubuntu's are (xz -6: 8 MiB dictionaries, several blocks, so the decoders run in
+    parallel); with --parallel the image is decoded once for all cards. VmHWM is this
+    process's own peak RSS, read as it exits."""
+    packed = tmp_path / "ubuntu-pi-6.img.xz"
+    with packed.open("wb") as handle:
+        subprocess.run(["xz", "-c", "-6", "-T2", str(pi_image.raw)], stdout=handle, check=True)
+    report = tmp_path / "vmhwm"
+    code = (
+        "import sys\n"
+        "from pikube.cli.main import main\n"
+        "report = sys.argv.pop(1)\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "    open(report, 'w').write(hwm.split()[1])\n"
+    )
+    nodes = ["pi-cp1", "pi-w1", "pi-w2"][:cards]
+    outs = [tmp_path / f"{node}.img" for node in nodes]
+    argv = ["flash", "--cluster", str(cluster_file), "--image", str(packed), *nodes]
+    argv += [arg for out in outs for arg in ("--output", str(out))]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(report), *argv, *(["--parallel"] if cards > 1 else [])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("verified") == cards
+    assert all(out.stat().st_size == pi_image.raw.stat().st_size for out in outs)
+    peak_mib = int(report.read_text()) / 1024
+    assert peak_mib < PEAK_RSS_LIMIT_MIB, f"pikube flash peaked at {peak_mib:.1f} MiB"

@@ -138,7 +138,7 @@ def test_parallel_decoding_stops_its_threads_when_abandoned(
 ) -> None:
     path, _ = multi_block
     before = threading.active_count()
-    stream = iter_decompressed_parallel(path, 65536, workers=3, depth=1)
+    stream = iter_decompressed_parallel(path, 65536, workers=3, window=65536)
     next(stream)
     stream.close()
     assert threading.active_count() == before
@@ -171,3 +171,31 @@ def test_flash_pipeline_memory_is_bounded_with_parallel_decoding(pi_image: Built
     total, growth_kib = map(int, out.stdout.split())
     assert total == pi_image.layout.size
     assert growth_kib < 64 * 1024, f"the pipeline grew by {growth_kib} KiB"
+
+
+def test_decoded_window_bounds_blocks_ahead_but_not_zeros_or_the_current_block() -> None:
+    """What lets two decoders run at once in little memory: a block decoded ahead may hold
+    only `budget` bytes (beyond its first piece) until the consumer reaches it; the shared
+    zero chunk costs nothing; the block being consumed always has its floor."""
+    from pikube.image.xz import _Window
+
+    window = _Window(budget=4, floor=2)
+    for i in (0, 1):
+        window.open(i)
+    assert window.put(1, "data", b"a", 3)  # a block's first piece always fits
+    assert window.put(1, "data", b"", 0)  # shared zeros cost nothing
+    blocked = threading.Thread(target=window.put, args=(1, "data", b"b", 3))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # 3 + 3 > 4: block 1 must wait for the consumer
+    assert window.put(0, "data", b"c", 1)  # block 0 (current) is not held up by block 1
+    assert window.put(0, "data", b"d", 1)  # ... up to its floor of 2
+    assert window.get(0) == ("data", b"c")
+    window.close(0)
+    assert window.get(1) == ("data", b"a")  # frees 3 bytes: the waiting put goes in
+    blocked.join(5)
+    assert not blocked.is_alive()
+    assert window.get(1) == ("data", b"")
+    assert window.get(1) == ("data", b"b")
+    window.stop()
+    assert not window.put(1, "data", b"e", 9)  # after stop nothing is queued

@@ -281,13 +281,15 @@ def _open_target(target: Target, size: int) -> None:
 def _run(
     targets: list[Target], image: Path, layout: BootLayout, *, verify: bool, parallel: bool
 ) -> None:
-    from pikube.image.flash import flash_image
+    from pikube.image.flash import FanOut, flash_image
 
     cancel = threading.Event()
+    # In parallel, the image is decoded once and the same chunks go to every card.
+    shared = FanOut(image, len(targets)) if parallel and len(targets) > 1 else None
 
     with flash_progress(targets) as update:
 
-        def work(target: Target) -> None:
+        def work(target: Target, index: int) -> None:
             def progress(phase: str, done: int, total: int) -> None:
                 if not target.started:  # the first call comes once writing has begun
                     target.started = True
@@ -298,6 +300,7 @@ def _run(
                 update(target, phase, done, total)
 
             assert target.handle is not None  # noqa: S101 - opened by _open_target
+            stream = None if shared is None else shared.chunks(index)
             try:
                 target.report = flash_image(
                     image,
@@ -308,17 +311,21 @@ def _run(
                     boot_files=target.files,
                     verify=verify,
                     progress=progress,
+                    chunks=stream,
                 )
             except BaseException as err:  # reported per target below
                 target.error = err
+            finally:
+                if stream is not None:
+                    stream.close()  # the other cards no longer wait for this one
 
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(targets) if parallel else 1, thread_name_prefix="pikube-flash"
         )
         futures: list[concurrent.futures.Future[None]] = []
         try:
-            for target in targets:
-                futures.append(pool.submit(work, target))
+            for index, target in enumerate(targets):
+                futures.append(pool.submit(work, target, index))
             while not all(f.done() for f in futures):
                 concurrent.futures.wait(futures, timeout=0.2)
         except KeyboardInterrupt:
@@ -333,6 +340,8 @@ def _run(
                     target.error = KeyboardInterrupt()
         finally:
             pool.shutdown(wait=True)
+            if shared is not None:
+                shared.join()
 
 
 def _raise_failures(targets: list[Target]) -> None:

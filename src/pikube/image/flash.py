@@ -9,13 +9,16 @@ back and compared, too); finally the first 4 KiB (the partition table); sync; re
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pikube.errors import ImageVerifyError
 from pikube.image.blockmap import BlockMap, BmapMap, StreamMap, bmap_path_for, parse_bmap
@@ -34,7 +37,15 @@ from pikube.image.writer import (
     verify_image,
     write_image,
 )
-from pikube.image.xz import image_size, is_xz, iter_decompressed_parallel, iter_raw
+from pikube.image.xz import (
+    decode_workers,
+    image_size,
+    is_xz,
+    iter_decompressed,
+    iter_decompressed_parallel,
+    iter_raw,
+    xz_blocks,
+)
 
 # (phase, bytes just done, phase total): phases "write", "verify"
 PhaseProgress = Callable[[str, int, int], None]
@@ -53,41 +64,156 @@ class FlashReport:
     seconds: float
 
 
-M_ARENA_MAX = -8  # glibc malloc.h
+M_MMAP_THRESHOLD = -3  # glibc malloc.h
+M_ARENA_MAX = -8
+MMAP_THRESHOLD = 512 << 10
 
 
 @functools.cache
 def limit_malloc_arenas() -> bool:
-    """One malloc arena for all threads, so freed 4 MiB chunks are reused, not scattered.
+    """Keep glibc's heap from holding on to freed image chunks and decoder dictionaries.
 
-    With glibc's default (an arena per thread, up to 8 per core) the decoder, reader and
-    writer threads each keep their own freed chunks: peak memory of a 2 GiB flash grew from
-    ~83 MB to ~112 MB (interpreter included, measured). Call it before starting threads;
-    a no-op where mallopt does not exist.
+    One malloc arena for all threads: with glibc's default (an arena per thread, up to 8
+    per core) every decoder and writer thread keeps its own freed chunks (a 2 GiB flash
+    peaked at ~112 MB instead of ~83 MB). And a fixed mmap threshold: blocks of 512 KiB and
+    more (1 MiB chunks, 8 MiB dictionaries) are mapped on their own and given back when
+    freed, instead of glibc raising the threshold and reusing its heap, whose holes pinned
+    another 4-10 MiB at random (measured: peak 72-83 MiB -> 68-70 MiB, ~10% slower decode
+    on 2 cores). Call it before starting threads; a no-op where mallopt does not exist.
     """
     try:
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_ARENA_MAX, 1))
+        return bool(libc.mallopt(M_ARENA_MAX, 1)) and bool(
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        )
     except (OSError, AttributeError):
         return False
 
 
-def image_chunks(image: Path) -> Iterator[bytes]:
-    """The decompressed image in ``CHUNK`` pieces, produced by a reader thread.
+def _decoded(image: Path) -> tuple[Iterator[bytes], bool]:
+    """The decompressed image in ``CHUNK`` pieces, and whether it decodes in its own threads.
 
-    Multi-block xz files (``xz -T``) decode several blocks at once on several cores.
+    Multi-block xz files (``xz -T``) decode several blocks at once in their own threads;
+    single-block files and raw images are read in the caller's thread.
     """
-
-    limit_malloc_arenas()
+    if is_xz(image):
+        blocks = xz_blocks(image)
+        workers = decode_workers(image, blocks)
+        if workers > 1:
+            return iter_decompressed_parallel(image, CHUNK, workers=workers), True
 
     def produce() -> Iterator[bytes]:
-        if is_xz(image):
-            yield from iter_decompressed_parallel(image, CHUNK)
-        else:
-            with image.open("rb") as handle:
+        with image.open("rb") as handle:
+            if is_xz(image):
+                yield from iter_decompressed(handle, CHUNK, name=str(image))
+            else:
                 yield from iter_raw(handle, CHUNK)
 
-    return threaded_chunks(produce())
+    return produce(), False
+
+
+def image_chunks(image: Path) -> Iterator[bytes]:
+    """The decompressed image in ``CHUNK`` pieces, decoded while the caller writes."""
+    limit_malloc_arenas()
+    chunks, threaded = _decoded(image)
+    return chunks if threaded else threaded_chunks(chunks)
+
+
+class FanOut:
+    """One decode of the image, written to several targets at once (``flash --parallel``).
+
+    A producer thread hands the same chunks to every target's bounded queue, so memory and
+    CPU are those of a single flash plus ``depth`` chunks per target; the slowest card sets
+    the pace. A target that stops (failed, interrupted) is dropped and no longer waited for.
+    """
+
+    def __init__(self, image: Path, count: int, depth: int = 2) -> None:
+        limit_malloc_arenas()
+        self._image = image
+        self._queues: list[queue.Queue[tuple[str, object]]] = [
+            queue.Queue(maxsize=depth) for _ in range(count)
+        ]
+        self._live = [True] * count
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _produce(self) -> None:
+        def send(k: int, item: tuple[str, object]) -> None:
+            while self._live[k]:
+                try:
+                    self._queues[k].put(item, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+
+        chunks: Iterator[bytes] | None = None
+        try:
+            chunks, _ = _decoded(self._image)
+            for chunk in chunks:
+                if not any(self._live):
+                    return
+                for k in range(len(self._queues)):
+                    send(k, ("data", chunk))
+            for k in range(len(self._queues)):
+                send(k, ("end", None))
+        except BaseException as err:  # handed to every target
+            for k in range(len(self._queues)):
+                send(k, ("error", err))
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # stops the decoder threads
+
+    def chunks(self, k: int) -> _SharedStream:
+        """Target ``k``'s copy of the stream; closing it (or an error) drops the target."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._produce, name="pikube-image-fanout", daemon=True
+                )
+                self._thread.start()
+        return _SharedStream(self, k)
+
+    def _drop(self, k: int) -> None:
+        self._live[k] = False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queues[k].get_nowait()
+
+    def join(self) -> None:
+        """Wait for the producer (after every target's stream ended or was closed)."""
+        for k in range(len(self._live)):
+            self._live[k] = False
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _SharedStream:
+    """One target's iterator over a :class:`FanOut`; ``close()`` even if never iterated."""
+
+    def __init__(self, fan: FanOut, k: int) -> None:
+        self._fan = fan
+        self._k = k
+        self._done = False
+
+    def __iter__(self) -> _SharedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        kind, value = self._fan._queues[self._k].get()
+        if kind == "data":
+            return cast(bytes, value)
+        self.close()
+        if kind == "error":
+            raise cast(BaseException, value)
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._fan._drop(self._k)
 
 
 def block_map_for(image: Path, size: int) -> BlockMap:
@@ -115,8 +241,12 @@ def flash_image(
     boot_files: dict[str, str] | None,
     verify: bool = True,
     progress: PhaseProgress | None = None,
+    chunks: Iterator[bytes] | None = None,
 ) -> FlashReport:
-    """Write ``image`` to the open ``target`` and its first-boot files; see module docs."""
+    """Write ``image`` to the open ``target`` and its first-boot files; see module docs.
+
+    ``chunks`` is the decoded image when it is shared with other targets (:class:`FanOut`).
+    """
     started = time.monotonic()
     size = image_size(image)
 
@@ -125,14 +255,20 @@ def flash_image(
             return None
         return lambda done: progress(name, done, total)
 
-    result = write_image(
-        image_chunks(image),
-        target,
-        size=size,
-        block_map=block_map_for(image, size),
-        sparse_target=sparse_target,
-        progress=phase("write", size),
-    )
+    stream = image_chunks(image) if chunks is None else chunks
+    try:
+        result = write_image(
+            stream,
+            target,
+            size=size,
+            block_map=block_map_for(image, size),
+            sparse_target=sparse_target,
+            progress=phase("write", size),
+        )
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # stops the decoder threads now, even when writing failed
     if verify:
         verify_image(target, result, progress=phase("verify", result.written))
     written_files: list[str] = []

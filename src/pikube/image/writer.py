@@ -1,8 +1,8 @@
 """Write an image stream to a card (or an image file), then read it back and compare.
 
-The pipeline (DESIGN.md "Flashing is a pipeline"): a reader thread decompresses the image
-into a bounded queue of 4 MiB chunks (bmaptool does the same with its reader thread), the
-writer thread looks at every 64 KiB segment and writes it unless it is all zeros *and*
+The pipeline (DESIGN.md "Flashing is a pipeline"): the image is decompressed in other
+threads (``pikube.image.xz``: several xz blocks at once, or one reader thread with a short
+queue, as bmaptool's) into 1 MiB chunks; the writer looks at every 64 KiB segment and writes it unless it is all zeros *and*
 unmapped in the block map, coalescing the rest into large aligned ``pwrite`` calls.
 ``fdatasync`` runs every 256 MiB (so the kernel never holds gigabytes of dirty pages and
 Ctrl-C loses little) and at the end. A CRC-32 of every written run is kept (a few KB for a
@@ -33,11 +33,11 @@ from typing import BinaryIO, cast
 from pikube.errors import ImageVerifyError
 from pikube.image.blockmap import BlockMap, NoMap
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 SEGMENT = 64 << 10
 HEAD = 4096  # held back and written last
 SYNC_EVERY = 256 << 20
-QUEUE_DEPTH = 4  # chunks in flight between the reader thread and the writer
+QUEUE_DEPTH = 4  # chunks in flight between a reader thread and the writer
 
 ZERO_SEGMENT = bytes(SEGMENT)
 

@@ -8,11 +8,10 @@ image (gigabytes of zeros) would balloon to the whole output in memory.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import io
 import lzma
 import os
-import queue
 import struct
 import threading
 import zlib
@@ -267,7 +266,11 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-DECODER_BUDGET = 64 << 20  # dictionaries of all parallel decoders together
+# Memory of the parallel decoders (the flash pipeline must stay well under 100 MB, interpreter
+# included): their dictionaries together (liblzma needs a little more than the dictionary
+# itself), and the decoded bytes waiting for the consumer across all of them.
+DECODER_BUDGET = 24 << 20
+WINDOW = 8 << 20
 
 
 def decode_workers(path: Path, blocks: list[XzBlock], cpus: int | None = None) -> int:
@@ -276,15 +279,85 @@ def decode_workers(path: Path, blocks: list[XzBlock], cpus: int | None = None) -
     if len(blocks) < 2 or cpus < 2:
         return 1
     dict_size = max(block_dict_size(path, blocks[0]), 1 << 20)
-    return max(1, min(cpus, 4, DECODER_BUDGET // dict_size, len(blocks)))
+    return max(1, min(cpus, 4, DECODER_BUDGET // (dict_size + dict_size // 8), len(blocks)))
+
+
+class _Window:
+    """Decoded pieces waiting for the consumer, per block, bounded in bytes across blocks.
+
+    Blocks of zeros (most of a Pi image: the unused rest of its partitions) cost nothing to
+    keep: their pieces are all the one shared zero chunk. The block being consumed may
+    always hold ``floor`` bytes, and every block one piece, so decoding never deadlocks.
+    """
+
+    def __init__(self, budget: int, floor: int) -> None:
+        self.cond = threading.Condition()
+        self.pieces: dict[int, collections.deque[tuple[str, object, int]]] = {}
+        self.held: dict[int, int] = {}
+        self.total = 0
+        self.current = 0
+        self.budget = budget
+        self.floor = floor
+        self.stopped = False
+
+    def open(self, i: int) -> None:
+        with self.cond:
+            self.pieces[i] = collections.deque()
+            self.held[i] = 0
+
+    def _room(self, i: int, cost: int) -> bool:
+        if cost == 0 or not self.pieces[i]:
+            return True
+        if i == self.current and self.held[i] + cost <= self.floor:
+            return True
+        return self.total + cost <= self.budget
+
+    def put(self, i: int, kind: str, value: object, cost: int = 0) -> bool:
+        """Queue a piece for block ``i``; False when the consumer has stopped."""
+        with self.cond:
+            while not self.stopped and not self._room(i, cost):
+                self.cond.wait()
+            if self.stopped:
+                return False
+            self.pieces[i].append((kind, value, cost))
+            self.held[i] += cost
+            self.total += cost
+            self.cond.notify_all()
+            return True
+
+    def get(self, i: int) -> tuple[str, object]:
+        with self.cond:
+            if self.current != i:
+                self.current = i
+                self.cond.notify_all()  # block i may now use its floor
+            while not self.pieces[i]:
+                self.cond.wait()
+            kind, value, cost = self.pieces[i].popleft()
+            self.held[i] -= cost
+            self.total -= cost
+            self.cond.notify_all()
+            return kind, value
+
+    def close(self, i: int) -> None:
+        with self.cond:
+            self.total -= self.held.pop(i, 0)
+            self.pieces.pop(i, None)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 def iter_decompressed_parallel(
-    path: Path, chunk_size: int, *, workers: int | None = None, depth: int = 2
+    path: Path, chunk_size: int, *, workers: int | None = None, window: int | None = None
 ) -> Iterator[bytes]:
     """Like :func:`iter_decompressed`, decoding up to ``workers`` blocks at once (threads;
     liblzma releases the GIL). Chunks come out in order and re-cut to ``chunk_size``.
-    Memory: per worker one decoder and ``depth`` chunks. Single-block files fall back to
+
+    Memory: one dictionary per worker, plus at most ``window`` bytes of decoded data waiting
+    (a chunk more per block), and none for runs of zeros. Single-block files fall back to
     the sequential decoder.
     """
     blocks = xz_blocks(path)
@@ -293,36 +366,31 @@ def iter_decompressed_parallel(
         with path.open("rb") as handle:
             yield from iter_decompressed(handle, chunk_size, name=str(path))
         return
-    stop = threading.Event()
-    queues: dict[int, queue.Queue[tuple[str, object]]] = {}
+    zero = bytes(chunk_size)
+    pending_window = _Window(window or WINDOW, floor=2 * chunk_size)
 
     def decode(i: int) -> None:
-        q = queues[i]
         try:
-            reader = _BlockReader(path, blocks[i])
-            with reader:
+            with _BlockReader(path, blocks[i]) as reader:
                 produced = 0
                 for piece in iter_decompressed(reader, chunk_size, name=str(path)):  # type: ignore[arg-type]
                     produced += len(piece)
-                    while not stop.is_set():
-                        try:
-                            q.put(("data", piece), timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    cost = len(piece)
+                    if cost == chunk_size and piece == zero:
+                        piece, cost = zero, 0  # share the one zero chunk; free this one
+                    if not pending_window.put(i, "data", piece, cost):
                         return
             if produced != blocks[i].size:
                 raise ImageVerifyError(f"{path}: block {i} has the wrong size", where=str(path))
-            q.put(("end", None))
+            pending_window.put(i, "end", None)
         except BaseException as err:  # handed to the consumer
-            q.put(("error", err))
+            pending_window.put(i, "error", err)
 
     threads: dict[int, threading.Thread] = {}
 
     def start(i: int) -> None:
         if i < len(blocks) and i not in threads:
-            queues[i] = queue.Queue(maxsize=depth)
+            pending_window.open(i)
             threads[i] = threading.Thread(target=decode, args=(i,), daemon=True)
             threads[i].start()
 
@@ -333,7 +401,7 @@ def iter_decompressed_parallel(
             for ahead in range(i, i + workers):
                 start(ahead)
             while True:
-                kind, value = queues[i].get()
+                kind, value = pending_window.get(i)
                 if kind == "end":
                     break
                 if kind == "error":
@@ -349,16 +417,11 @@ def iter_decompressed_parallel(
                     yield joined[:chunk_size]
                     rest = joined[chunk_size:]
                     pending, pending_len = ([rest] if rest else []), len(rest)
-            del queues[i]
+            pending_window.close(i)
             threads.pop(i).join()
         if pending:
             yield b"".join(pending)
     finally:
-        stop.set()
-        for i, thread in threads.items():
-            q = queues.get(i)
-            while thread.is_alive():
-                if q is not None:
-                    with contextlib.suppress(queue.Empty):
-                        q.get_nowait()
-                thread.join(0.05)
+        pending_window.stop()
+        for thread in threads.values():
+            thread.join()
