@@ -10,7 +10,6 @@ and searched for leaked join tokens.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.clusterlab import cluster_lab, pikube_bin
+from tests.integration.clusterlab import Pikube, cluster_lab
 
 pytestmark = pytest.mark.lab
 
@@ -37,17 +36,10 @@ def kubeadm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
         yield lab, cluster
 
 
-def pikube(cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def pikube(lab: Any, cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # No --skip-doctor: up's preflight runs against the lab nodes too (they name the amd64
     # image and their kernel has vxlan, so only notes that `up` fixes itself remain).
-    proc = subprocess.run(
-        [pikube_bin(), *args, "--cluster", str(cluster)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-        env=dict(os.environ, PIKUBE_DEBUG="0"),
-    )
+    proc = Pikube(lab, cluster, "kubeadm", skip_doctor=False)(*args, timeout=1800)
     OUTPUTS.append(proc.stdout + proc.stderr)
     return proc
 
@@ -84,7 +76,7 @@ def ready_nodes(lab: Any) -> set[str]:
 
 def test_check_mode_on_fresh_nodes_changes_nothing(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
-    proc = pikube(cluster, "up", "--check")
+    proc = pikube(lab, cluster, "up", "--check")
     assert proc.returncode == 6, proc.stderr[-3000:]  # node-3 is down: only that is wrong
     summary = latest_summary(lab)
     assert all(summary["hosts"][h]["failed"] == 0 for h in ("node-1", "node-2"))
@@ -100,7 +92,7 @@ def test_check_mode_on_fresh_nodes_changes_nothing(kubeadm_lab: tuple[Any, Path]
 
 def test_worker_down_leaves_the_others_joined(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
-    proc = pikube(cluster, "up")
+    proc = pikube(lab, cluster, "up")
     assert proc.returncode == 6, proc.stderr[-3000:]
     assert f"could not reach {WORKER_DOWN}" in proc.stderr
     assert f"pikube up --limit {WORKER_DOWN}" in proc.stderr
@@ -113,7 +105,7 @@ def test_worker_down_leaves_the_others_joined(kubeadm_lab: tuple[Any, Path]) -> 
 def test_retry_with_limit_joins_the_worker(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
     lab.start(WORKER_DOWN)
-    proc = pikube(cluster, "up", "--limit", WORKER_DOWN)
+    proc = pikube(lab, cluster, "up", "--limit", WORKER_DOWN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
     assert "kubectl --kubeconfig" in proc.stderr  # the next step is shown
@@ -121,7 +113,7 @@ def test_retry_with_limit_joins_the_worker(kubeadm_lab: tuple[Any, Path]) -> Non
 
 def test_second_run_changes_nothing(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
-    proc = pikube(cluster, "up")
+    proc = pikube(lab, cluster, "up")
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = {h: s["changed"] for h, s in latest_summary(lab)["hosts"].items()}
     assert changed == {"node-1": 0, "node-2": 0, "node-3": 0}
@@ -129,7 +121,7 @@ def test_second_run_changes_nothing(kubeadm_lab: tuple[Any, Path]) -> None:
 
 def test_check_mode_on_converged_cluster_reports_no_changes(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, cluster = kubeadm_lab
-    proc = pikube(cluster, "up", "--check", "--diff")
+    proc = pikube(lab, cluster, "up", "--check", "--diff")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = latest_summary(lab)
     assert {h: s["changed"] for h, s in summary["hosts"].items()} == {

@@ -10,7 +10,6 @@ Also runs the control-plane tag on its own (no prepare play before it).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.clusterlab import cluster_lab, pikube_bin
+from tests.integration.clusterlab import Pikube, cluster_lab
 
 pytestmark = pytest.mark.lab
 
@@ -38,19 +37,11 @@ def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
         yield lab, cluster
 
 
-def pikube(cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def pikube(lab: Any, cluster: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # --skip-doctor for `up`: calico's default IP pool is IP-in-IP and lab nodes have no ipip
     # module, which doctor rightly reports as blocking (test_doctor_asks_for_ipip_not_vxlan);
     # the API emulator's calico-node needs no tunnel.
-    extra = ["--skip-doctor"] if args[0] == "up" else []
-    return subprocess.run(
-        [pikube_bin(), *args, *extra, "--cluster", str(cluster)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-        env=dict(os.environ, PIKUBE_DEBUG="0"),
-    )
+    return Pikube(lab, cluster, "kubeadm", skip_doctor=True)(*args, timeout=1800)
 
 
 def state_dir(lab: Any) -> Path:
@@ -81,8 +72,8 @@ def test_doctor_asks_for_ipip_not_vxlan(calico_lab: tuple[Any, Path]) -> None:
     The lab nodes' modules.builtin lists vxlan but not ipip (tests/lab/rootfs.py), and their
     kernel is not a raspi one, so each node must report ipip as missing and blocking.
     """
-    _, cluster = calico_lab
-    proc = pikube(cluster, "doctor", "--json")
+    lab, cluster = calico_lab
+    proc = pikube(lab, cluster, "doctor", "--json")
     assert proc.returncode == 1, proc.stderr[-3000:]
     findings = json.loads(proc.stdout)
     tunnel = {
@@ -93,7 +84,7 @@ def test_doctor_asks_for_ipip_not_vxlan(calico_lab: tuple[Any, Path]) -> None:
 
 def test_up_with_calico_makes_every_node_ready(calico_lab: tuple[Any, Path]) -> None:
     lab, cluster = calico_lab
-    proc = pikube(cluster, "up")
+    proc = pikube(lab, cluster, "up")
     assert proc.returncode == 0, proc.stderr[-3000:]
     nodes = kubectl_json(lab, "get", "nodes")["items"]
     ready = {
@@ -122,7 +113,7 @@ def test_calico_gets_the_cluster_pod_cidr_and_network(calico_lab: tuple[Any, Pat
 
 def test_second_run_changes_nothing(calico_lab: tuple[Any, Path]) -> None:
     lab, cluster = calico_lab
-    proc = pikube(cluster, "up")
+    proc = pikube(lab, cluster, "up")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert changed_per_host(lab) == {"node-1": 0, "node-2": 0}
 
@@ -130,7 +121,7 @@ def test_second_run_changes_nothing(calico_lab: tuple[Any, Path]) -> None:
 def test_control_plane_tag_runs_alone(calico_lab: tuple[Any, Path]) -> None:
     """`--tags control_plane` skips the prepare play; the control-plane check must still pass."""
     lab, cluster = calico_lab
-    proc = pikube(cluster, "up", "--tags", "control_plane")
+    proc = pikube(lab, cluster, "up", "--tags", "control_plane")
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = changed_per_host(lab)
     assert changed.get("node-1") == 0 and set(changed.values()) == {0}
