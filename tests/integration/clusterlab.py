@@ -225,3 +225,20 @@ class Pikube:
 
     def exists(self, node: str, path: str) -> bool:
         return bool(self.lab.exec(node, ["test", "-e", path]).returncode == 0)
+
+
+def check_remove_of_an_unreachable_node(pk: Pikube, node: str, left_behind: str) -> None:
+    """`remove-node --force` of a node cut off from the network: Kubernetes forgets it, the
+    run exits 6 naming the node and the reset to run later, and the node itself is honestly
+    not reset (`left_behind`, a path of its installation, is still there)."""
+    others = set(pk.nodes()) - {node}
+    pk.lab.isolate(node)
+    try:
+        proc = pk("remove-node", node, "--yes", "--force", "--drain-timeout", "20")
+    finally:
+        pk.lab.heal(node)
+    assert proc.returncode == 6, proc.stderr[-4000:]
+    assert f"{node} was removed from Kubernetes but could not be reached" in proc.stderr
+    assert f"pikube reset --limit {node} --yes" in proc.stderr
+    assert set(pk.nodes()) == others
+    assert pk.exists(node, left_behind)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.clusterlab import Pikube, cluster_lab
+from tests.integration.clusterlab import Pikube, check_remove_of_an_unreachable_node, cluster_lab
 
 # Slow tier (PIKUBE_SLOW=1): 12-16 minutes (three builds, an upgrade, reset drills); the MicroK8s
 # day-2 module (default tier) runs the same flows in 6-7 minutes.
@@ -200,16 +200,7 @@ def test_upgrade_to_the_next_minor_moves_every_node(pk: Pikube) -> None:
 
 
 def test_remove_node_of_an_unreachable_node_cleans_kubernetes(pk: Pikube) -> None:
-    pk.lab.isolate("node-3")
-    try:
-        proc = pk("remove-node", "node-3", "--yes", "--force", "--drain-timeout", "20")
-    finally:
-        pk.lab.heal("node-3")
-    assert proc.returncode == 6, proc.stderr[-4000:]
-    assert "node-3 was removed from Kubernetes but could not be reached" in proc.stderr
-    assert "pikube reset --limit node-3 --yes" in proc.stderr
-    assert set(pk.nodes()) == {"node-1", "node-2"}
-    assert pk.exists("node-3", "/etc/kubernetes/kubelet.conf")  # honestly not reset
+    check_remove_of_an_unreachable_node(pk, "node-3", left_behind="/etc/kubernetes/kubelet.conf")
 
 
 def test_reset_limit_then_add_node_leaves_other_hosts_unchanged(pk: Pikube) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.clusterlab import Pikube, cluster_lab
+from tests.integration.clusterlab import Pikube, check_remove_of_an_unreachable_node, cluster_lab
 
 pytestmark = pytest.mark.lab
 
@@ -137,16 +137,7 @@ def test_upgrade_refreshes_the_channel_node_by_node(pk: Pikube) -> None:
 
 
 def test_remove_node_of_an_unreachable_node_cleans_kubernetes(pk: Pikube) -> None:
-    pk.lab.isolate("node-3")
-    try:
-        proc = pk("remove-node", "node-3", "--yes", "--force", "--drain-timeout", "20")
-    finally:
-        pk.lab.heal("node-3")
-    assert proc.returncode == 6, proc.stderr[-4000:]
-    assert "node-3 was removed from Kubernetes but could not be reached" in proc.stderr
-    assert "pikube reset --limit node-3 --yes" in proc.stderr
-    assert set(pk.nodes()) == {"node-1", "node-2"}
-    assert pk.exists("node-3", SNAP)  # honestly not reset
+    check_remove_of_an_unreachable_node(pk, "node-3", left_behind=SNAP)
 
 
 def test_reset_limit_then_add_node_leaves_other_hosts_unchanged(pk: Pikube) -> None:

@@ -53,6 +53,22 @@ def card(tmp_path: Path, pi_image: BuiltImage) -> Path:
     return path
 
 
+def flash_argv(cluster_file: Path, pi_image: BuiltImage, dev: str) -> list[str]:
+    """`pikube flash` of node pi-w1 to the loop device `dev`, as scripts run it."""
+    return [
+        "flash",
+        "-c",
+        str(cluster_file),
+        "--image",
+        str(pi_image.xz),
+        "pi-w1",
+        "--device",
+        dev,
+        "--yes",
+        "--allow-non-removable",
+    ]
+
+
 def pikube(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PIKUBE, *args], capture_output=True, text=True)
 
@@ -62,18 +78,7 @@ def test_flash_a_loop_device_end_to_end(
 ) -> None:
     layout = pi_image.layout
     with loop_device(card) as dev:
-        result = pikube(
-            "flash",
-            "-c",
-            str(cluster_file),
-            "--image",
-            str(pi_image.xz),
-            "pi-w1",
-            "--device",
-            dev,
-            "--yes",
-            "--allow-non-removable",
-        )
+        result = pikube(*flash_argv(cluster_file, pi_image, dev))
         assert result.returncode == 0, result.stderr
         assert f"-> {dev}: wrote" in result.stderr and "verified" in result.stderr
         # Read the first-boot files back through the block device, without mounting.
@@ -105,18 +110,7 @@ def test_device_opened_exclusively_elsewhere_is_refused(
     with loop_device(card) as dev:
         holder = os.open(dev, os.O_RDONLY | os.O_EXCL)
         try:
-            result = pikube(
-                "flash",
-                "-c",
-                str(cluster_file),
-                "--image",
-                str(pi_image.xz),
-                "pi-w1",
-                "--device",
-                dev,
-                "--yes",
-                "--allow-non-removable",
-            )
+            result = pikube(*flash_argv(cluster_file, pi_image, dev))
         finally:
             os.close(holder)
     assert result.returncode == 4, result.stderr
@@ -138,18 +132,7 @@ def test_mounted_device_is_refused(
         if mounted.returncode != 0:
             pytest.skip(f"cannot mount ext4 here: {mounted.stderr.strip()}")
         try:
-            result = pikube(
-                "flash",
-                "-c",
-                str(cluster_file),
-                "--image",
-                str(pi_image.xz),
-                "pi-w1",
-                "--device",
-                dev,
-                "--yes",
-                "--allow-non-removable",
-            )
+            result = pikube(*flash_argv(cluster_file, pi_image, dev))
         finally:
             subprocess.run(["umount", str(mnt)], check=False)
     assert result.returncode == 4
@@ -185,19 +168,7 @@ def test_ctrl_c_leaves_an_unbootable_card_and_says_so(
         handle.write(pi_image.raw.read_bytes()[: 1 << 20])
     with loop_device(card) as dev:
         proc = subprocess.Popen(
-            [
-                *PIKUBE,
-                "flash",
-                "-c",
-                str(cluster_file),
-                "--image",
-                str(pi_image.xz),
-                "pi-w1",
-                "--device",
-                dev,
-                "--yes",
-                "--allow-non-removable",
-            ],
+            [*PIKUBE, *flash_argv(cluster_file, pi_image, dev)],
             stderr=subprocess.PIPE,
             text=True,
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -15,6 +17,7 @@ from pikube.image.flash import image_chunks
 from pikube.image.writer import (
     CHUNK,
     HEAD,
+    WriteResult,
     finish_image,
     threaded_chunks,
     verify_image,
@@ -112,14 +115,21 @@ def test_interrupted_write_leaves_no_partition_table(pi_image: BuiltImage, tmp_p
     assert table.returncode != 0, "an interrupted card must not have a partition table"
 
 
+@contextlib.contextmanager
+def written_used_card(image: BuiltImage, card: Path) -> Iterator[tuple[BinaryIO, WriteResult]]:
+    """A used card (every byte 0xA5) with ``image`` written to it, not finished yet."""
+    fill(card, image.layout.size)
+    size = image.layout.size
+    with card.open("r+b", buffering=0) as handle:
+        yield (
+            handle,
+            write_image(image_chunks(image.xz), handle, size=size, block_map=StreamMap(size)),
+        )
+
+
 def test_partition_table_is_written_last(pi_image: BuiltImage, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
-    fill(card, pi_image.layout.size)
-    size = pi_image.layout.size
-    with card.open("r+b", buffering=0) as handle:
-        result = write_image(
-            image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size)
-        )
+    with written_used_card(pi_image, card) as (handle, result):
         assert card.read_bytes()[:HEAD] == bytes(HEAD)  # everything else is written already
         finish_image(handle, result)
     assert card.read_bytes()[:HEAD] == pi_image.raw.read_bytes()[:HEAD]
@@ -127,12 +137,7 @@ def test_partition_table_is_written_last(pi_image: BuiltImage, tmp_path: Path) -
 
 def test_read_back_finds_corruption_after_writing(pi_image: BuiltImage, tmp_path: Path) -> None:
     card = tmp_path / "card.img"
-    fill(card, pi_image.layout.size)
-    size = pi_image.layout.size
-    with card.open("r+b", buffering=0) as handle:
-        result = write_image(
-            image_chunks(pi_image.xz), handle, size=size, block_map=StreamMap(size)
-        )
+    with written_used_card(pi_image, card) as (handle, result):
         offset, length, _ = result.runs[len(result.runs) // 2]
         with card.open("r+b") as other:  # a bit flips on the medium
             other.seek(offset + length // 2)
