@@ -32,6 +32,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from tests.fixtures.piimage import UBUNTU_CMDLINE, UBUNTU_CONFIG
+
 from . import acng, rootfs
 
 DEFAULT_NAME = "pikube-lab"
@@ -46,57 +48,9 @@ REQUIRED_TOOLS = ("debootstrap", "systemd-nspawn", "ip", "nsenter", "ssh", "ssh-
 
 PI_MODEL_STRING = "Raspberry Pi 4 Model B Rev 1.4"
 PI_CLUSTER_MODEL = "pi4-2gb"
-# As on Ubuntu 24.04's preinstalled server image for Raspberry Pi (system-boot partition).
-PI_CMDLINE = (
-    "console=serial0,115200 dwc_otg.lpm_enable=0 console=tty1 root=LABEL=writable "
-    "rootfstype=ext4 rootwait fixrtc quiet splash\n"
-)
-PI_CONFIG_TXT = """\
-[all]
-kernel=vmlinuz
-cmdline=cmdline.txt
-initramfs initrd.img followkernel
-
-[pi4]
-max_framebuffers=2
-arm_boost=1
-
-[all]
-# Enable the audio output, I2C and SPI interfaces on the GPIO header. As these
-# parameters related to the base device-tree they must appear *before* any
-# other dtoverlay= specification
-dtparam=audio=on
-dtparam=i2c_arm=on
-dtparam=spi=on
-
-# Comment out the following line if the edges of the desktop appear outside
-# the edges of your display
-disable_overscan=1
-
-# If you have issues with audio, you may try uncommenting the following line
-# which forces the HDMI output into DVI mode
-#hdmi_drive=2
-
-# Enable the serial pins
-enable_uart=1
-
-# Autoload overlays for any recognized cameras or displays that are attached
-# to the CSI/DSI ports. Please note this is for libcamera support, *not* for
-# the legacy camera stack
-camera_auto_detect=1
-display_auto_detect=1
-
-# Config settings specific to arm64
-arm_64bit=1
-dtoverlay=dwc2
-
-[cm4]
-# Enable the USB2 outputs on the IO board (assuming your CM4 is plugged into
-# such a board)
-dtoverlay=dwc2,dr_mode=host
-
-[all]
-"""
+# The Pi personality's boot files: Ubuntu 24.04's for the Pi (system-boot), as on the test images.
+PI_CMDLINE = UBUNTU_CMDLINE
+PI_CONFIG_TXT = UBUNTU_CONFIG
 # Where the node sees its device-tree model. /proc/device-tree cannot be created in a
 # container; the real path /sys/firmware/devicetree/base/model (what /proc/device-tree links
 # to on a Pi) is provided by a bind mount over a tmpfs on /sys/firmware.
