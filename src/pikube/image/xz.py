@@ -24,7 +24,7 @@ from pikube.errors import ImageVerifyError
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 XZ_FOOTER_MAGIC = b"YZ"
-READ_SIZE = 1 << 20
+READ_SIZE = 256 << 10
 
 
 def is_xz(path: Path) -> bool:
