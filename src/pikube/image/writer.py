@@ -2,8 +2,9 @@
 
 The pipeline (DESIGN.md "Flashing is a pipeline"): the image is decompressed in other
 threads (``pikube.image.xz``: several xz blocks at once, or one reader thread with a short
-queue, as bmaptool's) into 1 MiB chunks; the writer looks at every 64 KiB segment and writes it unless it is all zeros *and*
-unmapped in the block map, coalescing the rest into large aligned ``pwrite`` calls.
+queue, as bmaptool's) into 1 MiB chunks; the writer looks at every 64 KiB segment and
+writes it unless it is all zeros *and* unmapped in the block map, coalescing the rest into
+large aligned ``pwrite`` calls.
 ``fdatasync`` runs every 256 MiB (so the kernel never holds gigabytes of dirty pages and
 Ctrl-C loses little) and at the end. A CRC-32 of every written run is kept (a few KB for a
 whole card), so the read-back check needs no second decompression.
