@@ -187,10 +187,10 @@ def flash(
       pikube flash pi-w1 pi-w2 --device /dev/sdb --device /dev/sdc --parallel
     """
     from pikube.image.device import check_device, human_size, probe_device
-    from pikube.image.flash import limit_malloc_arenas
+    from pikube.image.flash import tune_malloc
     from pikube.image.xz import image_size
 
-    limit_malloc_arenas()  # before any thread starts
+    tune_malloc()  # before any thread starts
 
     if bool(devices) == bool(outputs):
         raise click.UsageError("give either --device or --output (one per NODE)")
@@ -281,11 +281,11 @@ def _open_target(target: Target, size: int) -> None:
 def _run(
     targets: list[Target], image: Path, layout: BootLayout, *, verify: bool, parallel: bool
 ) -> None:
-    from pikube.image.flash import FanOut, flash_image
+    from pikube.image.flash import flash_image, shared_chunks
 
     cancel = threading.Event()
     # In parallel, the image is decoded once and the same chunks go to every card.
-    shared = FanOut(image, len(targets)) if parallel and len(targets) > 1 else None
+    shared = shared_chunks(image, len(targets)) if parallel and len(targets) > 1 else None
 
     with flash_progress(targets) as update:
 
@@ -300,7 +300,7 @@ def _run(
                 update(target, phase, done, total)
 
             assert target.handle is not None  # noqa: S101 - opened by _open_target
-            stream = None if shared is None else shared.chunks(index)
+            stream = None if shared is None else shared.stream(index)
             try:
                 target.report = flash_image(
                     image,

@@ -9,16 +9,13 @@ back and compared, too); finally the first 4 KiB (the partition table); sync; re
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from pikube.errors import ImageVerifyError
 from pikube.image.blockmap import BlockMap, BmapMap, StreamMap, bmap_path_for, parse_bmap
@@ -31,6 +28,7 @@ from pikube.image.bootfs import (
 from pikube.image.catalog import BootLayout
 from pikube.image.writer import (
     CHUNK,
+    Broadcast,
     clear_head,
     finish_image,
     threaded_chunks,
@@ -70,7 +68,7 @@ MMAP_THRESHOLD = 512 << 10
 
 
 @functools.cache
-def limit_malloc_arenas() -> bool:
+def tune_malloc() -> bool:
     """Keep glibc's heap from holding on to freed image chunks and decoder dictionaries.
 
     One malloc arena for all threads: with glibc's default (an arena per thread, up to 8
@@ -114,106 +112,16 @@ def _decoded(image: Path) -> tuple[Iterator[bytes], bool]:
 
 def image_chunks(image: Path) -> Iterator[bytes]:
     """The decompressed image in ``CHUNK`` pieces, decoded while the caller writes."""
-    limit_malloc_arenas()
+    tune_malloc()
     chunks, threaded = _decoded(image)
     return chunks if threaded else threaded_chunks(chunks)
 
 
-class FanOut:
-    """One decode of the image, written to several targets at once (``flash --parallel``).
-
-    A producer thread hands the same chunks to every target's bounded queue, so memory and
-    CPU are those of a single flash plus ``depth`` chunks per target; the slowest card sets
-    the pace. A target that stops (failed, interrupted) is dropped and no longer waited for.
-    """
-
-    def __init__(self, image: Path, count: int, depth: int = 2) -> None:
-        limit_malloc_arenas()
-        self._image = image
-        self._queues: list[queue.Queue[tuple[str, object]]] = [
-            queue.Queue(maxsize=depth) for _ in range(count)
-        ]
-        self._live = [True] * count
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _produce(self) -> None:
-        def send(k: int, item: tuple[str, object]) -> None:
-            while self._live[k]:
-                try:
-                    self._queues[k].put(item, timeout=0.2)
-                    return
-                except queue.Full:
-                    continue
-
-        chunks: Iterator[bytes] | None = None
-        try:
-            chunks, _ = _decoded(self._image)
-            for chunk in chunks:
-                if not any(self._live):
-                    return
-                for k in range(len(self._queues)):
-                    send(k, ("data", chunk))
-            for k in range(len(self._queues)):
-                send(k, ("end", None))
-        except BaseException as err:  # handed to every target
-            for k in range(len(self._queues)):
-                send(k, ("error", err))
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # stops the decoder threads
-
-    def chunks(self, k: int) -> _SharedStream:
-        """Target ``k``'s copy of the stream; closing it (or an error) drops the target."""
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._produce, name="pikube-image-fanout", daemon=True
-                )
-                self._thread.start()
-        return _SharedStream(self, k)
-
-    def _drop(self, k: int) -> None:
-        self._live[k] = False
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queues[k].get_nowait()
-
-    def join(self) -> None:
-        """Wait for the producer (after every target's stream ended or was closed)."""
-        for k in range(len(self._live)):
-            self._live[k] = False
-        if self._thread is not None:
-            self._thread.join()
-
-
-class _SharedStream:
-    """One target's iterator over a :class:`FanOut`; ``close()`` even if never iterated."""
-
-    def __init__(self, fan: FanOut, k: int) -> None:
-        self._fan = fan
-        self._k = k
-        self._done = False
-
-    def __iter__(self) -> _SharedStream:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._done:
-            raise StopIteration
-        kind, value = self._fan._queues[self._k].get()
-        if kind == "data":
-            return cast(bytes, value)
-        self.close()
-        if kind == "error":
-            raise cast(BaseException, value)
-        raise StopIteration
-
-    def close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._fan._drop(self._k)
+def shared_chunks(image: Path, cards: int) -> Broadcast:
+    """One decode of the image for several cards at once (``flash --parallel``): each card
+    reads ``.stream(k)``, two chunks deep, so memory is that of a single flash."""
+    tune_malloc()
+    return Broadcast(_decoded(image)[0], cards, depth=2)
 
 
 def block_map_for(image: Path, size: int) -> BlockMap:
@@ -245,7 +153,7 @@ def flash_image(
 ) -> FlashReport:
     """Write ``image`` to the open ``target`` and its first-boot files; see module docs.
 
-    ``chunks`` is the decoded image when it is shared with other targets (:class:`FanOut`).
+    ``chunks`` is the decoded image when it is shared with other targets (:func:`shared_chunks`).
     """
     started = time.monotonic()
     size = image_size(image)

@@ -55,47 +55,111 @@ class WriteResult:
     map_description: str = ""
 
 
-def threaded_chunks(chunks: Iterable[bytes], depth: int = QUEUE_DEPTH) -> Iterator[bytes]:
-    """Produce ``chunks`` in a reader thread through a bounded queue (memory: ``depth`` chunks).
+class Broadcast:
+    """Produce ``chunks`` in a reader thread for ``count`` consumers, each through its own
+    bounded queue (memory: ``depth`` chunks per consumer). The same bytes objects go to all.
 
-    Decompression (liblzma releases the GIL) then overlaps with writing and hashing.
-    Errors in the reader are re-raised in the consumer; stopping early stops the reader.
+    Decompression (liblzma releases the GIL) then overlaps with writing and hashing; with
+    several consumers (``flash --parallel``) the image is decoded once for every card and
+    the slowest sets the pace. Errors in the reader are re-raised in every consumer. A
+    consumer that stops (``close()``: failed, interrupted) is no longer waited for; when
+    none is left the reader stops, and closes ``chunks`` (stopping decoder threads).
     """
-    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def run() -> None:
-        try:
-            for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(("data", chunk), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(("end", None))
-        except BaseException as err:
-            q.put(("error", err))
+    def __init__(self, chunks: Iterable[bytes], count: int, depth: int = QUEUE_DEPTH) -> None:
+        self._chunks = chunks
+        self._queues: list[queue.Queue[tuple[str, object]]] = [
+            queue.Queue(maxsize=depth) for _ in range(count)
+        ]
+        self._live = [True] * count
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
-    thread = threading.Thread(target=run, name="pikube-image-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "data":
-                yield cast(bytes, value)
-            elif kind == "error":
-                raise cast(BaseException, value)
-            else:
+    def _send(self, k: int, item: tuple[str, object]) -> None:
+        while self._live[k]:
+            try:
+                self._queues[k].put(item, timeout=0.2)
                 return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not any(self._live):
+                    return
+                for k in range(len(self._queues)):
+                    self._send(k, ("data", chunk))
+            for k in range(len(self._queues)):
+                self._send(k, ("end", None))
+        except BaseException as err:  # handed to every consumer
+            for k in range(len(self._queues)):
+                self._send(k, ("error", err))
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+
+    def stream(self, k: int) -> BroadcastStream:
+        """Consumer ``k``'s iterator; starts the reader thread on first use."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pikube-image-reader", daemon=True
+                )
+                self._thread.start()
+        return BroadcastStream(self, k)
+
+    def _drop(self, k: int) -> None:
+        self._live[k] = False
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblocks a reader waiting on this full queue
+                self._queues[k].get_nowait()
+
+    def join(self) -> None:
+        """Stop waiting for any consumer and wait for the reader thread to end."""
+        for k in range(len(self._live)):
+            self._drop(k)
+        if self._thread is not None:
+            self._thread.join()
+
+
+class BroadcastStream:
+    """One consumer's iterator over a :class:`Broadcast`; ``close()`` even if never used."""
+
+    def __init__(self, broadcast: Broadcast, k: int) -> None:
+        self._broadcast = broadcast
+        self._k = k
+        self._done = False
+
+    def __iter__(self) -> BroadcastStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        kind, value = self._broadcast._queues[self._k].get()
+        if kind == "data":
+            return cast(bytes, value)
+        self.close()
+        if kind == "error":
+            raise cast(BaseException, value)
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._broadcast._drop(self._k)
+
+
+def threaded_chunks(chunks: Iterable[bytes], depth: int = QUEUE_DEPTH) -> Iterator[bytes]:
+    """Produce ``chunks`` in a reader thread through one bounded queue (a one-consumer
+    :class:`Broadcast`); stopping early stops and joins the reader."""
+    broadcast = Broadcast(chunks, 1, depth)
+    try:
+        yield from broadcast.stream(0)
     finally:
-        stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                q.get_nowait()
-            thread.join(0.1)
+        broadcast.join()
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
