@@ -223,7 +223,7 @@ def test_upgrade_in_check_mode_leaves_the_cluster_file_alone(
 ) -> None:
     # A check run that succeeds (the playbook run is replaced: no nodes here) must not record
     # the new version in cluster.yaml, while a real run does.
-    monkeypatch.setattr(day2, "run", lambda *a, **k: None)
+    monkeypatch.setattr(day2, "run_site", lambda *a, **k: None)
     before = cluster.read_text()
     result = run("upgrade", "--to", "1.31", "--check", "--cluster", str(cluster))
     assert result.exit_code == 0, result.stderr

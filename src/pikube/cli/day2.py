@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from pikube.cli.common import cluster_option, info, load
+from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load, run_options
 from pikube.cli.up import run_site
 from pikube.errors import EXIT_USAGE, HostsUnreachable, PikubeError
 
@@ -43,7 +43,10 @@ def confirm_destruction(cluster: Cluster, action: str, yes: bool, command: str) 
         )
     info(f"This will {action}.")
     answer = click.prompt(
-        f"Type the cluster name ({cluster.name}) to confirm", default="", show_default=False
+        f"Type the cluster name ({cluster.name}) to confirm",
+        default="",
+        show_default=False,
+        err=True,  # stdout carries data (--json)
     )
     if answer.strip() != cluster.name:
         raise PikubeError(
@@ -83,45 +86,6 @@ def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
     return name
 
 
-def ansible_options(func: Any) -> Any:
-    """``--check``, ``--diff``, ``--tags`` and ``-v``, passed to ansible-playbook as by `up`."""
-    for option in reversed(
-        (
-            click.option(
-                "--check",
-                is_flag=True,
-                help="Dry run: report what would change, change nothing (no confirmation asked).",
-            ),
-            click.option("--diff", is_flag=True, help="Show file changes."),
-            click.option("--tags", "-t", metavar="TAGS", help="Only these parts of the playbook."),
-            click.option("-v", "--verbose", count=True, help="More Ansible output (-vv, -vvv)."),
-        )
-    ):
-        func = option(func)
-    return func
-
-
-def run(
-    cluster: Cluster,
-    command: str,
-    playbook: str,
-    limit: str | None,
-    ansible: dict[str, Any],
-    **extra: Any,
-) -> Any:
-    return run_site(
-        cluster,
-        command=command,
-        playbook=playbook,
-        check=ansible["check"],
-        diff=ansible["diff"],
-        limit=limit,
-        tags=ansible["tags"],
-        verbose=ansible["verbose"],
-        extra_vars=extra,
-    )
-
-
 def checked(check: bool, message: str) -> str:
     return "check mode: nothing was changed" if check else message
 
@@ -131,9 +95,9 @@ def checked(check: bool, message: str) -> str:
 
 @click.command("add-node")
 @cluster_option
-@click.argument("name")
-@ansible_options
-def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
+@click.argument("name", shell_complete=complete_node_name)
+@run_options(limit=False)
+def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
     """Prepare NAME (a worker already in cluster.yaml) and join it with a fresh token.
 
     Only NAME and the control plane are contacted; the control plane only answers reads and
@@ -149,8 +113,16 @@ def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
         )
     cp = control_plane(cluster)
     playbook = playbook_for(cluster, "add-node.yml", cluster_file)
-    run(cluster, "add-node", playbook, f"{name},{cp.name}", ansible, pikube_add_node=name)
-    info(checked(ansible["check"], f"{name} joined {cluster.name}"))
+    run_site(
+        cluster,
+        command="add-node",
+        playbook=playbook,
+        flags=flags,
+        limit=f"{name},{cp.name}",
+        extra_vars={"pikube_add_node": name},
+        retry=lambda _hosts: f"pikube add-node {name}",
+    )
+    info(checked(flags.check, f"{name} joined {cluster.name}"))
 
 
 # --- remove-node ---------------------------------------------------------------------------
@@ -158,7 +130,7 @@ def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
 
 @click.command("remove-node")
 @cluster_option
-@click.argument("name")
+@click.argument("name", shell_complete=complete_node_name)
 @click.option(
     "--force",
     is_flag=True,
@@ -175,9 +147,9 @@ def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
     help="Seconds to wait for the drain; without --force a timeout stops the removal.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@ansible_options
+@run_options(limit=False)
 def remove_node(
-    cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool, **ansible: Any
+    cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool, flags: RunFlags
 ) -> None:
     """Cordon, drain and delete worker NAME from Kubernetes, then reset the machine.
 
@@ -196,22 +168,25 @@ def remove_node(
     confirm_destruction(
         cluster,
         f"remove {name} from cluster {cluster.name} and reset it",
-        yes or ansible["check"],
+        yes or flags.check,
         "remove-node",
     )
     playbook = playbook_for(cluster, "remove-node.yml", cluster_file)
     cp = control_plane(cluster)
     try:
-        run(
+        run_site(
             cluster,
-            "remove-node",
-            playbook,
-            f"{name},{cp.name}",
-            ansible,
-            pikube_remove_node=name,
-            pikube_remove_force=force,
-            pikube_remove_drain_timeout=drain_timeout,
-            pikube_reset_hosts=name,
+            command="remove-node",
+            playbook=playbook,
+            flags=flags,
+            limit=f"{name},{cp.name}",
+            extra_vars={
+                "pikube_remove_node": name,
+                "pikube_remove_force": force,
+                "pikube_remove_drain_timeout": drain_timeout,
+                "pikube_reset_hosts": name,
+            },
+            retry=lambda _hosts: f"pikube remove-node {name} --yes",
         )
     except HostsUnreachable as err:
         if err.result is not None and list(err.result.unreachable_hosts) == [name]:  # type: ignore[attr-defined]
@@ -222,7 +197,7 @@ def remove_node(
             ) from err
         raise
     done = f"{name} removed from {cluster.name}; now delete it from {cluster_file}"
-    info(checked(ansible["check"], done))
+    info(checked(flags.check, done))
 
 
 # --- reset ---------------------------------------------------------------------------------
@@ -230,11 +205,10 @@ def remove_node(
 
 @click.command()
 @cluster_option
-@click.option("--limit", "-l", metavar="NODES", help="Only these nodes (comma-separated).")
 @click.option("--purge", is_flag=True, help="Also remove the Kubernetes packages or the snap.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@ansible_options
-def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool, **ansible: Any) -> None:
+@run_options()
+def reset(cluster_file: Path, purge: bool, yes: bool, flags: RunFlags) -> None:
     """Tear the cluster down to freshly prepared nodes; `pikube up` then builds a new one.
 
     Removes cluster membership (kubeadm reset -f / microk8s leave and removal), Kubernetes
@@ -244,20 +218,26 @@ def reset(cluster_file: Path, limit: str | None, purge: bool, yes: bool, **ansib
     from pikube.cli.up import check_limit
 
     cluster = load(cluster_file)
-    check_limit(cluster, limit, cluster_file)
-    targets = limit or "all nodes (" + ", ".join(n.name for n in cluster.nodes) + ")"
+    check_limit(cluster, flags.limit, cluster_file)
+    targets = flags.limit or "all nodes (" + ", ".join(n.name for n in cluster.nodes) + ")"
     what = "and remove the Kubernetes packages" if purge else ""
     confirm_destruction(
         cluster,
         f"reset cluster {cluster.name} on {targets} {what}".rstrip(),
-        yes or ansible["check"],
+        yes or flags.check,
         "reset",
     )
     playbook = playbook_for(cluster, "reset.yml", cluster_file)
-    run(cluster, "reset", playbook, limit, ansible, pikube_reset_purge=purge)
+    run_site(
+        cluster,
+        command="reset",
+        playbook=playbook,
+        flags=flags,
+        extra_vars={"pikube_reset_purge": purge},
+    )
     info(
         checked(
-            ansible["check"],
+            flags.check,
             f"reset done; `pikube up --cluster {cluster_file}` builds a fresh cluster",
         )
     )
@@ -328,8 +308,10 @@ def update_cluster_file(cluster_file: Path, key: str, old: str, new: str) -> boo
     help="Seconds each upgraded node may take to come back Ready; then the upgrade stops there.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@ansible_options
-def upgrade(cluster_file: Path, target: str, ready_timeout: int, yes: bool, **ansible: Any) -> None:
+@run_options(limit=False)
+def upgrade(
+    cluster_file: Path, target: str, ready_timeout: int, yes: bool, flags: RunFlags
+) -> None:
     """Upgrade Kubernetes by one minor: control plane first, then workers one at a time.
 
     kubeadm: kubeadm upgrade plan/apply on the control plane, then each worker is drained,
@@ -347,21 +329,20 @@ def upgrade(cluster_file: Path, target: str, ready_timeout: int, yes: bool, **an
     confirm_destruction(
         cluster,
         f"upgrade cluster {cluster.name} from {old} to {to} (nodes are drained)",
-        yes or ansible["check"],
+        yes or flags.check,
         "upgrade",
     )
     playbook = playbook_for(cluster, "upgrade.yml", cluster_file)
-    run(
+    run_site(
         cluster,
-        "upgrade",
-        playbook,
-        None,
-        ansible,
-        pikube_upgrade_to=to,
-        pikube_upgrade_ready_timeout=ready_timeout,
+        command="upgrade",
+        playbook=playbook,
+        flags=flags,
+        extra_vars={"pikube_upgrade_to": to, "pikube_upgrade_ready_timeout": ready_timeout},
+        retry=lambda _hosts: f"pikube upgrade --to {target} --yes",
     )
     key = "channel" if cluster.distribution == "microk8s" else "version"
-    if ansible["check"]:
+    if flags.check:
         info("check mode: nothing was changed")
     elif (
         old != to

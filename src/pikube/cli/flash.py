@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from pikube.cli.common import cluster_option, info, load
+from pikube.cli.common import cluster_option, complete_node_name, info, load
 from pikube.cli.image import cache_dir_option, catalog_option, resolve_cache_dir
 from pikube.errors import EXIT_INTERRUPTED, FlashRefused, PikubeError
 
@@ -142,7 +142,7 @@ def prepare_seed(cluster: Cluster, node: Node) -> dict[str, str]:
 
 @click.command()
 @cluster_option
-@click.argument("nodes", nargs=-1, required=True)
+@click.argument("nodes", nargs=-1, required=True, shell_complete=complete_node_name)
 @click.option("--device", "devices", multiple=True, help="SD card block device (repeatable).")
 @click.option(
     "--output",

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pikube.cli.common import cluster_option, info, load
+from pikube.cli.common import (
+    RunFlags,
+    RunOutcome,
+    cluster_option,
+    info,
+    load,
+    record_outcome,
+    run_options,
+)
 from pikube.errors import PikubeError
 
 if TYPE_CHECKING:
@@ -16,23 +25,16 @@ if TYPE_CHECKING:
 SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
 
 
-def playbook_options(
-    check: bool,
-    diff: bool,
-    limit: str | None,
-    tags: str | None,
-    verbose: int,
-    extra_vars: dict[str, object] | None = None,
-) -> Any:
+def playbook_options(flags: RunFlags, limit: str | None, extra_vars: dict[str, object]) -> Any:
     from pikube.runner import PlaybookOptions
 
     return PlaybookOptions(
-        check=check,
-        diff=diff,
+        check=flags.check,
+        diff=flags.diff,
         limit=limit,
-        tags=tags,
-        verbosity=verbose,
-        extra_vars=extra_vars or {},
+        tags=flags.tags,
+        verbosity=flags.verbose,
+        extra_vars=extra_vars,
     )
 
 
@@ -79,12 +81,9 @@ def preflight(cluster: Cluster, limit: str | None) -> None:
         )
 
 
-def show_event(event: dict[str, Any]) -> None:
-    from pikube.runner import describe_event
-
-    line = describe_event(event)
-    if line is not None:
-        info(line)
+def kubeconfig_path(cluster: Cluster) -> Path:
+    """Where the site playbook puts the admin kubeconfig (the inventory says so too)."""
+    return Path(str(cluster.state_dir)) / "kubeconfig"
 
 
 def run_site(
@@ -92,33 +91,41 @@ def run_site(
     *,
     command: str,
     playbook: str,
-    check: bool,
-    diff: bool,
-    limit: str | None,
-    tags: str | None,
-    verbose: int,
+    flags: RunFlags,
+    limit: str | None = None,
     extra_vars: dict[str, object] | None = None,
+    retry: Callable[[list[str]], str] | None = None,
 ) -> Any:
-    """Run one lifecycle playbook through the runner, printing progress and the host table."""
+    """Run one lifecycle playbook: live board or progress lines, then the per-host table.
+
+    ``limit`` defaults to the user's --limit; the outcome is kept for --json.
+    """
+    from pikube.cli.board import run_progress
     from pikube.errors import HostsUnreachable, PlaybookFailed
     from pikube.inventory import render_inventory_files
     from pikube.runner import run_playbook, summary_table
 
     state_dir = Path(str(cluster.state_dir))
+    kubeconfig = kubeconfig_path(cluster)
     try:
-        result = run_playbook(
-            playbook,
-            inventory_files=render_inventory_files(cluster),
-            state_dir=state_dir,
-            command=command,
-            options=playbook_options(check, diff, limit, tags, verbose, extra_vars),
-            on_event=show_event,
-            on_output=info,
-        )
+        with run_progress() as (on_event, on_output):
+            result = run_playbook(
+                playbook,
+                inventory_files=render_inventory_files(cluster),
+                state_dir=state_dir,
+                command=command,
+                options=playbook_options(flags, limit or flags.limit, extra_vars or {}),
+                on_event=on_event,
+                on_output=on_output,
+                retry=retry,
+            )
     except (PlaybookFailed, HostsUnreachable) as err:
         if err.result is not None:
+            found = kubeconfig if kubeconfig.is_file() else None
+            record_outcome(RunOutcome(command, err.result, found))
             info("\n" + summary_table(err.result))  # type: ignore[arg-type]
         raise
+    record_outcome(RunOutcome(command, result, kubeconfig if kubeconfig.is_file() else None))
     info("\n" + summary_table(result))
     info(f"run directory: {result.run_dir}")
     return result
@@ -126,23 +133,9 @@ def run_site(
 
 @click.command()
 @cluster_option
-@click.option("--check", is_flag=True, help="Dry run: report what would change, change nothing.")
-@click.option("--diff", is_flag=True, help="Show file changes.")
-@click.option("--limit", "-l", metavar="NODES", help="Only these nodes (comma-separated).")
-@click.option(
-    "--tags", "-t", metavar="TAGS", help="Only these parts (prepare, control_plane, ...)."
-)
-@click.option("-v", "--verbose", count=True, help="More Ansible output (-vv, -vvv).")
 @click.option("--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first.")
-def up(
-    cluster_file: Path,
-    check: bool,
-    diff: bool,
-    limit: str | None,
-    tags: str | None,
-    verbose: int,
-    skip_doctor: bool,
-) -> None:
+@run_options()
+def up(cluster_file: Path, skip_doctor: bool, flags: RunFlags) -> None:
     """Provision the whole cluster (site playbook), then verify it.
 
     Ends with a per-host table; the run directory under the state dir keeps the inventory,
@@ -150,7 +143,7 @@ def up(
     were provisioned): retry them with --limit.
     """
     cluster = load(cluster_file)
-    check_limit(cluster, limit, cluster_file)
+    check_limit(cluster, flags.limit, cluster_file)
     playbook = SITE_PLAYBOOKS[cluster.distribution]
     from pikube.resources import data_path
 
@@ -163,19 +156,9 @@ def up(
         )
     if not skip_doctor:
         info("preflight: pikube doctor")
-        preflight(cluster, limit)
-    run_site(
-        cluster,
-        command="up",
-        playbook=playbook,
-        check=check,
-        diff=diff,
-        limit=limit,
-        tags=tags,
-        verbose=verbose,
-    )
-    kubeconfig = Path(str(cluster.state_dir)) / "kubeconfig"
-    if check:
+        preflight(cluster, flags.limit)
+    run_site(cluster, command="up", playbook=playbook, flags=flags)
+    if flags.check:
         info("check mode: nothing was changed")
     else:
-        info(f"next: kubectl --kubeconfig {kubeconfig} get nodes")
+        info(f"next: kubectl --kubeconfig {kubeconfig_path(cluster)} get nodes")

@@ -99,6 +99,33 @@ def _stats_from_summary(summary: Mapping[str, Any]) -> HostStats:
     )
 
 
+def stops_host(event: Mapping[str, Any]) -> bool:
+    """A failed (not ignored) or unreachable result: Ansible drops the host from the run."""
+    status = event.get("status")
+    return status == "unreachable" or (status == "failed" and not event.get("ignored"))
+
+
+def count_result(stats: HostStats, event: Mapping[str, Any]) -> None:
+    """Add one ``runner`` event to a host's counts, as Ansible's own stats count it."""
+    status = event.get("status")
+    if status == "ok":
+        stats.ok += 1
+        stats.changed += int(bool(event.get("changed")))
+    elif status == "skipped":
+        stats.skipped += 1
+    elif status == "failed" and event.get("ignored"):
+        stats.ignored += 1
+    elif status == "failed":
+        stats.failed += 1
+    elif status == "unreachable":
+        stats.unreachable += 1
+
+
+def stats_from_event(event: Mapping[str, Any]) -> dict[str, HostStats]:
+    """The final per-host counts carried by a ``stats`` event."""
+    return {h: _stats_from_summary(s) for h, s in dict(event.get("hosts", {})).items()}
+
+
 def build_result(events: Iterable[Mapping[str, Any]], returncode: int) -> RunResult:
     """Per-host counts from the final ``stats`` event; counted from results if it is missing."""
     counted: dict[str, HostStats] = {}
@@ -107,24 +134,13 @@ def build_result(events: Iterable[Mapping[str, Any]], returncode: int) -> RunRes
     for event in events:
         kind = event.get(EVENT_MARKER)
         if kind == "stats":
-            final = {h: _stats_from_summary(s) for h, s in dict(event.get("hosts", {})).items()}
+            final = stats_from_event(event)
         if kind != "runner":
             continue
         host = str(event.get("host", ""))
         status = str(event.get("status", ""))
-        stats = counted.setdefault(host, HostStats())
-        if status == "ok":
-            stats.ok += 1
-            stats.changed += int(bool(event.get("changed")))
-        elif status == "skipped":
-            stats.skipped += 1
-        elif status == "failed" and event.get("ignored"):
-            stats.ignored += 1
-        elif status in ("failed", "unreachable"):
-            if status == "failed":
-                stats.failed += 1
-            else:
-                stats.unreachable += 1
+        count_result(counted.setdefault(host, HostStats()), event)
+        if stops_host(event):
             failures.setdefault(
                 host,
                 Failure(host, str(event.get("task", "")), status, str(event.get("msg", ""))),

@@ -8,6 +8,7 @@ Keep the patterns in sync with ``playbooks/callback_plugins/pikube_events.py``.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
 CERTIFICATE_KEY = re.compile(r"(?i)(certificate[-_ ]key[\"'=: ]+)[0-9a-f]{64}")
@@ -23,3 +24,14 @@ def redact(text: str) -> str:
     text = MICROK8S_TOKEN.sub(r"\1<redacted>", text)
     text = PRIVATE_KEY.sub("<redacted>", text)
     return CERTIFICATE_KEY.sub(r"\1<redacted>", text)
+
+
+def redact_event(value: Any) -> Any:
+    """``value`` (a parsed event) with :func:`redact` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_event(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_event(v) for v in value]
+    return value

@@ -20,7 +20,7 @@ from pikube.runner.argv import (
     find_ansible_playbook,
 )
 from pikube.runner.events import RunResult, build_result, parse_event_line
-from pikube.runner.redact import redact
+from pikube.runner.redact import redact, redact_event
 from pikube.runner.rundir import (
     EVENTS_FILE,
     create_run_dir,
@@ -32,6 +32,7 @@ from pikube.runner.rundir import (
 
 EventHandler = Callable[[dict[str, Any]], None]
 OutputHandler = Callable[[str], None]
+RetryHint = Callable[[list[str]], str]
 
 
 def default_paths(run_dir: Path, state_dir: Path, control_path_dir: Path) -> RunPaths:
@@ -73,11 +74,14 @@ def run_playbook(
     on_output: OutputHandler | None = None,
     config_file: Path | None = None,
     base_env: Mapping[str, str] | None = None,
+    retry: RetryHint | None = None,
 ) -> RunResult:
     """Run ``playbooks/<playbook>`` (or an absolute path) on the rendered inventory.
 
     Raises ``PlaybookFailed`` (a host failed, or ansible-playbook itself failed) or
     ``HostsUnreachable`` (only unreachable hosts); both carry the result as ``.result``.
+    ``retry`` turns the hosts to run again into the command line the error's fix shows
+    (default ``pikube <command> --limit HOSTS``).
     """
     options = options or PlaybookOptions()
     state_dir = state_dir.resolve()
@@ -117,6 +121,9 @@ def run_playbook(
                         continue
                     log.write(redact(line.rstrip("\n")) + "\n")
                     log.flush()
+                    # Handlers (progress, the live board) and the result see what the log
+                    # keeps: nothing shaped like a secret reaches the screen or --json.
+                    event = redact_event(event)
                     events.append(event)
                     if on_event is not None:
                         on_event(event)
@@ -133,16 +140,18 @@ def run_playbook(
     result = build_result(events, returncode)
     result.run_dir = str(run_dir)
     write_summary(run_dir, {"command": command, "playbook": playbook, **result.to_dict()})
-    raise_for_result(result, command)
+    raise_for_result(result, command, retry)
     return result
 
 
-def _retry(command: str, hosts: list[str]) -> str:
-    return f"pikube {command} --limit {','.join(hosts)}"
+def limit_retry(command: str) -> RetryHint:
+    """``pikube COMMAND --limit HOSTS``: the retry for commands that take ``--limit``."""
+    return lambda hosts: f"pikube {command} --limit {','.join(hosts)}"
 
 
-def raise_for_result(result: RunResult, command: str) -> None:
+def raise_for_result(result: RunResult, command: str, retry: RetryHint | None = None) -> None:
     """Turn a run that did not succeed into the matching typed error (with ``.result``)."""
+    hint = retry or limit_retry(command)
     failed, unreachable = result.failed_hosts, result.unreachable_hosts
     events = Path(result.run_dir) / EVENTS_FILE
     error: PlaybookFailed | HostsUnreachable
@@ -162,8 +171,7 @@ def raise_for_result(result: RunResult, command: str) -> None:
         error = PlaybookFailed(
             what + (f" ({details})" if details else ""),
             where=str(events),
-            fix="fix the cause shown above, then retry with "
-            f"`{_retry(command, failed + unreachable)}`",
+            fix=f"fix the cause shown above, then retry with `{hint(failed + unreachable)}`",
         )
     elif unreachable:
         others = (
@@ -176,7 +184,7 @@ def raise_for_result(result: RunResult, command: str) -> None:
             where=str(events),
             fix=(
                 "power the node on and check its network and SSH host key, then run "
-                f"`{_retry(command, unreachable)}`"
+                f"`{hint(unreachable)}`"
             ),
         )
     elif result.returncode != 0:
