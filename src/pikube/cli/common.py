@@ -233,12 +233,18 @@ def node_names_for_completion(ctx: click.Context) -> list[str]:
 
 
 def complete_node_name(
-    ctx: click.Context, _param: click.Parameter, incomplete: str
+    ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
     """Shell completion for a NODE argument (``pikube flash pi-<TAB>``)."""
     from click.shell_completion import CompletionItem
 
-    return [CompletionItem(n) for n in node_names_for_completion(ctx) if n.startswith(incomplete)]
+    value = ctx.params.get(param.name or "")
+    typed = value if isinstance(value, tuple) else ()  # NODE... arguments: each name once
+    return [
+        CompletionItem(n)
+        for n in node_names_for_completion(ctx)
+        if n.startswith(incomplete) and n not in typed
+    ]
 
 
 def complete_node_list(
