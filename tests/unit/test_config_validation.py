@@ -196,7 +196,7 @@ def test_control_plane_below_kubeadm_memory_minimum(
     data = edited(valid, **{"nodes.0.model": model})
     problems, text = problems_for(tmp_path, data)
     problem = only(problems, "nodes[0].model")
-    assert "1700 MB" in problem.message and "1024 MB" in problem.message
+    assert "1700 MiB" in problem.message and "1024 MiB" in problem.message
     assert problem.line == line_of(text, f"model: {model}")
 
 

@@ -281,7 +281,7 @@ def test_small_worker_is_fine(cluster: Cluster) -> None:
 
 def test_low_disk(cluster: Cluster) -> None:
     facts = facts_for(cluster, **{"pi-w1": {"disk_free_kb": str(512 * 1024)}})
-    assert "only 512 MB free" in checks(diagnose(cluster, facts, "arm64"), "pi-w1")["disk"].message
+    assert "only 512 MiB free" in checks(diagnose(cluster, facts, "arm64"), "pi-w1")["disk"].message
 
 
 def test_wrong_architecture_for_the_image(cluster: Cluster) -> None:

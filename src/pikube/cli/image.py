@@ -45,22 +45,40 @@ def resolve_cache_dir(cache_dir: Path | None) -> Path:
     return cache_dir or default_cache_dir()
 
 
+def binary_speed(task: Any) -> str:
+    """Throughput in binary units (``70.0 MiB/s``), like every size pikube prints."""
+    from pikube.image.device import human_size
+
+    speed = task.finished_speed or task.speed
+    return "?" if speed is None else f"{human_size(int(speed))}/s"
+
+
 def bytes_bar(*, transient: bool = False) -> Progress:
-    """A rich progress display for byte counts (size, throughput, ETA) on stderr."""
+    """A rich progress display for byte counts (size, throughput, ETA) on stderr.
+
+    Sizes and speeds in KiB/MiB/GiB: rich's defaults are decimal (MB), pikube's summaries
+    and the README are binary.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class BinarySpeedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(binary_speed(task), style="progress.data.speed")
 
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        DownloadColumn(binary_units=True),
+        BinarySpeedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=transient,

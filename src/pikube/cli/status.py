@@ -68,7 +68,7 @@ def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
                     node["os"] or "-",
                     node["kernel"] or "-",
                     node["arch"] or "-",
-                    f"{node['memory_mb']} MB" if node["memory_mb"] else "-",
+                    f"{node['memory_mb']} MiB" if node["memory_mb"] else "-",
                     kube["version"] or "-",
                     ready,
                 ]

@@ -184,8 +184,8 @@ def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Fin
         if model.memory_mb < KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB:
             yield (
                 ("nodes", index, "model"),
-                f"{model.description} has {model.memory_mb} MB of memory, below kubeadm's "
-                f"control-plane minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MB",
+                f"{model.description} has {model.memory_mb} MiB of memory, below kubeadm's "
+                f"control-plane minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MiB",
                 "use a Pi with 2 GB or more as control plane, and this one as a worker",
             )
         if model.cpus < KUBEADM_CONTROL_PLANE_MIN_CPUS:

@@ -191,8 +191,8 @@ def _node_checks(
         yield Finding(
             name,
             "disk",
-            f"only {free_mb} MB free on /",
-            f"free space or use a larger card (at least {MIN_FREE_DISK_MB} MB free)",
+            f"only {free_mb} MiB free on /",
+            f"free space or use a larger card (at least {MIN_FREE_DISK_MB} MiB free)",
             True,
         )
     arch = ARCH_NAMES.get(facts.get("arch"), facts.get("arch"))
@@ -209,8 +209,8 @@ def _node_checks(
             yield Finding(
                 name,
                 "resources",
-                f"{facts.memory_mb} MB of memory, below kubeadm's control-plane "
-                f"minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MB",
+                f"{facts.memory_mb} MiB of memory, below kubeadm's control-plane "
+                f"minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MiB",
                 "use a Pi with 2 GB or more as control plane",
                 True,
             )
