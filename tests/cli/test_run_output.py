@@ -115,7 +115,7 @@ def test_up_in_a_terminal_draws_a_live_board_per_node(cluster: Path) -> None:
     assert plain.count("┃ HOST") >= 2 and "\x1b[1A" in screen and "\x1b[2K" in screen
     rows = board_rows(screen)
     assert set(rows) == {"pi-cp1", "pi-w1", "pi-w2"}
-    for name, cells in rows.items():
+    for cells in rows.values():
         phase, task, ok, changed, failed, unreachable, elapsed = cells[1:8]
         assert phase == "Prepare the nodes"  # the second play: validate passed everywhere
         assert task == "Gathering Facts (unreachable)"
