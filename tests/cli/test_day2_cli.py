@@ -239,6 +239,8 @@ def test_upgrade_passes_the_ready_timeout_to_the_playbook(cluster: Path) -> None
         "upgrade", "--to", "1.31", "--yes", "--ready-timeout", "45", "--cluster", str(cluster)
     )
     assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    # The retry names the upgrade again (upgrade has no --limit to retry some nodes with).
+    assert "then run `pikube upgrade --to 1.31 --yes`" in result.stderr
     (run_dir,) = runs(cluster)
     argv = recorded_argv(run_dir)
     extra = json.loads(argv[argv.index("--extra-vars") + 1])
