@@ -9,15 +9,11 @@ has something to show, in about two seconds and without a lab.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
@@ -25,9 +21,9 @@ import yaml
 
 from pikube.errors import EXIT_CONFIG, EXIT_UNREACHABLE
 from tests.factories import base_cluster, write_cluster
+from tests.terminal import ANSI, board_rows, run_in_terminal
 
 PIKUBE = [sys.executable, "-m", "pikube"]
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Environment that would make rich ignore or fake a terminal: the test decides, not the CI.
 TERMINAL_ENV = ("TERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 
@@ -49,61 +45,11 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_in_terminal(args: list[str], cwd: Path) -> tuple[str, str, int]:
-    """Run pikube with stderr on a 160x40 pseudo-terminal and stdout on a pipe.
-
-    Returns (everything the terminal received, stdout, exit code).
-    """
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-    proc = subprocess.Popen(
-        [*PIKUBE, *args],
-        cwd=cwd,
-        env=child_env(TERM="xterm-256color"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
-    received = bytearray()
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer of the terminal has gone
-                    break
-                if not chunk:
-                    break
-                received += chunk
-            elif proc.poll() is not None:
-                break
-        assert proc.stdout is not None
-        stdout = proc.stdout.read().decode()
-        code = proc.wait(timeout=120)
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return received.decode(errors="replace"), stdout, code
-
-
-def board_rows(screen: str) -> dict[str, list[str]]:
-    """The last board row drawn for each node: its cells, without borders and colours."""
-    rows: dict[str, list[str]] = {}
-    for line in ANSI.sub("", screen).replace("\r", "\n").splitlines():
-        if line.startswith("│ pi-"):
-            cells = [c.strip() for c in line.strip().strip("│").split("│")]
-            rows[cells[0]] = cells
-    return rows
-
-
 def test_up_in_a_terminal_draws_a_live_board_per_node(cluster: Path) -> None:
     screen, stdout, code = run_in_terminal(
-        ["up", "--skip-doctor", "--json", "--cluster", str(cluster)], cluster.parent
+        [*PIKUBE, "up", "--skip-doctor", "--json", "--cluster", str(cluster)],
+        cwd=cluster.parent,
+        env=child_env(TERM="xterm-256color"),
     )
     assert code == EXIT_UNREACHABLE, screen
     plain = ANSI.sub("", screen)
