@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from pikube.config.model import Cluster
+    from pikube.runner.events import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,7 +82,7 @@ class RunOutcome:
     """What one command's playbook run produced, for the --json document."""
 
     command: str
-    result: Any  # pikube.runner.RunResult (imported lazily: the CLI starts fast)
+    result: RunResult
     kubeconfig: Path | None = None
 
 

@@ -103,7 +103,7 @@ def run_site(
     from pikube.cli.board import run_progress
     from pikube.errors import HostsUnreachable, PlaybookFailed
     from pikube.inventory import render_inventory_files
-    from pikube.runner import run_playbook, summary_table
+    from pikube.runner import RunResult, run_playbook, summary_table
 
     state_dir = Path(str(cluster.state_dir))
     kubeconfig = kubeconfig_path(cluster)
@@ -120,10 +120,10 @@ def run_site(
                 retry=retry,
             )
     except (PlaybookFailed, HostsUnreachable) as err:
-        if err.result is not None:
+        if isinstance(err.result, RunResult):
             found = kubeconfig if kubeconfig.is_file() else None
             record_outcome(RunOutcome(command, err.result, found))
-            info("\n" + summary_table(err.result))  # type: ignore[arg-type]
+            info("\n" + summary_table(err.result))
         raise
     record_outcome(RunOutcome(command, result, kubeconfig if kubeconfig.is_file() else None))
     info("\n" + summary_table(result))
