@@ -56,15 +56,15 @@ def test_up_in_a_terminal_draws_a_live_board_per_node(cluster: Path) -> None:
     # The board: a header with every column, drawn more than once (redrawn in place: rich
     # moves the cursor up and erases the previous frame's lines).
     header = next(line for line in plain.splitlines() if "┃ HOST" in line)
-    for column in ("PHASE", "TASK", "OK", "CHANGED", "FAILED", "UNREACHABLE", "ELAPSED"):
+    for column in ("STATE", "PHASE", "TASK", "OK", "CHANGED", "FAILED", "UNREACHABLE", "ELAPSED"):
         assert column in header
     assert plain.count("┃ HOST") >= 2 and "\x1b[1A" in screen and "\x1b[2K" in screen
     rows = board_rows(screen)
     assert set(rows) == {"pi-cp1", "pi-w1", "pi-w2"}
     for cells in rows.values():
-        phase, task, ok, changed, failed, unreachable, elapsed = cells[1:8]
+        state, phase, task, ok, changed, failed, unreachable, elapsed = cells[1:9]
         assert phase == "Prepare the nodes"  # the second play: validate passed everywhere
-        assert task == "Gathering Facts (unreachable)"
+        assert (state, task) == ("unreachable", "Gathering Facts")
         assert (changed, failed, unreachable) == ("0", "0", "1")
         assert int(ok) >= 1  # the validate play's checks
         assert re.fullmatch(r"\d+s|\d+m\d\ds", elapsed), elapsed

@@ -72,6 +72,7 @@ def test_each_node_shows_its_phase_current_task_counts_and_elapsed() -> None:
     # pi-cp1 is still in "Prepare the nodes" and on the task that started after its result.
     assert rows["pi-cp1"] == (
         "pi-cp1",
+        "running",
         "Prepare the nodes",
         "Load kernel modules",
         "2",
@@ -81,8 +82,8 @@ def test_each_node_shows_its_phase_current_task_counts_and_elapsed() -> None:
         "10s",
     )
     # pi-w1 failed: it keeps the failed task, its clock stopped when it failed.
-    assert rows["pi-w1"][1:3] == ("Prepare the nodes", "Install containerd (failed)")
-    assert rows["pi-w1"][3:] == ("1", "0", "1", "0", "5s")
+    assert rows["pi-w1"][1:4] == ("failed", "Prepare the nodes", "Install containerd")
+    assert rows["pi-w1"][4:] == ("1", "0", "1", "0", "5s")
     assert board_title(board) == "Prepare the nodes: Load kernel modules"
 
 
@@ -90,20 +91,20 @@ def test_a_node_keeps_its_last_phase_until_it_reports_in_the_next_play() -> None
     board = board_of([*RUN[:5], RUN[5], RUN[6]])
     rows = {row[0]: row for row in board_rows(board, now=101.2)}
     # The new play started, but nothing says yet that pi-w1 is in it.
-    assert rows["pi-w1"][1:3] == ("Validate the inventory", "Check the layout")
+    assert rows["pi-w1"][1:4] == ("running", "Validate the inventory", "Check the layout")
 
 
 def test_final_stats_replace_the_counts_and_stop_every_clock() -> None:
     board = board_of([*RUN, STATS])
     rows = {row[0]: row for row in board_rows(board, now=999.0)}
-    assert rows["pi-cp1"][3:] == ("3", "2", "0", "0", "30s")
-    assert rows["pi-cp1"][2] == "Load kernel modules (done)"
+    assert rows["pi-cp1"][4:] == ("3", "2", "0", "0", "30s")
+    assert rows["pi-cp1"][1:4] == ("done", "Prepare the nodes", "Load kernel modules")
     assert board_title(board) == "finished"
     # The board's last frame agrees with the table printed after the run (one source).
     final = build_result([*RUN, STATS], 2)
     for host, row in rows.items():
         stats = final.hosts[host]
-        assert row[3:7] == tuple(str(v) for v in (stats.ok, stats.changed, stats.failed, 0))
+        assert row[4:8] == tuple(str(v) for v in (stats.ok, stats.changed, stats.failed, 0))
 
 
 def test_unreachable_node_is_marked_and_counted() -> None:
@@ -117,8 +118,9 @@ def test_unreachable_node_is_marked_and_counted() -> None:
     (row,) = board_rows(board, now=50.0)
     assert row == (
         "pi-w2",
+        "unreachable",
         "Prepare the nodes",
-        "Gathering Facts (unreachable)",
+        "Gathering Facts",
         "0",
         "0",
         "0",
@@ -136,7 +138,7 @@ def test_ignored_failures_and_item_failures_do_not_stop_a_node() -> None:
         ]
     )
     (row,) = board_rows(board, now=9.0)
-    assert row[2] == "Probe" and row[3:] == ("0", "0", "0", "0", "8s")
+    assert row[1:4] == ("running", "P", "Probe") and row[4:] == ("0", "0", "0", "0", "8s")
 
 
 def test_rendered_board_is_a_table_with_a_row_per_node() -> None:
@@ -144,7 +146,7 @@ def test_rendered_board_is_a_table_with_a_row_per_node() -> None:
     lines = text.splitlines()
     assert lines[0].strip() == "Prepare the nodes: Load kernel modules"
     header = next(line for line in lines if "HOST" in line)
-    for column in ("PHASE", "TASK", "OK", "CHANGED", "FAILED", "UNREACHABLE", "ELAPSED"):
+    for column in ("STATE", "PHASE", "TASK", "OK", "CHANGED", "FAILED", "UNREACHABLE", "ELAPSED"):
         assert column in header
     (cp,) = [line for line in lines if "pi-cp1" in line]
     assert "Prepare the nodes" in cp and "Load kernel modules" in cp and "10s" in cp

@@ -28,7 +28,17 @@ from pikube.runner.redact import redact
 if TYPE_CHECKING:
     from rich.table import Table
 
-COLUMNS = ("HOST", "PHASE", "TASK", "OK", "CHANGED", "FAILED", "UNREACHABLE", "ELAPSED")
+COLUMNS = (
+    "HOST",
+    "STATE",
+    "PHASE",
+    "TASK",
+    "OK",
+    "CHANGED",
+    "FAILED",
+    "UNREACHABLE",
+    "ELAPSED",
+)
 COUNTS = ("ok", "changed", "failed", "unreachable")
 
 
@@ -113,9 +123,8 @@ def row_cells(board: Board, host: str, row: NodeRow, now: float) -> tuple[str, .
     """The cells of :data:`COLUMNS` for one node, all redacted."""
     end = row.stopped_at if row.stopped_at is not None else now
     elapsed = format_elapsed(end - board.started) if board.started is not None else "-"
-    task = row.task if row.state == "running" else f"{row.task} ({row.state})"
     counts = (str(getattr(row.stats, c)) for c in COUNTS)
-    return (redact(host), redact(row.phase), redact(task), *counts, elapsed)
+    return (redact(host), row.state, redact(row.phase), redact(row.task), *counts, elapsed)
 
 
 def board_rows(board: Board, now: float) -> list[tuple[str, ...]]:
@@ -143,7 +152,7 @@ def render_board(board: Board, now: float) -> Table:
             justify="right" if numeric else "left",
             no_wrap=True,
             overflow="ellipsis",
-            max_width=None if numeric or name == "HOST" else 40,
+            max_width=40 if name in ("PHASE", "TASK") else None,
         )
     styles = {"failed": "red", "unreachable": "yellow", "done": "green", "running": ""}
     for host, row in sorted(board.nodes.items()):
