@@ -16,7 +16,7 @@ import pytest
 
 from pikube.probe.boot import wait_for_ssh
 from pikube.probe.facts import gather_facts
-from pikube.probe.ssh import SshTarget
+from pikube.probe.ssh import ProbeError, SshConnections, SshTarget
 from tests.factories import make_key_pair
 from tests.ssh_agent import make_protected_key, ssh_agent_holding
 
@@ -131,9 +131,9 @@ def test_nothing_listening_is_unreachable(sshd: tuple[int, Path, Path]) -> None:
 
 
 @pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP port on 127.0.0.1 that accepts connections and never says a word: a Pi whose
-    kernel is up but whose sshd is not answering yet."""
+def silent() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A TCP port on 127.0.0.1 that accepts connections and never says a word (a Pi whose
+    kernel is up but whose sshd is not answering yet), and the connections it accepted."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -151,7 +151,7 @@ def silent_port() -> Iterator[int]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield int(listener.getsockname()[1])
+        yield int(listener.getsockname()[1]), held
     finally:
         done.set()
         thread.join()
@@ -161,10 +161,12 @@ def silent_port() -> Iterator[int]:
 
 
 def test_a_port_without_ssh_greeting_reads_as_still_booting(
-    sshd: tuple[int, Path, Path], silent_port: int, capfd: pytest.CaptureFixture[str]
+    sshd: tuple[int, Path, Path],
+    silent: tuple[int, list[socket.socket]],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     _, key, known_hosts = sshd
-    target = SshTarget("127.0.0.1", "root", key, known_hosts, port=silent_port, timeout=2)
+    target = SshTarget("127.0.0.1", "root", key, known_hosts, port=silent[0], timeout=2)
     facts = gather_facts("booting", target)
     assert not facts.reachable
     assert "booting?" in facts.error
@@ -241,3 +243,20 @@ def test_wait_boot_gives_up_on_a_node_that_never_answers(sshd: tuple[int, Path, 
     events = list(wait_for_ssh({"gone": target}, timeout=3, interval=0.5))
     assert [e.state for e in events] == ["waiting", "down"]
     assert events[-1].reason.startswith("unreachable: connection refused")
+
+
+def test_a_run_tries_each_node_once_however_many_commands(
+    sshd: tuple[int, Path, Path], silent: tuple[int, list[socket.socket]]
+) -> None:
+    """status runs facts and kubectl on the control plane: one failed login serves both."""
+    _, key, known_hosts = sshd
+    port, accepted = silent
+    target = SshTarget("127.0.0.1", "root", key, known_hosts, port=port, timeout=1)
+    with SshConnections() as connections:
+        reasons = []
+        for command in ("true", "true"):
+            with pytest.raises(ProbeError) as caught:
+                connections.run(target, command)
+            reasons.append(caught.value.reason)
+    assert len(accepted) == 1
+    assert reasons[0] == reasons[1] and "booting?" in reasons[0]

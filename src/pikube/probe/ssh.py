@@ -262,6 +262,7 @@ class SshConnections:
         self._lock = threading.Lock()
         self._masters: dict[tuple[str, int, str], threading.Lock] = {}
         self._up: dict[tuple[str, int, str], SshTarget] = {}
+        self._failed: dict[tuple[str, int, str], ProbeError] = {}
 
     def __enter__(self) -> SshConnections:
         directory = Path(tempfile.mkdtemp(prefix="pikube-ssh-"))
@@ -286,13 +287,22 @@ class SshConnections:
         return str(self._dir / "%C")
 
     def connect(self, target: SshTarget) -> None:
-        """Log in to ``target`` once; later calls reuse the master (or raise its error)."""
+        """Log in to ``target`` once; later calls reuse the master, or get the same error
+        at once (an unreachable control plane costs one timeout per run, not one per command).
+        """
         key = (target.host, target.port, target.user)
         with self._lock:
             lock = self._masters.setdefault(key, threading.Lock())
         with lock:  # concurrent commands to one node wait for its one login
+            if key in self._failed:
+                failed = self._failed[key]
+                raise ProbeError(failed.reason, failed.fix)
             if key not in self._up:
-                _login(target, master_argv(target, self.control_path))
+                try:
+                    _login(target, master_argv(target, self.control_path))
+                except ProbeError as err:
+                    self._failed[key] = err
+                    raise
                 self._up[key] = target
 
     def run(self, target: SshTarget, command: str, stdin: str = "") -> CommandResult:
