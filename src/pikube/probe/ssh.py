@@ -315,16 +315,24 @@ class SshConnections:
         return result
 
     def close(self) -> None:
-        """Stop every master and remove the control directory."""
-        for target in self._up.values():
-            subprocess.run(  # noqa: S603 - argv from exit_argv, no shell
+        """Stop every master (all at once) and remove the control directory."""
+        stopping = [
+            subprocess.Popen(  # noqa: S603 - argv from exit_argv, no shell
                 exit_argv(target, self.control_path),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=10,
-                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            for target in self._up.values()
+        ]
+        for proc in stopping:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         self._up.clear()
+        self._failed.clear()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
