@@ -211,6 +211,19 @@ def test_a_passphrase_key_without_agent_is_a_clean_login_failure(
     assert f"ssh-add {protected_key}" in facts.fix
 
 
+def test_a_passphrase_key_in_the_agent_but_not_authorised_points_at_user_and_key(
+    sshd: tuple[int, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, _, known_hosts = sshd
+    stranger = make_protected_key(tmp_path / "stranger")  # not in authorized_keys
+    with ssh_agent_holding(stranger, tmp_path) as sock:
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+        target = SshTarget("127.0.0.1", "root", stranger, known_hosts, port=port)
+        facts = gather_facts("local", target)
+    assert facts.error == "SSH login refused"
+    assert "ssh-add" not in facts.fix and "check ssh.user (root)" in facts.fix
+
+
 def test_wait_boot_sees_a_node_that_comes_up_during_the_wait(
     sshd: tuple[int, Path, Path], sshd_dir: Path
 ) -> None:

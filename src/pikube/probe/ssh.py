@@ -162,21 +162,43 @@ def login_failure(target: SshTarget, stderr: str) -> ProbeError:
 
 
 def login_fix(target: SshTarget) -> str:
-    """A refused login's likely cause: a passphrase key not in ssh-agent, or user/key."""
-    keygen = shutil.which("ssh-keygen")
-    check = subprocess.run(  # noqa: S603 - fixed argv, no shell; reads the key, prints nothing
-        [keygen or "ssh-keygen", "-y", "-P", "", "-f", str(target.private_key)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if "passphrase" in check.stderr:
+    """A refused login's likely cause: a passphrase key that ssh-agent does not hold, or
+    the user or key. Asks ssh-keygen and ssh-add (local only), once per refused node."""
+    key = target.private_key
+    if _has_passphrase(key) and not _agent_holds(key):
         return (
-            f"{target.private_key} has a passphrase: load it into ssh-agent "
-            f"(`ssh-add {target.private_key}`) in the shell that runs pikube (SSH_AUTH_SOCK)"
+            f"{key} has a passphrase: load it into ssh-agent (`ssh-add {key}`) in the "
+            "session that runs pikube (SSH_AUTH_SOCK), as Ansible needs it too"
         )
     return f"check ssh.user ({target.user}) and that ssh.private_key is authorised on the node"
+
+
+def _local(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [shutil.which(argv[0]) or argv[0], *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no such tool: no hint from it
+        return subprocess.CompletedProcess(argv, 1, "", "")
+
+
+def _has_passphrase(key: Path) -> bool:
+    return "passphrase" in _local(["ssh-keygen", "-y", "-P", "", "-f", str(key)]).stderr
+
+
+def _agent_holds(key: Path) -> bool:
+    """Whether ssh-agent (``SSH_AUTH_SOCK``) holds ``key``, by its ``.pub`` file's key."""
+    try:
+        public = Path(f"{key}.pub").read_text().split()[:2]
+    except (OSError, UnicodeDecodeError):
+        return False
+    listed = _local(["ssh-add", "-L"]).stdout.splitlines()
+    return any(line.split()[:2] == public for line in listed)
 
 
 def _timed_out(target: SshTarget, limit: float) -> ProbeError:
