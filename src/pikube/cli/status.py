@@ -152,10 +152,12 @@ def wait_for_boot(cluster: Cluster, nodes: list[Node], seconds: float) -> None:
             info(f"{event.node}: {event.reason} ({event.elapsed:.0f} s, still waiting)")
         else:
             never.append(f"{event.node} ({event.reason})")
+            if event.fix:
+                info(f"  {event.node}: {event.reason}\n    fix: {event.fix}")
     if never:
         raise HostsUnreachable(
             f"{len(never)} node(s) not up after {seconds:.0f} s: {', '.join(never)}",
-            fix="likely causes: "
+            fix="a node that never answered is most likely one of: "
             + "; ".join(NEVER_UP_CAUSES)
-            + ". Fix it, then run `pikube up --wait-boot` again",
+            + " (a node that answered: its fix is above). Then run `pikube up --wait-boot` again",
         )
