@@ -48,11 +48,11 @@ def test_doctor_json_lists_unreachable_nodes_and_exits_6(loopback_cluster: Path)
 
 
 def test_up_wait_boot_names_nodes_never_up_with_likely_causes(loopback_cluster: Path) -> None:
-    result = run("up", "--cluster", str(loopback_cluster), "--wait-boot=2")
+    result = run("up", "--cluster", str(loopback_cluster), "--wait-boot=1")
     assert result.exit_code == EXIT_UNREACHABLE, result.stderr
-    assert "waiting up to 2 s for 2 node(s) to answer on SSH" in result.stderr
+    assert "waiting up to 1 s for 2 node(s) to answer on SSH" in result.stderr
     assert "pi-w1: unreachable: connection refused (booting?)" in result.stderr
-    assert "2 node(s) not up after 2 s: pi-cp1 (unreachable" in result.stderr
+    assert "2 node(s) not up after 1 s: pi-cp1 (unreachable" in result.stderr
     for cause in ("powered", "cable", "SD card", "address"):
         assert cause in result.stderr
     assert "preflight" not in result.stderr and "HOST" not in result.stderr  # nothing ran
@@ -60,7 +60,7 @@ def test_up_wait_boot_names_nodes_never_up_with_likely_causes(loopback_cluster: 
 
 
 def test_up_wait_boot_limit_waits_only_for_those_nodes(loopback_cluster: Path) -> None:
-    result = run("up", "--cluster", str(loopback_cluster), "--wait-boot", "2", "-l", "pi-w1")
+    result = run("up", "--cluster", str(loopback_cluster), "--wait-boot", "1", "-l", "pi-w1")
     assert result.exit_code == EXIT_UNREACHABLE
     assert "for 1 node(s)" in result.stderr and "pi-cp1" not in result.stderr
 

@@ -144,16 +144,17 @@ def wait_for_boot(cluster: Cluster, nodes: list[Node], seconds: float) -> None:
 
     info(f"waiting up to {seconds:.0f} s for {len(nodes)} node(s) to answer on SSH")
     targets = {node.name: ssh_target(cluster, node) for node in nodes}
-    never = []
+    down = {}
     for event in wait_for_ssh(targets, seconds):
         if event.state == "up":
             info(f"{event.node} up after {event.elapsed:.0f} s")
         elif event.state == "waiting":
             info(f"{event.node}: {event.reason} ({event.elapsed:.0f} s, still waiting)")
         else:
-            never.append(f"{event.node} ({event.reason})")
-            if event.fix:
-                info(f"  {event.node}: {event.reason}\n    fix: {event.fix}")
+            down[event.node] = event
+    never = [f"{n.name} ({down[n.name].reason})" for n in nodes if n.name in down]
+    for event in (down[n.name] for n in nodes if n.name in down and down[n.name].fix):
+        info(f"  {event.node}: {event.reason}\n    fix: {event.fix}")
     if never:
         raise HostsUnreachable(
             f"{len(never)} node(s) not up after {seconds:.0f} s: {', '.join(never)}",
