@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pikube.cli.common import cluster_option, info, load
-from pikube.errors import PikubeError
+from pikube.errors import HostsUnreachable, PikubeError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
@@ -81,8 +81,6 @@ def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
             if node["error"]:
                 info(f"{node['name']}: {node['error']}")
     if any(not n["reachable"] for n in data["nodes"]):
-        from pikube.errors import HostsUnreachable
-
         down = [n["name"] for n in data["nodes"] if not n["reachable"]]
         raise HostsUnreachable(
             f"{len(down)} node(s) not reachable: {', '.join(down)}",
@@ -99,7 +97,8 @@ def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
     """Find what breaks Kubernetes on Pis (cgroups, swap, tunnel module, clock...), with fixes.
 
     Exits 1 when a finding would stop `pikube up`; findings that `up` fixes by itself
-    (swap, cgroup flags, NTP) are reported but do not fail.
+    (swap, cgroup flags, NTP) are reported but do not fail. Exits 6 when the only problem
+    is nodes that cannot be reached (as `pikube status` does).
     """
     from pikube.config.load import image_catalog
     from pikube.probe.doctor import diagnose
@@ -121,9 +120,45 @@ def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
                 click.echo(
                     f"  {level} {finding.check}: {finding.message}\n        fix: {finding.fix}"
                 )
-    blocking = [f for f in findings if f.blocking]
-    if blocking:
+    # Unreachable nodes exit 6 as in `pikube status`; a fault found on a node that answered
+    # needs a fix first, so it exits 1 even when other nodes were down too.
+    down = [f.node for f in findings if f.check == "reachable"]
+    unreachable = f"{len(down)} node(s) not reachable: {', '.join(down)}"
+    problems = [f for f in findings if f.blocking and f.check != "reachable"]
+    if problems:
         raise PikubeError(
-            f"doctor found {len(blocking)} problem(s) that stop `pikube up`",
+            f"doctor found {len(problems)} problem(s) that stop `pikube up`"
+            + (f"; {unreachable}" if down else ""),
             fix="apply the fixes listed above, then run `pikube doctor` again",
+        )
+    if down:
+        raise HostsUnreachable(
+            unreachable, fix="apply the fixes listed above, then run `pikube doctor` again"
+        )
+
+
+def wait_for_boot(cluster: Cluster, nodes: list[Node], seconds: float) -> None:
+    """`pikube up --wait-boot`: show each node as it answers; exit 6 naming those that never do."""
+    from pikube.probe.boot import NEVER_UP_CAUSES, wait_for_ssh
+    from pikube.probe.status import ssh_target
+
+    info(f"waiting up to {seconds:.0f} s for {len(nodes)} node(s) to answer on SSH")
+    targets = {node.name: ssh_target(cluster, node) for node in nodes}
+    down = {}
+    for event in wait_for_ssh(targets, seconds):
+        if event.state == "up":
+            info(f"{event.node} up after {event.elapsed:.0f} s")
+        elif event.state == "waiting":
+            info(f"{event.node}: {event.reason} ({event.elapsed:.0f} s, still waiting)")
+        else:
+            down[event.node] = event
+    never = [f"{n.name} ({down[n.name].reason})" for n in nodes if n.name in down]
+    for event in (down[n.name] for n in nodes if n.name in down and down[n.name].fix):
+        info(f"  {event.node}: {event.reason}\n    fix: {event.fix}")
+    if never:
+        raise HostsUnreachable(
+            f"{len(never)} node(s) not up after {seconds:.0f} s: {', '.join(never)}",
+            fix="a node that never answered is most likely one of: "
+            + "; ".join(NEVER_UP_CAUSES)
+            + " (a node that answered: its fix is above). Then run `pikube up --wait-boot` again",
         )

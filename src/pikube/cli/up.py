@@ -18,9 +18,10 @@ from pikube.cli.common import (
     run_options,
 )
 from pikube.errors import PikubeError
+from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
 if TYPE_CHECKING:
-    from pikube.config.model import Cluster
+    from pikube.config.model import Cluster, Node
 
 SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
 
@@ -53,14 +54,19 @@ def check_limit(cluster: Cluster, limit: str | None, cluster_file: Path) -> None
             )
 
 
+def limited_nodes(cluster: Cluster, limit: str | None) -> list[Node]:
+    """The nodes named in ``--limit`` (all of them for none, or for groups and patterns)."""
+    wanted = {p.strip() for p in (limit or "").split(",") if p.strip()}
+    return [n for n in cluster.nodes if not wanted or n.name in wanted] or list(cluster.nodes)
+
+
 def preflight(cluster: Cluster, limit: str | None) -> None:
     """Run ``pikube doctor``'s checks; stop before any change when one would break `up`."""
     from pikube.config.load import image_catalog
     from pikube.probe.doctor import diagnose
     from pikube.probe.status import probe_nodes
 
-    wanted = {p.strip() for p in (limit or "").split(",") if p.strip()}
-    nodes = [n for n in cluster.nodes if not wanted or n.name in wanted] or list(cluster.nodes)
+    nodes = limited_nodes(cluster, limit)
     facts = probe_nodes(cluster, nodes, 8.0)
     image_arch = image_catalog().get(cluster.image, {}).get("arch")
     findings = diagnose(cluster, facts, image_arch)
@@ -134,8 +140,17 @@ def run_site(
 @click.command()
 @cluster_option
 @click.option("--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first.")
+@click.option(
+    "--wait-boot",
+    type=click.FloatRange(min=1),
+    is_flag=False,
+    flag_value=DEFAULT_WAIT_BOOT_S,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"First wait for every node to answer on SSH (just flashed: {DEFAULT_WAIT_BOOT_S} s).",
+)
 @run_options()
-def up(cluster_file: Path, skip_doctor: bool, flags: RunFlags) -> None:
+def up(cluster_file: Path, skip_doctor: bool, wait_boot: float | None, flags: RunFlags) -> None:
     """Provision the whole cluster (site playbook), then verify it.
 
     Ends with a per-host table; the run directory under the state dir keeps the inventory,
@@ -154,6 +169,10 @@ def up(cluster_file: Path, skip_doctor: bool, flags: RunFlags) -> None:
             where=str(cluster_file),
             fix="use distribution: kubeadm, or a pikube release with MicroK8s support",
         )
+    if wait_boot is not None:
+        from pikube.cli.status import wait_for_boot
+
+        wait_for_boot(cluster, limited_nodes(cluster, flags.limit), wait_boot)
     if not skip_doctor:
         info("preflight: pikube doctor")
         preflight(cluster, flags.limit)

@@ -7,7 +7,15 @@ from pikube.inventory.render import (
     host_vars,
     render_inventory,
     render_inventory_files,
+    ssh_login,
     write_files,
 )
 
-__all__ = ["group_vars", "host_vars", "render_inventory", "render_inventory_files", "write_files"]
+__all__ = [
+    "group_vars",
+    "host_vars",
+    "render_inventory",
+    "render_inventory_files",
+    "ssh_login",
+    "write_files",
+]

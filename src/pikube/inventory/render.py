@@ -7,19 +7,29 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pikube.config.model import Cluster, Node
+from pikube.runner.argv import SshLogin, ssh_common_args
 from pikube.templating import render
 
 GROUPS = {"control-plane": "control_plane", "worker": "workers"}
 
 
+def ssh_login(cluster: Cluster) -> SshLogin:
+    """How pikube logs in to the nodes: Ansible (through ``group_vars``) and the probes."""
+    if cluster.ssh.known_hosts is None:  # load_cluster sets it: <state_dir>/known_hosts
+        raise ValueError("ssh.known_hosts unset: load the cluster with load_cluster()")
+    return SshLogin(cluster.ssh.user, cluster.ssh.private_key, cluster.ssh.known_hosts)
+
+
 def group_vars(cluster: Cluster) -> dict[str, Any]:
     """Cluster-wide settings for the ``cluster`` group, every one with the ``pikube_`` prefix."""
     state_dir = Path(str(cluster.state_dir))
+    login = ssh_login(cluster)
     values: dict[str, Any] = {
         "pikube_cluster_name": cluster.name,
         "pikube_distribution": cluster.distribution,
@@ -37,11 +47,9 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "pikube_node_iface": NODE_IFACE_EXPR,
         "pikube_state_dir": str(state_dir),
         "pikube_kubeconfig": str(state_dir / "kubeconfig"),
-        "ansible_user": cluster.ssh.user,
-        "ansible_ssh_private_key_file": str(cluster.ssh.private_key),
-        "ansible_ssh_common_args": (
-            f"-o UserKnownHostsFile={cluster.ssh.known_hosts} -o StrictHostKeyChecking=yes"
-        ),
+        "ansible_user": login.user,
+        "ansible_ssh_private_key_file": str(login.private_key),
+        "ansible_ssh_common_args": shlex.join(ssh_common_args(login)),
     }
     if cluster.distribution == "kubeadm":
         values.update(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from pikube.probe.ssh import ProbeError, SshTarget, run_command
+from pikube.probe.ssh import ProbeError, SshConnections, SshTarget, run_command
 
 # POSIX sh: runs on Ubuntu, Raspberry Pi OS and Debian with coreutils, iproute2 and systemd.
 FACTS_SCRIPT = r"""
@@ -107,11 +107,16 @@ def parse_facts(text: str) -> dict[str, str]:
     return values
 
 
-def gather_facts(name: str, target: SshTarget) -> NodeFacts:
+def gather_facts(
+    name: str, target: SshTarget, connections: SshConnections | None = None
+) -> NodeFacts:
     """Probe one node. Never raises for node problems: they become ``reachable=False``."""
-    command = "sudo -n sh -s 2>/dev/null || sh -s"
+    command = f"sh -c {shlex.quote('sudo -n sh -s 2>/dev/null || sh -s')}"
     try:
-        result = run_command(target, f"sh -c {shlex.quote(command)}", stdin=FACTS_SCRIPT)
+        if connections is None:
+            result = run_command(target, command, stdin=FACTS_SCRIPT)
+        else:
+            result = connections.run(target, command, stdin=FACTS_SCRIPT)
     except ProbeError as err:
         return NodeFacts(name, target.host, False, err.reason, err.fix)
     values = parse_facts(result.stdout)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pikube.config.model import Cluster, Node
+from pikube.inventory import ssh_login
 from pikube.probe.facts import NodeFacts, gather_facts
-from pikube.probe.ssh import ProbeError, SshTarget, run_command
+from pikube.probe.ssh import ProbeError, SshConnections, SshTarget
 
 KUBECTL = {
     "kubeadm": "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf",
@@ -69,20 +70,29 @@ class ClusterStatus:
 
 
 def ssh_target(cluster: Cluster, node: Node, timeout: float = 8.0) -> SshTarget:
+    """How to reach ``node``: the login Ansible gets from the inventory (``ssh_login``)."""
+    login = ssh_login(cluster)
     return SshTarget(
-        str(node.ip),
-        cluster.ssh.user,
-        cluster.ssh.private_key,
-        cluster.ssh.known_hosts or cluster.ssh.private_key.parent / "known_hosts",
-        timeout=timeout,
+        str(node.ip), login.user, login.private_key, login.known_hosts, timeout=timeout
     )
 
 
-def probe_nodes(cluster: Cluster, nodes: list[Node], timeout: float = 8.0) -> list[NodeFacts]:
+def probe_nodes(
+    cluster: Cluster,
+    nodes: list[Node],
+    timeout: float = 8.0,
+    connections: SshConnections | None = None,
+) -> list[NodeFacts]:
     """Facts of ``nodes``, probed in parallel, in the order given."""
+    if connections is None:
+        with SshConnections() as own:
+            return probe_nodes(cluster, nodes, timeout, own)
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(nodes)))) as pool:
         return list(
-            pool.map(lambda n: gather_facts(n.name, ssh_target(cluster, n, timeout)), nodes)
+            pool.map(
+                lambda n: gather_facts(n.name, ssh_target(cluster, n, timeout), connections),
+                nodes,
+            )
         )
 
 
@@ -102,17 +112,17 @@ def parse_kube_nodes(text: str) -> dict[str, KubeNode]:
 
 
 def kubernetes_view(
-    cluster: Cluster, timeout: float = 8.0
+    cluster: Cluster, timeout: float, connections: SshConnections
 ) -> tuple[bool | None, str, dict[str, KubeNode]]:
     """(API healthy?, detail, nodes) as the control plane sees them."""
     target = ssh_target(cluster, cluster.control_plane, timeout)
     kubectl = KUBECTL[cluster.distribution]
     try:
-        health = run_command(target, f"{kubectl} get --raw /readyz")
+        health = connections.run(target, f"{kubectl} get --raw /readyz")
         if health.exit_status != 0:
             detail = (health.stderr.strip().splitlines() or ["not installed"])[-1]
             return False, detail, {}
-        listing = run_command(target, f"{kubectl} get nodes -o json")
+        listing = connections.run(target, f"{kubectl} get nodes -o json")
     except ProbeError as err:
         return None, f"control plane not reachable: {err.reason}", {}
     if listing.exit_status != 0:
@@ -127,8 +137,8 @@ def cluster_status(
     cluster: Cluster, nodes: list[Node] | None = None, timeout: float = 8.0
 ) -> ClusterStatus:
     selected = nodes or list(cluster.nodes)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        view = pool.submit(kubernetes_view, cluster, timeout)
-        facts = probe_nodes(cluster, selected, timeout)
+    with SshConnections() as connections, ThreadPoolExecutor(max_workers=2) as pool:
+        view = pool.submit(kubernetes_view, cluster, timeout, connections)
+        facts = probe_nodes(cluster, selected, timeout, connections)
         healthy, detail, kube_nodes = view.result()
     return ClusterStatus(cluster, facts, healthy, detail, kube_nodes)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pikube.errors import ConfigError, Problem
 
 STDOUT_CALLBACK = "pikube_events"
 # Unix socket paths are limited to 107 bytes (sun_path minus its NUL). OpenSSH names the
@@ -112,3 +115,74 @@ def build_env(base: Mapping[str, str], paths: RunPaths) -> dict[str, str]:
     )
     env.pop("ANSIBLE_LOG_PATH", None)  # the default log would keep unfiltered output
     return env
+
+
+# -- SSH: one definition of how pikube logs in, for Ansible and for pikube's own probes ----
+
+
+@dataclass(frozen=True)
+class SshLogin:
+    """Who logs in to the nodes, with which key, trusting which host keys."""
+
+    user: str
+    private_key: Path
+    known_hosts: Path
+
+
+# What Ansible's ssh connection plugin (ansible-core 2.15-2.19, plugins/connection/ssh.py
+# ``_build_command``) puts on the command line by itself when the inventory sets
+# ``ansible_user``, ``ansible_ssh_private_key_file`` and no password. No IdentitiesOnly: keys
+# in ssh-agent are offered too, so a key with a passphrase works once it is `ssh-add`ed.
+ANSIBLE_NO_PASSWORD_OPTIONS = (
+    "KbdInteractiveAuthentication=no",
+    "PreferredAuthentications=gssapi-with-mic,gssapi-keyex,hostbased,publickey",
+    "PasswordAuthentication=no",
+)
+# Characters an ssh_config value may hold unquoted (whitespace splits lists, '#' starts a
+# comment, quotes and backslashes are syntax).
+_SSH_PLAIN_VALUE = re.compile(r"^[A-Za-z0-9/._+,:@=~-]*$")
+
+
+def ssh_config_value(value: str, what: str = "ssh.private_key") -> str:
+    """``value`` as one ssh_config token: ``%`` doubled (ssh expands %-tokens in paths),
+    double-quoted with escapes when it holds anything but plain path characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(
+            [
+                Problem(
+                    what,
+                    f"{value!r} holds a control character, which ssh cannot be given",
+                    "rename the file (or move it) to a path without control characters",
+                )
+            ]
+        )
+    value = value.replace("%", "%%")
+    if _SSH_PLAIN_VALUE.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ssh_common_args(login: SshLogin) -> list[str]:
+    """Host trust: only the pinned keys in ``known_hosts``, never trust on first use.
+
+    The inventory hands these to Ansible as ``ansible_ssh_common_args``.
+    """
+    known_hosts = ssh_config_value(str(login.known_hosts), "ssh.known_hosts")
+    return ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+
+
+def ssh_login_args(login: SshLogin) -> list[str]:
+    """Every ``-o`` that decides how Ansible's ``ssh`` authenticates for this login.
+
+    The inventory gives Ansible ``ansible_user``, ``ansible_ssh_private_key_file`` and
+    ``ansible_ssh_common_args`` from the same ``login``; Ansible turns the first two into
+    ``User`` and ``IdentityFile`` and adds ``ANSIBLE_NO_PASSWORD_OPTIONS``. pikube's probes
+    run ``ssh`` with exactly these, so agent, key and pinned host keys are the same for both
+    (``tests/integration/test_probe_agent_lab.py`` compares ``ssh -G`` of the two).
+    """
+    options = [
+        f"User={login.user}",
+        f"IdentityFile={ssh_config_value(str(login.private_key))}",
+        *ANSIBLE_NO_PASSWORD_OPTIONS,
+    ]
+    return [arg for option in options for arg in ("-o", option)] + ssh_common_args(login)
