@@ -14,15 +14,18 @@ one identity and its known_hosts entry stays valid. Private keys are never print
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pikube.errors import PikubeError
+from pikube.invoker import hand_over
 
 KEY_TYPES = ("ed25519", "ecdsa")  # cloud-init's ssh_keys names; ecdsa for older clients
 
@@ -111,22 +114,42 @@ def _generate(key_type: str) -> tuple[bytes, str]:
         return path.read_bytes(), public
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a node's key folder (``.lock`` inside it, kept)."""
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_host_keys(state_dir: Path, node: str) -> list[HostKey]:
-    """The node's host keys (ed25519, ecdsa), creating the missing ones in the store."""
+    """The node's host keys (ed25519, ecdsa), creating the missing ones in the store.
+
+    Checking, creating and reading happen under a lock on the node's folder, so two
+    flashes of a new node at once agree on one set of keys (the second reads what the
+    first created), and no one reads half of a pair being written.
+    """
     folder = host_key_dir(state_dir, node)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     keys = []
-    for key_type in KEY_TYPES:
-        private = folder / f"ssh_host_{key_type}_key"
-        public = folder / f"ssh_host_{key_type}_key.pub"
-        if not (private.is_file() and public.is_file()):
-            private_bytes, public_text = _generate(key_type)
-            # The public half first: a private key without it would be regenerated.
-            _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
-            _write_atomic(private, private_bytes, 0o600)
-        os.chmod(private, 0o600)
-        keys.append(HostKey(key_type, private, private.read_text(), public.read_text().strip()))
+    with _locked(folder):
+        hand_over(folder / ".lock")
+        for key_type in KEY_TYPES:
+            private = folder / f"ssh_host_{key_type}_key"
+            public = folder / f"ssh_host_{key_type}_key.pub"
+            if not (private.is_file() and public.is_file()):
+                private_bytes, public_text = _generate(key_type)
+                # The public half first: a private key without it would be regenerated.
+                _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
+                _write_atomic(private, private_bytes, 0o600)
+            os.chmod(private, 0o600)
+            hand_over(public)
+            hand_over(private)
+            keys.append(HostKey(key_type, private, private.read_text(), public.read_text().strip()))
     return keys
 
 
@@ -191,4 +214,5 @@ def pin_known_hosts(
             lines.append(host.line())
     if lines != old:
         _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), 0o644)
+        hand_over(path)
     return added

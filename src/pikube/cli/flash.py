@@ -27,8 +27,10 @@ from pikube.errors import EXIT_INTERRUPTED, FlashRefused, PikubeError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
+    from pikube.hostkeys import HostKey
     from pikube.image.catalog import BootLayout
     from pikube.image.flash import FlashReport
+    from pikube.image.output import OutputFile
 
 
 class FlashInterrupted(PikubeError):
@@ -43,7 +45,9 @@ class Target:
     description: str = ""
     handle: BinaryIO | None = None
     write_path: str = ""  # the device, or the temporary file next to --output
+    output: OutputFile | None = None  # --output: locked name + its temporary file
     files: dict[str, str] = field(default_factory=dict)
+    keys: list[HostKey] = field(default_factory=list)  # the host keys on this card
     report: FlashReport | None = None
     error: BaseException | None = None
     started: bool = False
@@ -86,23 +90,6 @@ def resolve_image(
     return cached.path, entry.boot, entry.id
 
 
-def check_output_path(path: Path) -> None:
-    if path.is_dir():
-        raise FlashRefused(
-            f"{path} is a folder", where="--output", fix="pass a file name, e.g. pi-w1.img"
-        )
-    if path.exists() and not path.is_file():
-        raise FlashRefused(
-            f"{path} exists and is not a regular file",
-            where="--output",
-            fix="write cards with --device; --output is for image files",
-        )
-    if not path.parent.is_dir():
-        raise FlashRefused(
-            f"folder {path.parent} does not exist", where="--output", fix="create it first"
-        )
-
-
 @contextmanager
 def flash_progress(targets: list[Target]) -> Iterator[Callable[[Target, str, int, int], None]]:
     """Per-target progress bars with throughput and ETA on a terminal (stderr)."""
@@ -125,18 +112,19 @@ def flash_progress(targets: list[Target]) -> Iterator[Callable[[Target, str, int
         yield update
 
 
-def prepare_seed(cluster: Cluster, node: Node) -> dict[str, str]:
+def prepare_seed(cluster: Cluster, target: Target) -> None:
+    """The node's first-boot files, and the host keys they carry (pinned once written)."""
     from pikube.cloudinit import new_instance_id, read_public_key, render_seed
     from pikube.hostkeys import ensure_host_keys
 
     state_dir = Path(str(cluster.state_dir))
-    keys = ensure_host_keys(state_dir, node.name)
-    return render_seed(
+    target.keys = ensure_host_keys(state_dir, target.node.name)
+    target.files = render_seed(
         cluster,
-        node,
-        host_keys=keys,
+        target.node,
+        host_keys=target.keys,
         public_key=read_public_key(cluster),
-        instance_id=new_instance_id(node.name),
+        instance_id=new_instance_id(target.node.name),
     )
 
 
@@ -156,6 +144,11 @@ def prepare_seed(cluster: Cluster, node: Node) -> dict[str, str]:
 @cache_dir_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before overwriting a device.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing --output file (once the new image is complete and verified).",
+)
+@click.option(
     "--allow-non-removable",
     is_flag=True,
     help="Allow devices the kernel does not call removable (e.g. some built-in readers).",
@@ -173,6 +166,7 @@ def flash(
     catalog_file: Path | None,
     cache_dir: Path | None,
     yes: bool,
+    force: bool,
     allow_non_removable: bool,
     no_verify: bool,
     parallel: bool,
@@ -186,11 +180,51 @@ def flash(
 
       pikube flash pi-w1 pi-w2 --device /dev/sdb --device /dev/sdc --parallel
     """
-    from pikube.image.device import check_device, human_size, probe_device
-    from pikube.image.flash import tune_malloc
-    from pikube.image.xz import image_size
+    from pikube.image.flash import interrupt_on_signals, tune_malloc
+    from pikube.invoker import adopt_invoker_home
 
     tune_malloc()  # before any thread starts
+    adopt_invoker_home()  # under sudo, `~` is the user's, not root's
+    with interrupt_on_signals():  # kill and hang-up stop a flash as Ctrl-C does
+        _flash(
+            cluster_file,
+            nodes,
+            devices,
+            outputs,
+            image_ref=image_ref,
+            catalog_file=catalog_file,
+            cache_dir=cache_dir,
+            yes=yes,
+            force=force,
+            allow_non_removable=allow_non_removable,
+            verify=not no_verify,
+            parallel=parallel,
+            sys_root=sys_root,
+            proc_root=proc_root,
+        )
+
+
+def _flash(
+    cluster_file: Path,
+    nodes: tuple[str, ...],
+    devices: tuple[str, ...],
+    outputs: tuple[Path, ...],
+    *,
+    image_ref: str | None,
+    catalog_file: Path | None,
+    cache_dir: Path | None,
+    yes: bool,
+    force: bool,
+    allow_non_removable: bool,
+    verify: bool,
+    parallel: bool,
+    sys_root: Path,
+    proc_root: Path,
+) -> None:
+    from pikube.image.device import check_device, human_size, probe_device
+    from pikube.image.flash import check_image, check_tools
+    from pikube.image.output import check_output_path, target_identity
+    from pikube.image.xz import image_size
 
     if bool(devices) == bool(outputs):
         raise click.UsageError("give either --device or --output (one per NODE)")
@@ -200,8 +234,10 @@ def flash(
             f"{len(nodes)} node(s) but {len(paths)} target(s): pass one --device/--output per "
             "NODE, in the same order"
         )
-    if len(set(paths)) != len(paths) or len(set(nodes)) != len(nodes):
+    # One file or device has many spellings (./a.img, /abs/a.img, /dev/disk/by-id/...).
+    if len({target_identity(p) for p in paths}) != len(paths) or len(set(nodes)) != len(nodes):
         raise click.UsageError("each node and each target may appear only once")
+    check_tools()  # a missing tool found after writing would leave half a card
     cluster = load(cluster_file)
     targets: list[Target] = []
     for name, path in zip(nodes, paths, strict=True):
@@ -215,13 +251,14 @@ def flash(
     # Every safety check, for every target, before anything is written.
     image, layout, image_label = resolve_image(image_ref, cluster, catalog_file, cache_dir)
     size = image_size(image)
+    check_image(image, layout, size)  # a gzip file or any non-image never reaches a card
     for target in targets:
         if target.is_device:
             device = probe_device(target.path, sys_root=sys_root, proc_root=proc_root)
             check_device(device, image_size=size, allow_non_removable=allow_non_removable)
             target.description = device.describe()
         else:
-            check_output_path(Path(target.path))
+            check_output_path(Path(target.path), source=image, force=force)
             target.description = f"{target.path} (image file)"
     info(f"image: {image_label}, {human_size(size)} uncompressed")
     for target in targets:
@@ -244,38 +281,36 @@ def flash(
 
     # First-boot files before writing, so a missing key or tool cannot leave half a card.
     for target in targets:
-        target.files = prepare_seed(cluster, target.node)
+        prepare_seed(cluster, target)
     opened: list[Target] = []
     try:
         for target in targets:
-            _open_target(target, size)
+            _open_target(target, size, force=force)
             opened.append(target)
-        _run(targets, image, layout, verify=not no_verify, parallel=parallel)
+        _run(targets, image, layout, verify=verify, parallel=parallel)
         # Cards that were written completely are finished even when another one failed.
         _finish(cluster, [t for t in targets if t.report is not None])
     finally:
         for target in opened:
-            if target.handle:
+            if target.output is not None:
+                target.output.close()  # removes the partial file unless committed
+            elif target.handle:
                 target.handle.close()
-            if not target.is_device and target.report is None:
-                Path(target.write_path).unlink(missing_ok=True)
     _raise_failures(targets)
 
 
-def _open_target(target: Target, size: int) -> None:
+def _open_target(target: Target, size: int, *, force: bool) -> None:
     from pikube.image.device import open_exclusive
+    from pikube.image.output import open_output
 
     if target.is_device:
         fd = open_exclusive(target.path)
         target.write_path = target.path
         target.handle = os.fdopen(fd, "r+b", buffering=0)
         return
-    final = Path(target.path)
-    tmp = final.with_name(f".{final.name}.pikube-partial")
-    handle = tmp.open("w+b", buffering=0)
-    handle.truncate(size)
-    target.write_path = str(tmp)
-    target.handle = handle
+    target.output = open_output(Path(target.path), size, force=force)
+    target.write_path = str(target.output.partial)
+    target.handle = target.output.handle
 
 
 def _run(
@@ -374,19 +409,20 @@ def _report_incomplete(targets: list[Target]) -> None:
 
 
 def _finish(cluster: Cluster, targets: list[Target]) -> None:
-    from pikube.hostkeys import ensure_host_keys, node_known_hosts, pin_known_hosts
+    from pikube.hostkeys import node_known_hosts, pin_known_hosts
     from pikube.image.device import human_size
 
     known_hosts = Path(str(cluster.ssh.known_hosts))
     for target in targets:
         report = target.report
         assert report is not None  # noqa: S101 - _run raised otherwise
-        if not target.is_device:
-            os.replace(target.write_path, target.path)
-        keys = ensure_host_keys(Path(str(cluster.state_dir)), target.node.name)
+        if target.output is not None:
+            target.output.commit()
         # The card now carries these keys: any other key pinned for the node is stale.
         pin_known_hosts(
-            known_hosts, node_known_hosts(target.node.name, str(target.node.ip), keys), replace=True
+            known_hosts,
+            node_known_hosts(target.node.name, str(target.node.ip), target.keys),
+            replace=True,
         )
         rate = report.image_size / report.seconds / (1 << 20) if report.seconds else 0
         info(
