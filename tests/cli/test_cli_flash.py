@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,7 +22,7 @@ from click.testing import CliRunner, Result
 import pikube.image.flash as flash_core
 from pikube.cli.main import cli
 from pikube.errors import EXIT_FLASH_REFUSED, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_VERIFY_FAILED
-from tests.factories import base_cluster, edited, write_cluster
+from tests.factories import base_cluster, edited, make_key_pair, write_cluster
 from tests.image_support import (
     BuiltImage,
     FakeDisk,
@@ -560,3 +563,57 @@ def test_non_image_input_is_refused_before_the_first_byte(
     assert message in result.stderr and "fix:" in result.stderr
     assert "writing" not in result.stderr
     assert not out.exists() and not list(tmp_path.glob(".pi-w1.img*"))
+
+
+@contextlib.contextmanager
+def throwaway_user(home: Path) -> Iterator[pwd.struct_passwd]:
+    """A real unprivileged user with ``home`` (created, then removed with its group)."""
+    name = f"pikube-t{secrets.token_hex(4)}"
+    options = ["--no-create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin"]
+    subprocess.run(["useradd", *options, "--user-group", name], check=True)
+    try:
+        home.mkdir()
+        entry = pwd.getpwnam(name)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        yield entry
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@needs_root
+@pytest.mark.parametrize("sudo_home", ["root's", "the user's"])
+def test_sudo_flash_uses_the_users_home_and_leaves_their_files_theirs(
+    pi_image: BuiltImage, tmp_path: Path, sudo_home: str
+) -> None:
+    """`sudo pikube flash`: `~` is the invoking user's (their SSH key goes on the card), and
+    the state folder, host keys, known_hosts and the image belong to them, so a later
+    `pikube up` as that user can use and update them. sudo sets HOME to root's home by
+    default; some setups keep the user's."""
+    home = tmp_path / "home"
+    with throwaway_user(home) as user:
+        key = make_key_pair(home / ".ssh")
+        data = base_cluster(key)
+        data["ssh"]["public_key"] = "~/.ssh/id_ed25519.pub"
+        data["ssh"]["private_key"] = "~/.ssh/id_ed25519"
+        cluster_file = write_cluster(home, data)
+        for path in [home / ".ssh", *(home / ".ssh").iterdir(), cluster_file]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+        out = home / "pi-w1.img"
+        env = dict(
+            os.environ, SUDO_USER=user.pw_name, HOME="/root" if sudo_home == "root's" else str(home)
+        )
+        result = subprocess.run(
+            [*PIKUBE, *flash_argv(cluster_file, pi_image.xz, out)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        user_data = mtype(out, pi_image.layout.boot_offset, "user-data").decode()
+        assert Path(f"{key}.pub").read_text().split()[1] in user_data
+        state = home / ".pikube"
+        created = [state, state / "known_hosts", out, *state.rglob("*")]
+        assert len(created) > 6
+        assert {(str(p), p.stat().st_uid) for p in created} == {
+            (str(p), user.pw_uid) for p in created
+        }
