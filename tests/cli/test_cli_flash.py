@@ -21,7 +21,13 @@ from click.testing import CliRunner, Result
 
 import pikube.image.flash as flash_core
 from pikube.cli.main import cli
-from pikube.errors import EXIT_FLASH_REFUSED, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_VERIFY_FAILED
+from pikube.errors import (
+    EXIT_CONFIG,
+    EXIT_FLASH_REFUSED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_VERIFY_FAILED,
+)
 from tests.factories import base_cluster, edited, make_key_pair, write_cluster
 from tests.image_support import (
     BuiltImage,
@@ -617,3 +623,18 @@ def test_sudo_flash_uses_the_users_home_and_leaves_their_files_theirs(
         assert {(str(p), p.stat().st_uid) for p in created} == {
             (str(p), user.pw_uid) for p in created
         }
+
+
+def test_malformed_block_map_is_a_located_input_error_before_writing(
+    cluster_file: Path, pi_image: BuiltImage, tmp_path: Path
+) -> None:
+    image = tmp_path / "pi.img.xz"
+    shutil.copyfile(pi_image.xz, image)
+    bmap = tmp_path / "pi.img.bmap"
+    bmap.write_text("<bmap version='2.0'>\n  <ImageSize>268435456</ImageSize>\n  <BlockMap>\n")
+    out = tmp_path / "pi-w1.img"
+    result = flash(cluster_file, image, "pi-w1", "--output", str(out))
+    assert result.exit_code == EXIT_CONFIG, result.stderr
+    assert f"block map {bmap} is invalid" in result.stderr and f"in {bmap}:4" in result.stderr
+    assert "fix: remove the .bmap file" in result.stderr
+    assert "writing" not in result.stderr and not out.exists()

@@ -173,7 +173,8 @@ def check_image(image: Path, layout: BootLayout, size: int) -> None:
     Decodes only the start of the image: the MBR (it must be an MBR with the catalog's boot
     partition, a FAT partition inside the image) and that partition's first sector (a FAT
     boot sector, with the label the catalog names). A gzip or zip file, a partial
-    download or any other file is refused here with ``FlashRefused`` (exit 4).
+    download or any other file is refused here with ``FlashRefused`` (exit 4); a malformed
+    ``.bmap`` next to the image with ``ConfigError`` (exit 3).
     """
 
     def refuse(what: str, fix: str) -> FlashRefused:
@@ -221,6 +222,7 @@ def check_image(image: Path, layout: BootLayout, size: int) -> None:
             f"the boot partition of {image.name} is labelled {label!r}, expected {layout.label!r}",
             "the image does not match its catalog entry; check boot.label in the catalog",
         )
+    block_map_for(image, size)  # a .bmap next to the image is read and checked now, too
 
 
 # What a flash runs besides Python, and where it comes from (Debian/Ubuntu package).
