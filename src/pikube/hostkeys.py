@@ -115,10 +115,12 @@ def _generate(key_type: str) -> tuple[bytes, str]:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a node's key folder (``.lock`` inside it, kept)."""
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``lock_file``, created if needed and kept: a lock
+    file that is never removed cannot be replaced under a process waiting for it."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        hand_over(lock_file)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
@@ -136,8 +138,7 @@ def ensure_host_keys(state_dir: Path, node: str) -> list[HostKey]:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     keys = []
-    with _locked(folder):
-        hand_over(folder / ".lock")
+    with _locked(folder / ".lock"):
         for key_type in KEY_TYPES:
             private = folder / f"ssh_host_{key_type}_key"
             public = folder / f"ssh_host_{key_type}_key.pub"
@@ -182,7 +183,14 @@ def pin_known_hosts(
     card): any other key pinned for its names is stale and is removed. Lines pikube does
     not understand (comments, markers, hashed names) are kept as they are.
     """
-    hosts = list(hosts)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Read, change and replace under a lock: two flashes at once must not drop each
+    # other's lines.
+    with _locked(path.with_name(f".{path.name}.lock")):
+        return _pin(path, list(hosts), replace=replace)
+
+
+def _pin(path: Path, hosts: list[KnownHost], *, replace: bool) -> list[KnownHost]:
     old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
     lines = list(old)
 

@@ -138,3 +138,27 @@ def test_simultaneous_first_flashes_of_a_node_agree_on_one_set_of_keys(tmp_path:
     for key in ensure_host_keys(tmp_path, "new-node"):  # each pair still matches
         derived = ssh_keygen("-y", "-f", str(key.path))
         assert " ".join(derived.stdout.split()[:2]) == key.known_hosts_key
+
+
+def _pin_after(barrier: Any, path: str, index: int) -> None:
+    barrier.wait()
+    host = KnownHost((f"node-{index}", f"10.0.0.{index}"), f"ssh-ed25519 KEY{index}")
+    for _ in range(20):  # each flash pins its node again (replace=True), as re-flashes do
+        pin_known_hosts(Path(path), [host], replace=True)
+
+
+def test_flashes_pinning_different_nodes_at_once_keep_every_line(tmp_path: Path) -> None:
+    """known_hosts is read, changed and replaced under a lock: no flash drops another's."""
+    context = multiprocessing.get_context("fork")
+    count = 6
+    barrier = context.Barrier(count)
+    path = tmp_path / "known_hosts"
+    procs = [context.Process(target=_pin_after, args=(barrier, str(path), i)) for i in range(count)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+        assert proc.exitcode == 0
+    assert sorted(path.read_text().splitlines()) == sorted(
+        f"node-{i},10.0.0.{i} ssh-ed25519 KEY{i}" for i in range(count)
+    )
