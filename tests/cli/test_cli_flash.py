@@ -638,3 +638,19 @@ def test_malformed_block_map_is_a_located_input_error_before_writing(
     assert f"block map {bmap} is invalid" in result.stderr and f"in {bmap}:4" in result.stderr
     assert "fix: remove the .bmap file" in result.stderr
     assert "writing" not in result.stderr and not out.exists()
+
+
+def test_unreadable_known_hosts_is_a_located_error_before_writing(
+    cluster_file: Path, pi_image: BuiltImage, tmp_path: Path
+) -> None:
+    """known_hosts is an input file too: found bad after the write, the card's keys could
+    not be pinned."""
+    known = tmp_path / ".pikube" / "known_hosts"
+    known.parent.mkdir()
+    known.write_bytes(b"pi-cp1,192.168.1.101 ssh-ed25519 AAAA\nh\xe9te ssh-ed25519 AAAB\n")
+    out = tmp_path / "pi-w1.img"
+    result = flash(cluster_file, pi_image.xz, "pi-w1", "--output", str(out))
+    assert result.exit_code == EXIT_CONFIG, result.stderr
+    assert f"known_hosts is not UTF-8 text, in {known}:2" in result.stderr
+    assert "fix:" in result.stderr and "Traceback" not in result.output
+    assert "writing" not in result.stderr and not out.exists()

@@ -198,6 +198,7 @@ def _flash(
     sys_root: Path,
     proc_root: Path,
 ) -> None:
+    from pikube.hostkeys import read_known_hosts
     from pikube.image.device import check_device, human_size, probe_device
     from pikube.image.flash import check_image, check_tools
     from pikube.image.output import check_output_path, target_identity
@@ -238,6 +239,7 @@ def _flash(
         else:
             check_output_path(Path(target.path), source=image, force=force)
             target.description = f"{target.path} (image file)"
+    read_known_hosts(Path(str(cluster.ssh.known_hosts)))  # the keys can be pinned afterwards
     info(f"image: {image_label}, {human_size(size)} uncompressed")
     for target in targets:
         info(f"  {target.name} ({cluster.node(target.name).ip}) -> {target.description}")
