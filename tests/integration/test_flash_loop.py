@@ -213,3 +213,17 @@ def test_gzip_image_leaves_the_device_byte_identical(
     assert result.returncode == 4, result.stderr
     assert "is a gzip file" in result.stderr and "fix:" in result.stderr
     assert sha256_of(card) == before
+
+
+def test_one_device_under_two_names_is_one_target(
+    cluster_file: Path, pi_image: BuiltImage, card: Path, tmp_path: Path
+) -> None:
+    before = sha256_of(card)
+    with loop_device(card) as dev:
+        link = tmp_path / "sd-card-by-id"
+        link.symlink_to(dev)
+        argv = flash_argv(cluster_file, pi_image, dev)
+        result = pikube(*argv[:-2], "pi-w2", "--device", str(link), *argv[-2:])
+    assert result.returncode == 2, result.stderr
+    assert "each node and each target may appear only once" in result.stderr
+    assert sha256_of(card) == before
