@@ -157,7 +157,7 @@ def run_tool(
         if dest.startswith("/dev/"):
             argv += ["--device", dest, "--yes", "--allow-non-removable"]
         else:
-            argv += ["--output", dest]
+            argv += ["--output", dest, "--force"]  # replaces the fresh file, as dd does
         if not verify:
             argv.append("--no-verify")
         procs = [subprocess.Popen(timed(argv, rss[0]), stderr=subprocess.PIPE)]

@@ -14,15 +14,18 @@ one identity and its known_hosts entry stays valid. Private keys are never print
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pikube.errors import PikubeError
+from pikube.errors import ConfigError, PikubeError, Problem
+from pikube.invoker import hand_over
 
 KEY_TYPES = ("ed25519", "ecdsa")  # cloud-init's ssh_keys names; ecdsa for older clients
 
@@ -111,22 +114,43 @@ def _generate(key_type: str) -> tuple[bytes, str]:
         return path.read_bytes(), public
 
 
+@contextlib.contextmanager
+def _locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``lock_file``, created if needed and kept: a lock
+    file that is never removed cannot be replaced under a process waiting for it."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        hand_over(lock_file)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_host_keys(state_dir: Path, node: str) -> list[HostKey]:
-    """The node's host keys (ed25519, ecdsa), creating the missing ones in the store."""
+    """The node's host keys (ed25519, ecdsa), creating the missing ones in the store.
+
+    Checking, creating and reading happen under a lock on the node's folder, so two
+    flashes of a new node at once agree on one set of keys (the second reads what the
+    first created), and no one reads half of a pair being written.
+    """
     folder = host_key_dir(state_dir, node)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     keys = []
-    for key_type in KEY_TYPES:
-        private = folder / f"ssh_host_{key_type}_key"
-        public = folder / f"ssh_host_{key_type}_key.pub"
-        if not (private.is_file() and public.is_file()):
-            private_bytes, public_text = _generate(key_type)
-            # The public half first: a private key without it would be regenerated.
-            _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
-            _write_atomic(private, private_bytes, 0o600)
-        os.chmod(private, 0o600)
-        keys.append(HostKey(key_type, private, private.read_text(), public.read_text().strip()))
+    with _locked(folder / ".lock"):
+        for key_type in KEY_TYPES:
+            private = folder / f"ssh_host_{key_type}_key"
+            public = folder / f"ssh_host_{key_type}_key.pub"
+            if not (private.is_file() and public.is_file()):
+                private_bytes, public_text = _generate(key_type)
+                # The public half first: a private key without it would be regenerated.
+                _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
+                _write_atomic(private, private_bytes, 0o600)
+            os.chmod(private, 0o600)
+            hand_over(public)
+            hand_over(private)
+            keys.append(HostKey(key_type, private, private.read_text(), public.read_text().strip()))
     return keys
 
 
@@ -159,8 +183,46 @@ def pin_known_hosts(
     card): any other key pinned for its names is stale and is removed. Lines pikube does
     not understand (comments, markers, hashed names) are kept as they are.
     """
-    hosts = list(hosts)
-    old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Read, change and replace under a lock: two flashes at once must not drop each
+    # other's lines.
+    with _locked(path.with_name(f".{path.name}.lock")):
+        return _pin(path, list(hosts), replace=replace)
+
+
+def read_known_hosts(path: Path) -> list[str]:
+    """The lines of a known_hosts file ([] when there is none yet); ``ConfigError`` (exit 3,
+    with the file and line) when it cannot be a known_hosts file. Checked before a flash
+    writes anything, so the keys on a card can always be pinned afterwards."""
+    if not path.exists():
+        return []
+
+    def bad(message: str, fix: str, line: int | None = None) -> ConfigError:
+        return ConfigError([Problem("", message, fix, line, str(path))], file=str(path))
+
+    if not path.is_file():
+        raise bad(
+            "known_hosts is not a file",
+            "point ssh.known_hosts in the cluster file at a file (it is created if missing)",
+        )
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise bad(
+            "known_hosts is not UTF-8 text",
+            "fix or remove that line (ssh-keygen -R HOST -f FILE removes a host's lines)",
+            line,
+        ) from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise bad("known_hosts contains a NUL byte", "fix or remove that line", line)
+    return text.splitlines()
+
+
+def _pin(path: Path, hosts: list[KnownHost], *, replace: bool) -> list[KnownHost]:
+    old = read_known_hosts(path)
     lines = list(old)
 
     def ours(host: KnownHost) -> set[str]:  # every key being pinned for this machine
@@ -191,4 +253,5 @@ def pin_known_hosts(
             lines.append(host.line())
     if lines != old:
         _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), 0o644)
+        hand_over(path)
     return added

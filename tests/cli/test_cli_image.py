@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pikube.cli.main import cli
-from pikube.errors import EXIT_FAILURE, EXIT_VERIFY_FAILED
+from pikube.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_VERIFY_FAILED
 from tests.image_support import http_server
 
 NAME = "tiny.img.xz"
@@ -108,3 +108,68 @@ def test_unreachable_mirror_is_an_error_not_a_traceback(tmp_path: Path) -> None:
     )
     assert result.exit_code == EXIT_FAILURE
     assert result.stderr.startswith("Error: cannot download http://127.0.0.1:9/SHA256SUMS")
+
+
+def test_catalog_url_cannot_name_a_file_outside_the_cache(www: Path, tmp_path: Path) -> None:
+    """`..%2F..%2Fx.img.xz` decodes to `../../x.img.xz`: refused, nothing written."""
+    (www / "a" / "b").mkdir(parents=True)
+    digest = hashlib.sha256((www / NAME).read_bytes()).hexdigest()
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(
+        "images:\n"
+        f"  - id: escape\n    url: {(www / 'a' / 'b').as_uri()}/..%2F..%2F{NAME}\n"
+        f"    sha256: {digest}\n    arch: arm64\n"
+    )
+    cache = tmp_path / "cache" / "images"
+    result = CliRunner().invoke(
+        cli, ["image", "fetch", "escape", "--catalog", str(cat), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert f"Error: {cat} has 1 problem" in result.stderr
+    assert f"{cat}:3 (images[0].url)" in result.stderr and "plain file name" in result.stderr
+    assert not (tmp_path / NAME).exists() and not (tmp_path / "cache").exists()
+
+
+def test_catalog_url_ending_in_a_slash_is_refused(tmp_path: Path) -> None:
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(
+        f"images:\n  - id: folder\n    url: {tmp_path.as_uri()}/\n    sha256: {'ab' * 32}\n"
+        "    arch: arm64\n"
+    )
+    cache = tmp_path / "cache" / "images"
+    result = CliRunner().invoke(
+        cli, ["image", "fetch", "folder", "--catalog", str(cat), "--cache-dir", str(cache)]
+    )
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert "(images[0].url)" in result.stderr and "fix:" in result.stderr
+    assert not list(tmp_path.glob("cache*")) and not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize(
+    ("boot", "where", "message"),
+    [
+        ("[1]", "images[0].boot", "boot must be a mapping, not a list"),
+        ("{partition: five}", "images[0].boot.partition", "partition must be an MBR partition"),
+        ("{partition: 7}", "images[0].boot.partition", "partition must be an MBR partition"),
+        (
+            "{cmdline: ../../etc/passwd}",
+            "images[0].boot.cmdline",
+            "cmdline '../../etc/passwd' is not a plain path",
+        ),
+        ("{label: [a]}", "images[0].boot.label", "label must be text, not a list"),
+    ],
+)
+def test_bad_catalog_values_are_located_errors_with_exit_3(
+    tmp_path: Path, boot: str, where: str, message: str
+) -> None:
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(
+        f"images:\n  - id: x\n    url: https://example.invalid/x.img.xz\n    sha256: {'ab' * 32}\n"
+        f"    arch: arm64\n    boot: {boot}\n"
+    )
+    for args in (["image", "list"], ["image", "fetch", "x"]):
+        result = CliRunner().invoke(cli, [*args, "--catalog", str(cat)])
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert result.stderr.startswith(f"Error: {cat} has 1 problem")
+        assert f"{cat}:6 ({where}): {message}" in result.stderr and "fix:" in result.stderr
+        assert "Traceback" not in result.output

@@ -7,6 +7,8 @@ built-in reader would. Each test detaches its loop devices even when it fails.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import os
 import signal
 import subprocess
@@ -53,14 +55,16 @@ def card(tmp_path: Path, pi_image: BuiltImage) -> Path:
     return path
 
 
-def flash_argv(cluster_file: Path, pi_image: BuiltImage, dev: str) -> list[str]:
+def flash_argv(
+    cluster_file: Path, pi_image: BuiltImage, dev: str, image: Path | None = None
+) -> list[str]:
     """`pikube flash` of node pi-w1 to the loop device `dev`, as scripts run it."""
     return [
         "flash",
         "-c",
         str(cluster_file),
         "--image",
-        str(pi_image.xz),
+        str(image or pi_image.xz),
         "pi-w1",
         "--device",
         dev,
@@ -161,9 +165,11 @@ def test_read_back_reads_the_medium_not_the_cache(pi_image: BuiltImage, card: Pa
                 verify_image(handle, result)
 
 
-def test_ctrl_c_leaves_an_unbootable_card_and_says_so(
-    cluster_file: Path, pi_image: BuiltImage, card: Path
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_or_kill_leaves_an_unbootable_card_and_says_so(
+    cluster_file: Path, pi_image: BuiltImage, card: Path, sig: signal.Signals
 ) -> None:
+    """Ctrl-C, `kill` (SIGTERM) and a closed terminal (SIGHUP) end a flash the same way."""
     with card.open("r+b") as handle:  # the card held a bootable image before
         handle.write(pi_image.raw.read_bytes()[: 1 << 20])
     with loop_device(card) as dev:
@@ -176,7 +182,7 @@ def test_ctrl_c_leaves_an_unbootable_card_and_says_so(
         for line in proc.stderr:
             if "writing" in line:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         rest = proc.stderr.read()
         code = proc.wait()
         assert code == 130, rest
@@ -184,3 +190,40 @@ def test_ctrl_c_leaves_an_unbootable_card_and_says_so(
         table = subprocess.run(["sfdisk", "--dump", dev], capture_output=True, text=True)
         assert table.returncode != 0, "an interrupted card must have no partition table"
     assert card.read_bytes()[:4096] == bytes(4096)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_gzip_image_leaves_the_device_byte_identical(
+    cluster_file: Path, pi_image: BuiltImage, card: Path, tmp_path: Path
+) -> None:
+    """The image's head is decoded and checked before the device is opened for writing."""
+    packed = tmp_path / "pi.img.gz"  # a gzip of a real image (its first 8 MiB)
+    with pi_image.raw.open("rb") as raw:
+        packed.write_bytes(gzip.compress(raw.read(8 << 20), compresslevel=1))
+    before = sha256_of(card)
+    with loop_device(card) as dev:
+        result = pikube(*flash_argv(cluster_file, pi_image, dev, image=packed))
+    assert result.returncode == 4, result.stderr
+    assert "is a gzip file" in result.stderr and "fix:" in result.stderr
+    assert sha256_of(card) == before
+
+
+def test_one_device_under_two_names_is_one_target(
+    cluster_file: Path, pi_image: BuiltImage, card: Path, tmp_path: Path
+) -> None:
+    before = sha256_of(card)
+    with loop_device(card) as dev:
+        link = tmp_path / "sd-card-by-id"
+        link.symlink_to(dev)
+        argv = flash_argv(cluster_file, pi_image, dev)
+        result = pikube(*argv[:-2], "pi-w2", "--device", str(link), *argv[-2:])
+    assert result.returncode == 2, result.stderr
+    assert "each node and each target may appear only once" in result.stderr
+    assert sha256_of(card) == before

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +108,57 @@ def test_replacing_drops_stale_keys_of_the_node_only(tmp_path: Path) -> None:
     assert lines == ["otherhost ssh-ed25519 KEEP", *(host.line() for host in pins)]
     found = ssh_keygen("-F", "192.168.1.102", "-f", str(known_hosts))
     assert found.returncode == 0 and pins[0].key in found.stdout
+
+
+def _create_after(barrier: Any, state_dir: str, out: Any) -> None:
+    barrier.wait()  # every process looks for the keys at the same moment
+    keys = ensure_host_keys(Path(state_dir), "new-node")
+    out.put([key.known_hosts_key for key in keys])
+
+
+def test_simultaneous_first_flashes_of_a_node_agree_on_one_set_of_keys(tmp_path: Path) -> None:
+    """Two flashes of a new node at once: one creates the keys, the other reads them, so
+    each card and known_hosts carry the keys that stay in the store."""
+    context = multiprocessing.get_context("fork")
+    count = 4
+    barrier = context.Barrier(count)
+    out = context.Queue()
+    procs = [
+        context.Process(target=_create_after, args=(barrier, str(tmp_path), out))
+        for _ in range(count)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join()
+        assert proc.exitcode == 0
+    stored = [key.known_hosts_key for key in ensure_host_keys(tmp_path, "new-node")]
+    assert results == [stored] * count
+    for key in ensure_host_keys(tmp_path, "new-node"):  # each pair still matches
+        derived = ssh_keygen("-y", "-f", str(key.path))
+        assert " ".join(derived.stdout.split()[:2]) == key.known_hosts_key
+
+
+def _pin_after(barrier: Any, path: str, index: int) -> None:
+    barrier.wait()
+    host = KnownHost((f"node-{index}", f"10.0.0.{index}"), f"ssh-ed25519 KEY{index}")
+    for _ in range(20):  # each flash pins its node again (replace=True), as re-flashes do
+        pin_known_hosts(Path(path), [host], replace=True)
+
+
+def test_flashes_pinning_different_nodes_at_once_keep_every_line(tmp_path: Path) -> None:
+    """known_hosts is read, changed and replaced under a lock: no flash drops another's."""
+    context = multiprocessing.get_context("fork")
+    count = 6
+    barrier = context.Barrier(count)
+    path = tmp_path / "known_hosts"
+    procs = [context.Process(target=_pin_after, args=(barrier, str(path), i)) for i in range(count)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+        assert proc.exitcode == 0
+    assert sorted(path.read_text().splitlines()) == sorted(
+        f"node-{i},10.0.0.{i} ssh-ed25519 KEY{i}" for i in range(count)
+    )

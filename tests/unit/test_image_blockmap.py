@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pikube.errors import ImageVerifyError
+from pikube.errors import EXIT_CONFIG, ConfigError, ImageVerifyError
 from pikube.image.blockmap import (
     ALWAYS_MAPPED,
     BmapMap,
@@ -216,8 +216,12 @@ def test_edited_bmap_file_is_refused(bmapped: tuple[Path, Path]) -> None:
 def test_malformed_bmap_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.bmap"
     path.write_text("<bmap version='2.0'><ImageSize>x</ImageSize><BlockMap/></bmap>")
-    with pytest.raises(ImageVerifyError, match="ImageSize"):
+    with pytest.raises(ConfigError) as err:
         parse_bmap(path)
-    path.write_text("not xml")
-    with pytest.raises(ImageVerifyError, match="invalid"):
+    assert "missing or non-numeric <ImageSize>" in err.value.render()
+    assert err.value.exit_code == EXIT_CONFIG
+    path.write_text("<bmap version='2.0'>\n<ImageSize>1</ImageSize>\n<BlockMap>\n")
+    with pytest.raises(ConfigError) as err:
         parse_bmap(path)
+    text = err.value.render()  # the line XML parsing stopped at, and a fix
+    assert f"block map {path} is invalid" in text and f"in {path}:4" in text and "fix:" in text

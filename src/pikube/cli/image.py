@@ -105,6 +105,9 @@ def byte_progress(description: str) -> Iterator[Callable[[int, int | None], None
 @click.group()
 def image() -> None:
     """The OS image catalog and the download cache."""
+    from pikube.invoker import adopt_invoker_home
+
+    adopt_invoker_home()  # under sudo, the cache is the user's ~/.cache, owned by them
 
 
 @image.command("list")

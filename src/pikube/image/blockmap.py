@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pikube.errors import ImageVerifyError
+from pikube.errors import ConfigError, ImageVerifyError, Problem
 
 ALWAYS_MAPPED = 1 << 20  # the first MiB: MBR, boot code, old GPT headers
 SECTOR = 512
@@ -433,18 +433,21 @@ def bmap_path_for(image: Path) -> Path | None:
 def parse_bmap(path: Path) -> BmapFile:
     """Parse and check a bmaptool ``.bmap`` file (format 1.x or 2.x)."""
 
-    def bad(reason: str) -> ImageVerifyError:
-        return ImageVerifyError(
-            f"block map {path} is invalid: {reason}",
-            where=str(path),
-            fix="remove the .bmap file (pikube then computes a block map) or fetch it again",
+    def bad(reason: str, line: int | None = None) -> ConfigError:
+        # An input file like any other: its location and a fix, exit 3.
+        fix = "remove the .bmap file (pikube then computes a block map) or fetch it again"
+        return ConfigError(
+            [Problem("", f"block map {path} is invalid: {reason}", fix, line, str(path))],
+            file=str(path),
         )
 
     try:
         raw = path.read_bytes()
         root = ET.fromstring(raw)  # noqa: S314 - a local file the user put next to the image
-    except (OSError, ET.ParseError) as err:
+    except OSError as err:
         raise bad(str(err)) from None
+    except ET.ParseError as err:
+        raise bad(str(err), err.position[0]) from None
     if root.tag != "bmap":
         raise bad("the root element is not <bmap>")
     version = root.get("version", "1.0")
@@ -467,7 +470,12 @@ def parse_bmap(path: Path) -> BmapFile:
         file_sum = file_sum.strip()
         zeroed = raw.replace(file_sum.encode(), b"0" * len(file_sum), 1)
         if hashlib.new(checksum_type, zeroed).hexdigest() != file_sum:
-            raise bad("its own checksum does not match (the file is damaged or edited)")
+            raise ImageVerifyError(
+                f"block map {path} is invalid: its own checksum does not match (the file is "
+                "damaged or edited)",
+                where=str(path),
+                fix="remove the .bmap file (pikube then computes a block map) or fetch it again",
+            )
     ranges = []
     block_map = root.find("BlockMap")
     if block_map is None:

@@ -16,6 +16,23 @@ from pikube.resources import data_path
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+# A file name pikube may create in its cache: no folders, no hidden or special names.
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+CACHE_SUFFIXES = (".part", ".sha256")  # the cache's own bookkeeping files
+URL_SCHEMES = ("https", "http", "file")
+
+
+def url_file_name(url: str) -> str | None:
+    """The file name a download of ``url`` is cached under, or None when the URL does not
+    end in a plain file name (``.../`` or ``..%2F..%2Fx.img.xz`` would name a folder or a
+    place outside the cache)."""
+    last = urlparse(url).path.rpartition("/")[2]
+    name = unquote(last)
+    if not SAFE_NAME_RE.match(name) or name.endswith(CACHE_SUFFIXES):
+        return None
+    return name
+
+
 @dataclass(frozen=True)
 class BootLayout:
     partition: int = 1
@@ -39,7 +56,15 @@ class CatalogEntry:
 
     @property
     def filename(self) -> str:
-        return unquote(Path(urlparse(self.url).path).name)
+        """The image's name in the cache (checked when the catalog is loaded)."""
+        name = url_file_name(self.url)
+        if name is None:
+            raise PikubeError(
+                f"the URL of image {self.id} does not end in a file name: {self.url}",
+                where="the image catalog",
+                fix="point url: at the .img.xz file itself",
+            )
+        return name
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,74 +89,203 @@ def default_catalog_path() -> Path:
     return data_path("images", "catalog.yaml")
 
 
+ENTRY_KEYS = {
+    "id",
+    "description",
+    "url",
+    "checksums",
+    "sha256",
+    "bmap",
+    "arch",
+    "boot",
+    "default_user",
+    "sd_card",
+}
+BOOT_KEYS = {"partition", "label", "cmdline", "seed_dir"}
+BOOT_PATH_RE = re.compile(r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
+
+
+class _Checker:
+    """Collects the problems of one catalog file, each with its line and a fix."""
+
+    def __init__(self, file: str, positions: dict[tuple[str | int, ...], int]) -> None:
+        self.file = file
+        self.positions = positions
+        self.problems: list[Problem] = []
+
+    def add(self, path: tuple[str | int, ...], message: str, fix: str) -> None:
+        from pikube.config.yamlpos import dotted, line_of
+
+        self.problems.append(
+            Problem(dotted(path), message, fix, line_of(self.positions, path), self.file)
+        )
+
+    def error(self) -> ConfigError:
+        error = ConfigError(self.problems, file=self.file)
+        error.fix = "correct each entry above (or drop --catalog / PIKUBE_CATALOG)"
+        return error
+
+    def text(
+        self, item: dict[str, Any], path: tuple[str | int, ...], key: str, *, required: bool
+    ) -> str | None:
+        value = item.get(key)
+        if value is None or value == "":
+            if required:
+                self.add((*path, key), f"missing {key}", f"add `{key}:`")
+            return None
+        if not isinstance(value, str):
+            self.add((*path, key), f"{key} must be text, not {_kind(value)}", "quote the value")
+            return None
+        return value
+
+    def url(self, item: dict[str, Any], path: tuple[str | int, ...], key: str) -> str | None:
+        value = self.text(item, path, key, required=key == "url")
+        if value is None:
+            return None
+        if urlparse(value).scheme not in URL_SCHEMES:
+            self.add(
+                (*path, key),
+                f"{key} {value!r} is not an https://, http:// or file:// URL",
+                "write the full URL",
+            )
+            return None
+        if key in ("url", "bmap") and url_file_name(value) is None:
+            self.add(
+                (*path, key),
+                f"{key} {value!r} does not end in a plain file name (the cache would write "
+                "a folder or outside itself)",
+                "point it at the file itself, e.g. https://host/path/NAME.img.xz (letters, "
+                "digits and . _ + ~ - only; no encoded slashes)",
+            )
+            return None
+        return value
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _boot_layout(check: _Checker, boot: object, path: tuple[str | int, ...]) -> BootLayout | None:
+    if boot is None:
+        return BootLayout()
+    if not isinstance(boot, dict):
+        check.add(
+            path,
+            f"boot must be a mapping, not {_kind(boot)}",
+            "write boot: with partition:, label:, cmdline: and seed_dir: below it",
+        )
+        return None
+    ok = True
+    for key in sorted(set(boot) - BOOT_KEYS):
+        check.add((*path, key), f"unknown key {key!r}", f"use {', '.join(sorted(BOOT_KEYS))}")
+        ok = False
+    partition = boot.get("partition", 1)
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 1 <= partition <= 4:
+        check.add(
+            (*path, "partition"),
+            f"partition must be an MBR partition number 1-4, not {partition!r}",
+            "write the boot partition's number, e.g. partition: 1",
+        )
+        ok = False
+    texts: dict[str, str] = {}
+    for key, default in (("label", "system-boot"), ("cmdline", "cmdline.txt"), ("seed_dir", "")):
+        value = boot.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, str):
+            check.add((*path, key), f"{key} must be text, not {_kind(value)}", "quote the value")
+            ok = False
+            continue
+        value = value.strip("/") if key == "seed_dir" else value
+        if key != "label" and value and (not BOOT_PATH_RE.match(value) or ".." in value.split("/")):
+            check.add(
+                (*path, key),
+                f"{key} {value!r} is not a plain path inside the boot partition",
+                "write it relative to the partition's root, e.g. cmdline.txt or firmware",
+            )
+            ok = False
+            continue
+        texts[key] = value
+    if not ok:
+        return None
+    return BootLayout(partition=partition, **texts)
+
+
 def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
-    """Read and check a catalog file (pikube's own by default). Raises ``ConfigError``."""
+    """Read and check a catalog file (pikube's own by default). Raises ``ConfigError``
+    naming every problem with its line and a fix (exit 3)."""
+    from pikube.config.yamlpos import load_with_positions
+
     path = path or default_catalog_path()
     file = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+        data, positions, duplicates = load_with_positions(path.read_text(encoding="utf-8"), file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(
             [Problem("", f"cannot read the image catalog: {err}", "check the file", file=file)],
             file=file,
         ) from None
+    check = _Checker(file, positions)
+    check.problems += duplicates
     items = data.get("images") if isinstance(data, dict) else None
     if not isinstance(items, list):
-        raise ConfigError(
-            [Problem("images", "no `images:` list", "add `images:` with entries", file=file)],
-            file=file,
-        )
-    problems: list[Problem] = []
+        check.add(("images",), "no `images:` list", "add `images:` with entries")
+        raise check.error()
     entries: list[CatalogEntry] = []
+    ids: set[str] = set()
     for i, item in enumerate(items):
-        where = f"images[{i}]"
+        where: tuple[str | int, ...] = ("images", i)
         if not isinstance(item, dict):
-            problems.append(Problem(where, "not a mapping", "write id:, url:, ...", file=file))
-            continue
-        missing = [key for key in ("id", "url", "arch") if not item.get(key)]
-        if missing:
-            problems.append(
-                Problem(where, f"missing {', '.join(missing)}", "add the key(s)", file=file)
+            check.add(
+                where, f"an entry must be a mapping, not {_kind(item)}", "write id:, url:, ..."
             )
             continue
+        before = len(check.problems)
+        for key in sorted(set(item) - ENTRY_KEYS, key=str):
+            check.add((*where, key), f"unknown key {key!r}", f"use {', '.join(sorted(ENTRY_KEYS))}")
+        image_id = check.text(item, where, "id", required=True)
+        arch = check.text(item, where, "arch", required=True)
+        url = check.url(item, where, "url")
+        checksums = check.url(item, where, "checksums")
+        bmap = check.url(item, where, "bmap")
+        description = check.text(item, where, "description", required=False) or ""
+        default_user = check.text(item, where, "default_user", required=False) or ""
+        sha = check.text(item, where, "sha256", required=False)
+        if sha is not None and not SHA256_RE.match(sha.lower()):
+            check.add((*where, "sha256"), "not a sha256 hex digest", "64 hex digits")
         if not item.get("checksums") and not item.get("sha256"):
-            problems.append(
-                Problem(
-                    where,
-                    f"image {item['id']!r} has neither `checksums:` nor `sha256:`",
-                    "add the URL of the SHA256SUMS file or the image's sha256",
-                    file=file,
-                )
+            check.add(
+                where,
+                f"image {image_id or i!r} has neither `checksums:` nor `sha256:`",
+                "add the URL of the SHA256SUMS file or the image's sha256",
             )
+        sd_card = item.get("sd_card", True)
+        if not isinstance(sd_card, bool):
+            check.add((*where, "sd_card"), "sd_card must be true or false", "write true or false")
+        boot = _boot_layout(check, item.get("boot"), (*where, "boot"))
+        if len(check.problems) > before or not (image_id and url and arch and boot):
             continue
-        sha = str(item.get("sha256") or "").lower() or None
-        if sha and not SHA256_RE.match(sha):
-            problems.append(
-                Problem(f"{where}.sha256", "not a sha256 hex digest", "64 hex digits", file=file)
-            )
-            continue
-        boot = item.get("boot") or {}
+        if image_id in ids:
+            check.add((*where, "id"), f"id {image_id!r} appears twice", "give each its own id")
+        ids.add(image_id)
         entries.append(
             CatalogEntry(
-                id=str(item["id"]),
-                description=str(item.get("description", "")),
-                url=str(item["url"]),
-                arch=str(item["arch"]),
-                checksums=item.get("checksums"),
-                sha256=sha,
-                bmap=item.get("bmap"),
-                default_user=str(item.get("default_user") or ""),
-                sd_card=bool(item.get("sd_card", True)),
-                boot=BootLayout(
-                    partition=int(boot.get("partition", 1)),
-                    label=str(boot.get("label", "system-boot")),
-                    cmdline=str(boot.get("cmdline", "cmdline.txt")),
-                    seed_dir=str(boot.get("seed_dir", "") or "").strip("/"),
-                ),
+                id=image_id,
+                description=description,
+                url=url,
+                arch=arch,
+                checksums=checksums,
+                sha256=sha.lower() if sha else None,
+                bmap=bmap,
+                default_user=default_user,
+                sd_card=bool(sd_card),
+                boot=boot,
             )
         )
-    if problems:
-        raise ConfigError(problems, file=file)
+    if check.problems:
+        raise check.error()
     return entries
 
 

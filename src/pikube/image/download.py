@@ -23,7 +23,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from pikube.errors import ImageVerifyError, PikubeError
-from pikube.image.catalog import SHA256_RE, CatalogEntry
+from pikube.image.catalog import SHA256_RE, CatalogEntry, url_file_name
+from pikube.invoker import hand_over
 
 BLOCK = 1 << 20
 TIMEOUT = 60
@@ -245,9 +246,13 @@ def fetch_image(
         marker.write_text(f"{sha}  {dest.name}\n")
         return CachedImage(dest, sha, downloaded=False)
     download(entry.url, dest, sha256=sha, progress=progress)
-    if entry.bmap:
-        bmap_dest = dest.with_name(Path(urlparse(entry.bmap).path).name)
+    hand_over(dest)
+    hand_over(marker)
+    bmap_name = url_file_name(entry.bmap) if entry.bmap else None
+    if entry.bmap and bmap_name:  # load_catalog refuses other bmap URLs
+        bmap_dest = dest.with_name(bmap_name)
         bmap_dest.write_text(read_text_url(entry.bmap))
+        hand_over(bmap_dest)
     return CachedImage(dest, sha, downloaded=True)
 
 

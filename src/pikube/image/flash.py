@@ -9,19 +9,26 @@ back and compared, too); finally the first 4 KiB (the partition table); sync; re
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pikube.errors import ImageVerifyError
+from pikube.errors import FlashRefused, ImageVerifyError, PikubeError
 from pikube.image.blockmap import BlockMap, BmapMap, StreamMap, bmap_path_for, parse_bmap
 from pikube.image.bootfs import (
+    FAT_TYPES,
     edit_cmdline,
+    fat_label,
     locate_boot_partition,
+    partition_entry,
     read_boot_file,
     write_boot_files,
 )
@@ -122,6 +129,147 @@ def shared_chunks(image: Path, cards: int) -> Broadcast:
     reads ``.stream(k)``, two chunks deep, so memory is that of a single flash."""
     tune_malloc()
     return Broadcast(_decoded(image)[0], cards, depth=2)
+
+
+# Compressed formats people download images in, which pikube does not decode: named in
+# the refusal, so a user knows what to do with the file.
+FOREIGN_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"PK\x03\x04": "zip",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"BZh": "bzip2",
+    b"7z\xbc\xaf\x27\x1c": "7-zip",
+}
+MBR_SECTOR = 512
+
+
+def _decoded_range(image: Path, start: int, length: int) -> bytes:
+    """Bytes ``start`` to ``start + length`` of the decoded image (fewer if it is shorter),
+    decoding from the beginning and keeping only those (memory: one chunk)."""
+    pieces: list[bytes] = []
+    pos = 0
+    end = start + length
+    with image.open("rb") as handle:
+        chunks = (
+            iter_decompressed(handle, CHUNK, name=str(image))
+            if is_xz(image)
+            else iter_raw(handle, CHUNK)
+        )
+        for chunk in chunks:
+            if pos + len(chunk) > start:
+                pieces.append(chunk[max(start - pos, 0) : end - pos])
+            pos += len(chunk)
+            if pos >= end:
+                break
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return b"".join(pieces)
+
+
+def check_image(image: Path, layout: BootLayout, size: int) -> None:
+    """Refuse an image that cannot become a bootable card, before a byte is written.
+
+    Decodes only the start of the image: the MBR (it must be an MBR with the catalog's boot
+    partition, a FAT partition inside the image) and that partition's first sector (a FAT
+    boot sector, with the label the catalog names). A gzip or zip file, a partial
+    download or any other file is refused here with ``FlashRefused`` (exit 4); a malformed
+    ``.bmap`` next to the image with ``ConfigError`` (exit 3).
+    """
+
+    def refuse(what: str, fix: str) -> FlashRefused:
+        return FlashRefused(what, where=f"--image {image}", fix=fix)
+
+    with image.open("rb") as handle:
+        magic = handle.read(8)
+    for prefix, kind in FOREIGN_MAGIC.items():
+        if magic.startswith(prefix):
+            raise refuse(
+                f"{image.name} is a {kind} file; pikube flashes raw .img and xz-compressed "
+                ".img.xz images",
+                f"decompress it first (e.g. {kind} -d) and pass the .img, or pick an image "
+                "from `pikube image list`",
+            )
+    mbr = _decoded_range(image, 0, MBR_SECTOR)
+    try:
+        offset, part_size, ptype = partition_entry(mbr, layout.partition)
+    except PikubeError:
+        raise refuse(
+            f"{image.name} has no MBR partition table: it is not a disk image",
+            "pass a Raspberry Pi disk image (.img or .img.xz), e.g. one from `pikube image list`",
+        ) from None
+    if ptype not in FAT_TYPES or part_size == 0 or offset == 0:
+        raise refuse(
+            f"partition {layout.partition} of {image.name} is not a FAT partition "
+            f"(type 0x{ptype:02x})",
+            "pick the image's catalog entry (boot.partition names its FAT boot partition)",
+        )
+    if offset + part_size > size:
+        raise refuse(
+            f"partition {layout.partition} of {image.name} ends after the image "
+            f"(at byte {offset + part_size} of {size}): the image is damaged or truncated",
+            "fetch the image again",
+        )
+    sector = _decoded_range(image, offset, MBR_SECTOR)
+    if len(sector) < MBR_SECTOR or sector[510:512] != b"\x55\xaa":
+        raise refuse(
+            f"partition {layout.partition} of {image.name} holds no FAT file system",
+            "fetch the image again, or pick one from `pikube image list`",
+        )
+    label = fat_label(sector)
+    if layout.label and label.upper() != layout.label.upper():
+        raise refuse(
+            f"the boot partition of {image.name} is labelled {label!r}, expected {layout.label!r}",
+            "the image does not match its catalog entry; check boot.label in the catalog",
+        )
+    block_map_for(image, size)  # a .bmap next to the image is read and checked now, too
+
+
+# What a flash runs besides Python, and where it comes from (Debian/Ubuntu package).
+FLASH_TOOLS = {
+    "mcopy": "mtools",
+    "mtype": "mtools",
+    "mmd": "mtools",
+    "ssh-keygen": "openssh-client",
+}
+
+
+def check_tools() -> None:
+    """Refuse to start a flash when a tool it needs is missing (``FlashRefused``): found
+    after writing, it would leave half a card."""
+    missing = [tool for tool in FLASH_TOOLS if shutil.which(tool) is None]
+    if missing:
+        packages = sorted({FLASH_TOOLS[tool] for tool in missing})
+        raise FlashRefused(
+            f"{', '.join(missing)} not found: pikube flash needs "
+            f"{' and '.join(packages)} (nothing was written)",
+            where="PATH",
+            fix=f"install {' '.join(packages)}: sudo apt-get install {' '.join(packages)} "
+            "(macOS: brew install mtools; ssh-keygen comes with the system)",
+        )
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals(
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP),
+) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP (``kill``, a closed terminal) stop a flash the
+    way Ctrl-C does: a ``KeyboardInterrupt`` in the main thread, so writers stop at their
+    next chunk, partial files are removed and a card is reported as incomplete. Python's
+    default for them is to die at once, leaving both behind without a word."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def block_map_for(image: Path, size: int) -> BlockMap:
