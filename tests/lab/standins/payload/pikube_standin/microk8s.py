@@ -1,9 +1,10 @@
 """MicroK8s stand-in CLI (and the snap hooks behind `snap install/remove/refresh microk8s`).
 
 Contract: https://microk8s.io/docs/command-reference , https://microk8s.io/docs/clustering ,
-https://microk8s.io/docs/install-raspberry-pi (memory cgroup), and the wrappers in
-https://github.com/canonical/microk8s/tree/master/scripts/wrappers
-(add_token.py, join.py, status.py).
+https://microk8s.io/docs/install-raspberry-pi (memory cgroup), and canonical/microk8s branch
+1.31 (9029c514, same on 1.30): microk8s-resources/wrappers/*.wrapper, actions/common/utils.sh,
+scripts/wrappers/{add_token,join,leave,remove_node,status}.py, snap/hooks/install.
+tests/lab/standins/README.md lists which behaviour comes from which file.
 """
 
 from __future__ import annotations
