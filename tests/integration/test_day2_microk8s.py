@@ -65,6 +65,18 @@ def tracking(pk: Pikube, node: str) -> str:
     return str(proc.stdout.splitlines()[-1].split()[3])
 
 
+def leaves_in(pk: Pikube, command: str) -> set[str]:
+    """Hosts on which the last `command` run ran `microk8s leave` and it succeeded."""
+    return {
+        e["host"]
+        for e in pk.events(command)
+        if e.get("pikube_event") == "runner"
+        and "Leave the MicroK8s cluster" in e.get("task", "")
+        and e.get("status") in ("ok", "changed")
+        and e.get("changed")
+    }
+
+
 # --- the drill ------------------------------------------------------------------------------
 
 
@@ -88,6 +100,8 @@ def test_reset_removes_microk8s_and_the_kubeconfig_and_a_second_reset_changes_no
 ) -> None:
     assert pk.kubeconfig.exists()
     pk.ok("reset", "--yes")
+    # the joined workers left the cluster first (their clustered.lock); the control node has none
+    assert leaves_in(pk, "reset") == {"node-2", "node-3"}
     for node in NODES:
         assert not pk.exists(node, SNAP), node
         assert not pk.exists(node, "/var/snap/microk8s"), node
@@ -143,6 +157,7 @@ def test_remove_node_of_an_unreachable_node_cleans_kubernetes(pk: Pikube) -> Non
 def test_reset_limit_then_add_node_leaves_other_hosts_unchanged(pk: Pikube) -> None:
     pk.ok("reset", "--limit", "node-3", "--yes")
     assert set(pk.changed("reset")) == {"node-3"}
+    assert leaves_in(pk, "reset") == {"node-3"}
     assert not pk.exists("node-3", SNAP)
     assert pk.exists("node-1", SNAP) and pk.exists("node-2", SNAP)  # the rest untouched
     pk.ok("add-node", "node-3")

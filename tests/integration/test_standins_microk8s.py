@@ -41,7 +41,9 @@ class Lab:
     def __init__(self, base: Path, store: str) -> None:
         self.base, self.store, self.nodes = base, store, []  # type: ignore[var-annotated]
 
-    def node(self, name: str, ip: str, *, cmdline: str | None = None) -> FakeNode:
+    def node(
+        self, name: str, ip: str, *, cmdline: str | None = None, mem_kb: int | None = None
+    ) -> FakeNode:
         n = FakeNode(
             self.base,
             name,
@@ -53,6 +55,14 @@ class Lab:
                 "PIKUBE_STANDIN_MICROK8S_AGENT_PORT": str(testing.free_port(ip)),
             },
         )
+        if mem_kb is not None:  # the board's /proc/meminfo (a Pi Zero 2 W has 512 MB)
+            meminfo = (n.proc / "meminfo").read_text().splitlines()
+            (n.proc / "meminfo").write_text(
+                "".join(
+                    (f"MemTotal:       {mem_kb} kB" if x.startswith("MemTotal:") else x) + "\n"
+                    for x in meminfo
+                )
+            )
         if cmdline is not None:
             (n.root / "run/pikube-lab").mkdir(parents=True, exist_ok=True)
             (n.root / "run/pikube-lab/cmdline").write_text(cmdline + "\n")
@@ -63,8 +73,10 @@ class Lab:
         self.nodes.append(n)
         return n
 
-    def installed(self, name: str, ip: str, channel: str = "1.31/stable") -> FakeNode:
-        n = self.node(name, ip)
+    def installed(
+        self, name: str, ip: str, channel: str = "1.31/stable", mem_kb: int | None = None
+    ) -> FakeNode:
+        n = self.node(name, ip, mem_kb=mem_kb)
         r = n.run("snap", "install", "microk8s", "--classic", f"--channel={channel}")
         assert r.returncode == 0, r.stdout + r.stderr
         ready = n.run("microk8s", "status", "--wait-ready", "--timeout", "60")
@@ -187,8 +199,6 @@ def test_add_node_tokens_are_single_use(lab: Lab) -> None:
     assert (
         items["w1"]["metadata"]["labels"]["node.kubernetes.io/microk8s-worker"] == "microk8s-worker"
     )
-    locked = mk(w1, "status")
-    assert locked.returncode == 1 and "acting as a node in a cluster" in locked.stdout
 
 
 def test_add_node_token_with_ttl_expires(lab: Lab) -> None:
@@ -258,3 +268,156 @@ def test_missing_memory_cgroup_on_a_pi_keeps_microk8s_down(lab: Lab) -> None:
     )
     pi.service("start", "snap.microk8s.daemon-kubelite")
     assert mk(pi, "status", "--wait-ready", "--timeout", "60").returncode == 0
+
+
+# Upstream files below are canonical/microk8s at tag v1.31 / branch 1.31 (9029c514), the
+# same text on 1.30 (59abcc22); tests/lab/standins/README.md lists them.
+def joined_worker(lab: Lab, cp_ip: str, w_ip: str) -> tuple[FakeNode, FakeNode]:
+    cp = lab.installed(f"cp{cp_ip.rsplit('.', 1)[1]}", cp_ip)
+    w = lab.installed(f"w{w_ip.rsplit('.', 1)[1]}", w_ip)
+    joined = mk(w, "join", add_node(cp).group(0).split()[2], "--worker")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    return cp, w
+
+
+def test_worker_wrappers_print_on_stdout_and_status_config_kubectl_exit_0(lab: Lab) -> None:
+    """microk8s-{status,config,kubectl}.wrapper exit 0 on a worker, add-node/remove-node 1."""
+    _cp, w = joined_worker(lab, "127.0.7.70", "127.0.7.71")
+    acting = "This MicroK8s deployment is acting as a node in a cluster."
+    expected = {
+        ("status",): (0, f"{acting}\nPlease use the control plane node.\n"),
+        ("config",): (0, f"{acting} Please use the microk8s config on the master.\n"),
+        ("kubectl", "get", "nodes"): (
+            0,
+            f"{acting} Please use the microk8s kubectl on the master.\n",
+        ),
+        ("add-node",): (1, f"{acting} Please use the microk8s add-node on the master.\n"),
+        ("remove-node", "x"): (1, f"{acting} Please use microk8s leave.\n"),
+        ("enable", "dns"): (1, f"{acting}\nPlease use the master node.\n"),  # is_cluster_locked
+    }
+    for args, (rc, out) in expected.items():
+        r = mk(w, *args)
+        assert (r.returncode, r.stdout, r.stderr) == (rc, out, ""), args
+
+
+def test_status_is_ready_only_with_service_kubernetes_and_a_schedulable_ready_node(
+    lab: Lab,
+) -> None:
+    """common/utils.py is_cluster_ready(): `service/kubernetes` and " Ready " in get nodes."""
+    n = lab.installed("c8", "127.0.7.72")
+    assert mk(n, "kubectl", "cordon", "c8").returncode == 0  # now Ready,SchedulingDisabled
+    r = mk(n, "status", "--wait-ready", "--timeout", "3")
+    assert r.returncode == 1
+    assert r.stdout == "microk8s is not running. Use microk8s inspect for a deeper inspection.\n"
+    assert mk(n, "kubectl", "uncordon", "c8").returncode == 0
+    assert mk(n, "status", "--wait-ready", "--timeout", "30").returncode == 0
+    assert mk(n, "kubectl", "delete", "service", "kubernetes").returncode == 0
+    assert mk(n, "status").returncode == 1
+
+
+def test_status_yaml_has_high_availability_and_addon_repository_and_version(lab: Lab) -> None:
+    """status.py print_yaml()."""
+    import yaml
+
+    n = lab.installed("c9", "127.0.7.73")
+    doc = yaml.safe_load(mk(n, "status", "--format", "yaml").stdout)
+    assert doc["microk8s"] == {"running": True}
+    assert doc["high-availability"]["enabled"] is True  # ha-cluster is enabled by default
+    assert doc["high-availability"]["nodes"] == [{"address": "127.0.7.73:19001", "role": "voter"}]
+    dns = next(a for a in doc["addons"] if a["name"] == "dns")
+    assert dns == {
+        "name": "dns",
+        "repository": "core",
+        "description": "CoreDNS",
+        "version": "1.9.0",
+        "status": "enabled",
+    }
+
+
+def test_add_node_offers_yaml_format(lab: Lab) -> None:
+    """add_token.py: --format choices include yaml (get_output_dict dumped with yaml.dump)."""
+    import yaml
+
+    n = lab.installed("c10", "127.0.7.74")
+    r = mk(n, "add-node", "--format", "yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = yaml.safe_load(r.stdout)
+    token, check = doc["token"].split("/")
+    assert re.fullmatch(r"[0-9a-f]{32}", token) and re.fullmatch(r"[0-9a-f]{12}", check)
+    assert JOIN_RE.match(f"microk8s join {doc['urls'][0]}")
+
+
+def test_remove_node_force_of_an_unknown_node_fails(lab: Lab) -> None:
+    """remove_node.py: a node `kubectl get no` does not know fails, with or without --force."""
+    n = lab.installed("c11", "127.0.7.75")
+    r = mk(n, "remove-node", "nope", "--force")
+    assert r.returncode == 1
+    assert (
+        r.stdout
+        == "Node nope does not exist in Kubernetes.\nAttempting to remove nope from dqlite.\n"
+    )
+
+
+def test_remove_node_of_a_datastore_member_needs_force_even_when_down(lab: Lab) -> None:
+    """remove_node.py: a dqlite member is refused without --force, Ready or not."""
+    cp = lab.installed("c12", "127.0.7.76")
+    other = lab.installed("c13", "127.0.7.77")
+    assert mk(other, "join", add_node(cp).group(0).split()[2]).returncode == 0
+    other.service("stop", "snap.microk8s.daemon-kubelite")
+    assert testing.wait_until(
+        lambda: (
+            '"status":"Unknown"'
+            in mk(
+                cp, "kubectl", "get", "node", "c13", "-o", "jsonpath={.status.conditions}"
+            ).stdout.replace(" ", "")
+        )
+    )
+    refused = mk(cp, "remove-node", "c13")
+    assert refused.returncode == 1 and "is registered with dqlite" in refused.stdout
+    assert mk(cp, "remove-node", "c13", "--force").returncode == 0
+    assert "127.0.7.77:19001" not in mk(cp, "status").stdout
+
+
+def test_leave_needs_the_join_locks(lab: Lab) -> None:
+    """microk8s-leave.wrapper: no-cert-reissue and (clustered.lock or args/k8s-dqlite)."""
+    standalone = lab.installed("c14", "127.0.7.78")
+    r = mk(standalone, "leave")
+    assert (r.returncode, r.stdout) == (
+        1,
+        "This MicroK8s deployment is not acting as a node in a cluster.\n",
+    )
+    _cp, w = joined_worker(lab, "127.0.7.79", "127.0.7.80")
+    locks = w.root / "var/snap/microk8s/current/var/lock"
+    assert {"clustered.lock", "no-k8s-dqlite", "no-cert-reissue"} <= {
+        p.name for p in locks.iterdir()
+    }
+    assert mk(w, "leave").returncode == 0
+    assert not (locks / "clustered.lock").exists() and not (locks / "no-cert-reissue").exists()
+    assert mk(w, "status", "--wait-ready", "--timeout", "60").returncode == 0
+
+
+def test_a_512_mb_board_gets_the_low_memory_guard(lab: Lab) -> None:
+    """snap/hooks/install: MemTotal <= 524288 kB -> var/lock/low-memory-guard.lock; then
+    status and start exit 1 (utils.sh exit_if_low_memory_guard), kubelite does not run
+    (run-kubelite-with-args) and only `join --worker` is accepted (join.py)."""
+    cp = lab.installed("c15", "127.0.7.81", mem_kb=944_000)  # a 1 GB board: no guard
+    assert not (cp.root / "var/snap/microk8s/current/var/lock/low-memory-guard.lock").exists()
+    zero = lab.node("z1", "127.0.7.82", mem_kb=442_000)  # a Pi Zero 2 W's MemTotal
+    assert (
+        zero.run("snap", "install", "microk8s", "--classic", "--channel=1.31/stable").returncode
+        == 0
+    )
+    assert (zero.root / "var/snap/microk8s/current/var/lock/low-memory-guard.lock").exists()
+    for args in (("status", "--wait-ready", "--timeout", "5"), ("start",)):
+        r = mk(zero, *args)
+        assert r.returncode == 1, args
+        assert "This node does not have enough RAM to host the Kubernetes control plane" in r.stdout
+    m = add_node(cp)
+    conn = m.group(0).split()[2]
+    refused = mk(zero, "join", conn)
+    assert refused.returncode == 1 and f"microk8s join {conn} --worker" in refused.stdout
+    joined = mk(zero, "join", conn, "--worker")  # the token was not spent by the refusal
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert mk(zero, "status").returncode == 0  # "acting as a node in a cluster"
+    waited = mk(cp, "kubectl", "wait", "--for=condition=Ready", "node/z1", "--timeout=60s")
+    assert waited.returncode == 0, waited.stdout + waited.stderr

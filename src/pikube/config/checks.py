@@ -18,6 +18,7 @@ from pikube.config.model import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
 from pikube.config.pimodels import (
     KUBEADM_CONTROL_PLANE_MIN_CPUS,
     KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
+    MICROK8S_LOW_MEMORY_GUARD_MB,
     PI_MODELS,
 )
 
@@ -74,6 +75,7 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
     yield from _check_nodes(nodes, subnet, gateway)
     yield from _check_cidrs(distribution, kubernetes, subnet)
     yield from _check_roles(distribution, nodes)
+    yield from _check_microk8s_memory(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
 
 
@@ -194,6 +196,23 @@ def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Fin
                 f"{model.description} has {model.cpus} CPU, below kubeadm's minimum of "
                 f"{KUBEADM_CONTROL_PLANE_MIN_CPUS}",
                 "use a Pi with 2 or more cores",
+            )
+
+
+def _check_microk8s_memory(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
+    """MicroK8s's low memory guard stops every 512 MB board before pikube can join it."""
+    if distribution != "microk8s":
+        return
+    for index, node in enumerate(nodes):
+        model = PI_MODELS.get(str(node.get("model")))
+        if model is not None and model.memory_mb <= MICROK8S_LOW_MEMORY_GUARD_MB:
+            yield (
+                ("nodes", index, "model"),
+                f"{model.description} has {model.memory_mb} MiB of memory: MicroK8s turns on "
+                f"its low memory guard on boards with {MICROK8S_LOW_MEMORY_GUARD_MB} MiB or "
+                "less, and then `microk8s status` fails, which pikube waits on before the join",
+                "use a Pi with 1 GB or more for MicroK8s, or distribution: kubeadm "
+                "(where this board can be a worker)",
             )
 
 

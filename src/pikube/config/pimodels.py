@@ -8,6 +8,11 @@ from dataclasses import dataclass
 KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB = 1700
 KUBEADM_CONTROL_PLANE_MIN_CPUS = 2
 
+# MicroK8s's install hook turns on its low memory guard when MemTotal <= 524288 kB (512 MiB)
+# (canonical/microk8s snap/hooks/install). MemTotal is below the board's RAM, so every
+# 512 MB board gets it: no control plane, and `microk8s status` fails until a worker join.
+MICROK8S_LOW_MEMORY_GUARD_MB = 512
+
 
 @dataclass(frozen=True)
 class PiModel:
@@ -21,6 +26,8 @@ class PiModel:
 PI_MODELS: dict[str, PiModel] = {
     m.id: m
     for m in (
+        PiModel("pizero2w", "Raspberry Pi Zero 2 W (512 MB)", 512, 4),
+        PiModel("pi3a-plus", "Raspberry Pi 3 Model A+ (512 MB)", 512, 4),
         PiModel("pi3b", "Raspberry Pi 3 Model B (1 GB)", 1024, 4),
         PiModel("pi3b-plus", "Raspberry Pi 3 Model B+ (1 GB)", 1024, 4),
         PiModel("pi4-1gb", "Raspberry Pi 4 Model B (1 GB)", 1024, 4),

@@ -1,9 +1,10 @@
 """MicroK8s stand-in CLI (and the snap hooks behind `snap install/remove/refresh microk8s`).
 
 Contract: https://microk8s.io/docs/command-reference , https://microk8s.io/docs/clustering ,
-https://microk8s.io/docs/install-raspberry-pi (memory cgroup), and the wrappers in
-https://github.com/canonical/microk8s/tree/master/scripts/wrappers
-(add_token.py, join.py, status.py).
+https://microk8s.io/docs/install-raspberry-pi (memory cgroup), and canonical/microk8s branch
+1.31 (9029c514, same on 1.30): microk8s-resources/wrappers/*.wrapper, actions/common/utils.sh,
+scripts/wrappers/{add_token,join,leave,remove_node,status}.py, snap/hooks/install.
+tests/lab/standins/README.md lists which behaviour comes from which file.
 """
 
 from __future__ import annotations
@@ -27,26 +28,52 @@ from . import common
 from .common import path
 
 NOT_RUNNING = "microk8s is not running. Use microk8s inspect for a deeper inspection."
-LOCKED = "This MicroK8s deployment is acting as a node in a cluster.\nPlease use the master node."
+# What a joined worker (var/lock/clustered.lock) answers. The shell wrappers print to stdout
+# and exit 0 for status, config and kubectl, exit 1 for add-node and remove-node; Python
+# commands (enable, disable) go through common/utils.py is_cluster_locked() and exit 1.
+ACTING = "This MicroK8s deployment is acting as a node in a cluster."
+LOCKED = f"{ACTING}\nPlease use the master node."  # is_cluster_locked(), exit 1
+WORKER_STATUS = f"{ACTING}\nPlease use the control plane node."  # status wrapper, exit 0
+WORKER_KUBECTL = f"{ACTING} Please use the microk8s kubectl on the master."  # exit 0
+WORKER_CONFIG = f"{ACTING} Please use the microk8s config on the master."  # exit 0
+WORKER_ADD_NODE = f"{ACTING} Please use the microk8s add-node on the master."  # exit 1
+WORKER_REMOVE_NODE = f"{ACTING} Please use microk8s leave."  # exit 1
+NOT_CLUSTERED = "This MicroK8s deployment is not acting as a node in a cluster."  # leave, exit 1
+# snap/hooks/install: "Low memory guard. Enable by default when system RAM is less than 512MB"
+# (MemTotal <= 524288 kB). Then kubelite does not start the control plane, status and start
+# print LOW_MEMORY and exit 1, and only `join --worker` is allowed (utils.sh, join.py).
+LOW_MEMORY_GUARD_KB = 524288
+LOW_MEMORY = """
+This node does not have enough RAM to host the Kubernetes control plane services
+and join the database quorum. You may consider joining this node as a worker
+node to a cluster.
+
+If you would still like to start the control plane services, start MicroK8s with:
+
+    microk8s start --disable-low-memory-guard
+"""
 UNITS = ("snap.microk8s.daemon-kubelite", "snap.microk8s.daemon-cluster-agent")
-ADDONS = {  # name: (description, default enabled)
-    "dns": ("(core) CoreDNS", True),
-    "ha-cluster": ("(core) Configure high availability on the current node", True),
-    "helm": ("(core) Helm - the package manager for Kubernetes", True),
-    "helm3": ("(core) Helm 3 - the package manager for Kubernetes", True),
-    "cert-manager": ("(core) Cloud native certificate management", False),
-    "dashboard": ("(core) The Kubernetes dashboard", False),
-    "hostpath-storage": ("(core) Storage class; allocates storage from host directory", False),
-    "ingress": ("(core) Ingress controller for external access", False),
-    "metallb": ("(core) Loadbalancer for your Kubernetes cluster", False),
-    "metrics-server": ("(core) K8s Metrics Server for API access to service metrics", False),
+# name: (description, version, enabled by default), as the core addons repository lists them
+# (canonical/microk8s-core-addons addons.yaml); every one lives in repository "core".
+ADDONS = {
+    "dns": ("CoreDNS", "1.9.0", True),
+    "ha-cluster": ("Configure high availability on the current node", "0.1.0", True),
+    "helm": ("Helm - the package manager for Kubernetes", "2.16.0", True),
+    "helm3": ("Helm 3 - the package manager for Kubernetes", "3.8.0", True),
+    "cert-manager": ("Cloud native certificate management", "1.8.0", False),
+    "dashboard": ("The Kubernetes dashboard", "2.3.0", False),
+    "hostpath-storage": ("Storage class; allocates storage from host directory", "1.1.0", False),
+    "ingress": ("Ingress controller for external access", "1.5.1", False),
+    "metallb": ("Loadbalancer for your Kubernetes cluster", "0.9.3", False),
+    "metrics-server": ("K8s Metrics Server for API access to service metrics", "0.5.0", False),
     "observability": (
-        "(core) A lightweight observability stack for logs, traces and metrics",
+        "A lightweight observability stack for logs, traces and metrics",
+        "0.1.0",
         False,
     ),
-    "rbac": ("(core) Role-Based Access Control for authorisation", False),
-    "registry": ("(core) Private image registry exposed on localhost:32000", False),
-    "storage": ("(core) Alias to hostpath-storage add-on, deprecated", False),
+    "rbac": ("Role-Based Access Control for authorisation", "", False),
+    "registry": ("Private image registry exposed on localhost:32000", "2.6", False),
+    "storage": ("Alias to hostpath-storage add-on, deprecated", "1.1.0", False),
 }
 
 
@@ -91,8 +118,24 @@ def join_info() -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def lock(name: str) -> Path:
+    return data() / "var/lock" / name
+
+
 def is_worker() -> bool:
-    return (data() / "var/lock/clustered.lock").exists()
+    return lock("clustered.lock").exists()
+
+
+def low_memory_guard() -> bool:
+    """common/cluster/utils.py is_low_memory_guard_enabled(): the lock the install hook made."""
+    return lock("low-memory-guard.lock").exists()
+
+
+def mem_total_kb() -> int:
+    for line in common.proc("meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1])
+    return 0
 
 
 # Where a node's device-tree model is read, as pikube's node prep does (lab Pi personality:
@@ -153,10 +196,24 @@ def api_client() -> common.Client:
 
 
 def api_ready() -> bool:
+    """common/utils.py is_cluster_ready(): `service/kubernetes` in `kubectl get all -A` and
+    " Ready " in `kubectl get nodes` (a Ready node that is not cordoned: a cordoned one shows
+    `Ready,SchedulingDisabled`)."""
     try:
-        return bool(api_client().get("/readyz") == "ok")
+        client = api_client()
+        if client.get("/api/v1/namespaces/default/services/kubernetes") is None:
+            return False
+        nodes = client.get("/api/v1/nodes") or {}
     except (OSError, common.ApiError, KeyError, ValueError):
         return False
+    return any(
+        not n.get("spec", {}).get("unschedulable")
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in n.get("status", {}).get("conditions", [])
+        )
+        for n in nodes.get("items", [])
+    )
 
 
 # --------------------------------------------------------------------------- hooks
@@ -205,6 +262,12 @@ def write_standalone_config() -> None:
     common.write_file(data() / "args/kubelet", f"--hostname-override={node}\n--node-ip={ip}\n")
     common.write_file(data() / "credentials/client.config", admin_kubeconfig(), 0o600)
     common.write_file(data() / "credentials/cluster-tokens.txt", "", 0o600)
+    # every dqlite node has args/k8s-dqlite; the leave wrapper looks for it
+    common.write_file(
+        data() / "args/k8s-dqlite",
+        f"--storage-dir={data() / 'var/kubernetes/backend'}\n"
+        f"--listen=unix://{data() / 'var/kubernetes/backend/kine.sock'}:12379\n",
+    )
     (data() / "var/lock").mkdir(parents=True, exist_ok=True)
     (data() / "var/kubernetes/backend").mkdir(parents=True, exist_ok=True)
 
@@ -255,6 +318,8 @@ def hook(name: str) -> int:
     if name == "install":
         create_group()
         write_standalone_config()
+        if mem_total_kb() <= LOW_MEMORY_GUARD_KB:  # snap/hooks/install
+            lock("low-memory-guard.lock").touch()
         write_units()
         for u in UNITS:
             common.service_start(u)
@@ -285,8 +350,11 @@ def hook(name: str) -> int:
 
 # --------------------------------------------------------------------------- commands
 def cmd_status(a: argparse.Namespace) -> int:
-    if is_worker():
-        print(LOCKED)
+    if is_worker():  # microk8s-status.wrapper
+        print(WORKER_STATUS)
+        return 0
+    if low_memory_guard():  # microk8s-status.wrapper: exit_if_low_memory_guard
+        print(LOW_MEMORY)
         return 1
     deadline = time.monotonic() + (a.timeout if a.timeout > 0 else 10**9)
     ready = api_ready()
@@ -300,39 +368,54 @@ def cmd_status(a: argparse.Namespace) -> int:
     if a.addon != "all":
         print("enabled" if a.addon in enabled else "disabled")
         return 0
-    if a.format == "yaml":
-        print("microk8s:\n  running: True\naddons:")
-        for n in ADDONS:
-            print(
-                f"  - name: {n}\n    description: {ADDONS[n][0]}\n    status: "
-                f"{'enabled' if n in enabled else 'disabled'}"
-            )
+    if a.format == "yaml":  # status.py print_yaml
+        print("microk8s:\n  running: True")
+        print(f"high-availability:\n  enabled: {is_ha()}")
+        if is_ha():
+            print("  nodes:")
+            for member in datastore_members():
+                print(f"    - address: {member}\n      role: voter")
+        print("addons:")
+        for on in (True, False):
+            for n, (description, addon_version, _default) in ADDONS.items():
+                if (n in enabled) == on:
+                    print(
+                        f"  - name: {n}\n    repository: core\n    description: {description}\n"
+                        f"    version: {addon_version}\n"
+                        f"    status: {'enabled' if on else 'disabled'}"
+                    )
         return 0
-    members = (
-        json.loads((data() / "var/kubernetes/backend/members.json").read_text())
-        if (data() / "var/kubernetes/backend/members.json").exists()
-        else []
-    )
+    members = datastore_members()
     print("microk8s is running")
-    print(f"high-availability: {'yes' if len(members) + 1 >= 3 else 'no'}")  # HA needs three voters
-    print(f"  datastore master nodes: {' '.join([f'{common.default_ip()}:19001', *members])}")
+    print(f"high-availability: {'yes' if len(members) >= 3 else 'no'}")  # HA needs three voters
+    print(f"  datastore master nodes: {' '.join(members)}")
     print("  datastore standby nodes: none")
-    print("addons:\n  enabled:")
-    for n in ADDONS:
-        if n in enabled:
-            print(f"    {n:<20} # {ADDONS[n][0]}")
-    print("  disabled:")
-    for n in ADDONS:
-        if n not in enabled:
-            print(f"    {n:<20} # {ADDONS[n][0]}")
+    for title, on in (("enabled", True), ("disabled", False)):
+        if title == "enabled":
+            print("addons:")
+        print(f"  {title}:")
+        for n, (description, _version, _default) in ADDONS.items():
+            if (n in enabled) == on:
+                print(f"    {n:<20} # (core) {description}")
     return 0
+
+
+def datastore_members() -> list[str]:
+    """This node's dqlite address, then the members that joined it."""
+    f = data() / "var/kubernetes/backend/members.json"
+    return [f"{common.default_ip()}:19001", *(json.loads(f.read_text()) if f.exists() else [])]
+
+
+def is_ha() -> bool:
+    """MicroK8s runs dqlite (ha-cluster, enabled by default) on every control-plane node."""
+    return "ha-cluster" in enabled_addons()
 
 
 def enabled_addons() -> list[str]:
     p = data() / "var/addons.json"
     if p.exists():
         return list(json.loads(p.read_text()))
-    return [n for n, (_d, on) in ADDONS.items() if on]
+    return [n for n, (_d, _v, on) in ADDONS.items() if on]
 
 
 def cmd_enable(a: argparse.Namespace, on: bool) -> int:
@@ -407,8 +490,11 @@ def all_ips() -> list[str]:
 
 
 def cmd_add_node(a: argparse.Namespace) -> int:
-    if is_worker() or join_info():
-        print(LOCKED)
+    if is_worker():  # microk8s-add-node.wrapper
+        print(WORKER_ADD_NODE)
+        return 1
+    if join_info():  # deliberate deviation: joined control-plane members do not run an agent
+        print("pikube stand-in: add-node is only modelled on the first node; run it there.")
         return 1
     token = a.token or secrets.token_hex(16)
     if len(token) < 32:
@@ -427,16 +513,14 @@ def cmd_add_node(a: argparse.Namespace) -> int:
         print(f"{token}/{check}")
     elif a.format == "token":
         print(token)
-    elif a.format == "json":
-        print(
-            json.dumps(
-                {
-                    "token": f"{token}/{check}",
-                    "urls": [f"{ip}:{port}/{token}/{check}" for ip in ips],
-                },
-                indent=2,
-            )
-        )
+    elif a.format in ("json", "yaml"):  # add_token.py get_output_dict
+        info = {"token": f"{token}/{check}", "urls": [f"{ip}:{port}/{token}/{check}" for ip in ips]}
+        if a.format == "json":
+            print(json.dumps(info, indent=2))
+        else:
+            import yaml
+
+            print(yaml.dump(info, indent=2))
     else:
         print("From the node you wish to join to this cluster, run the following:")
         print(f"microk8s join {ips[0]}:{port}/{token}/{check}\n")
@@ -465,6 +549,17 @@ def cmd_join(a: argparse.Namespace) -> int:
         print("Invalid connection string. Expected <master>:<port>/<token>[/<fingerprint>]")
         return 1
     fingerprint = rest[0] if rest else None
+    if low_memory_guard() and a.disable_low_memory_guard:
+        lock("low-memory-guard.lock").unlink()
+    if low_memory_guard() and not a.worker:  # join.py
+        print(
+            "\nThis node does not have enough RAM to host the Kubernetes control plane services\n"
+            "and join the database quorum. You may consider joining this node as a worker "
+            f"instead:\n\n    microk8s join {a.connection} --worker\n\n"
+            "If you would still like to join the cluster as a control plane node, use:\n\n"
+            f"    microk8s join {a.connection} --disable-low-memory-guard\n"
+        )
+        return 1
     print(f"Contacting cluster at {host}")
     ctx = ssl._create_unverified_context()  # noqa: S323 - as join.py: identity checked by fingerprint
     conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=30)
@@ -530,11 +625,13 @@ def cmd_join(a: argparse.Namespace) -> int:
         "cluster_agent": f"{host}:{port}",
     }
     common.write_file(data() / "credentials/join.json", json.dumps(ji), 0o600)
-    if a.worker:
-        (data() / "var/lock").mkdir(parents=True, exist_ok=True)
-        for lock in ("clustered.lock", "no-k8s-dqlite"):
-            (data() / "var/lock" / lock).touch(mode=0o700)
-    else:
+    (data() / "var/lock").mkdir(parents=True, exist_ok=True)
+    # join.py: mark_worker_node() (workers), mark_no_cert_reissue() (every joined node)
+    for name in (
+        ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue") if a.worker else ("no-cert-reissue",)
+    ):
+        lock(name).touch(mode=0o700)
+    if not a.worker:
         common.write_file(data() / "credentials/client.config", admin_kubeconfig(), 0o600)
     common.service_start("snap.microk8s.daemon-kubelite")
     if not a.worker:
@@ -566,14 +663,18 @@ def cmd_join(a: argparse.Namespace) -> int:
 
 
 def cmd_leave(_a: argparse.Namespace) -> int:
-    if not join_info():
-        print("This node is not part of a cluster.")
+    # microk8s-leave.wrapper: a node that joined has no-cert-reissue, and is a worker
+    # (clustered.lock) or a dqlite member (args/k8s-dqlite)
+    if not lock("no-cert-reissue").exists() or (
+        not is_worker() and not (data() / "args/k8s-dqlite").exists()
+    ):
+        print(NOT_CLUSTERED)
         return 1
     for u in UNITS:
         common.service_stop(u)
     (data() / "credentials/join.json").unlink(missing_ok=True)
-    for lock in ("clustered.lock", "no-k8s-dqlite"):
-        (data() / "var/lock" / lock).unlink(missing_ok=True)
+    for name in ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue"):
+        lock(name).unlink(missing_ok=True)
     (data() / "certs/ca.remote.crt").unlink(missing_ok=True)
     shutil.rmtree(data() / "var/kubernetes/backend", ignore_errors=True)
     print("Generating new cluster certificates.")
@@ -587,8 +688,9 @@ def cmd_leave(_a: argparse.Namespace) -> int:
 
 
 def cmd_remove_node(a: argparse.Namespace) -> int:
-    if is_worker() or join_info():
-        print(LOCKED)
+    """microk8s-remove-node.wrapper + remove_node.py remove_dqlite_node()."""
+    if is_worker():
+        print(WORKER_REMOVE_NODE)
         return 1
     client = api_client()
     try:
@@ -597,51 +699,49 @@ def cmd_remove_node(a: argparse.Namespace) -> int:
         node = None
     members_file = data() / "var/kubernetes/backend/members.json"
     members = json.loads(members_file.read_text()) if members_file.exists() else []
-    ip = None
-    if node:
-        ip = next(
-            (
-                x["address"]
-                for x in node.get("status", {}).get("addresses", [])
-                if x["type"] == "InternalIP"
-            ),
-            None,
-        )
-    member = next((m for m in members if ip and m.startswith(f"{ip}:")), None)
-    if node is None and not a.force:
+    if node is None:
+        # `kubectl get no NAME` failed: the removal fails, --force only clears a dqlite
+        # entry whose address is NAME (an IP)
         print(f"Node {a.node} does not exist in Kubernetes.")
+        if a.force:
+            print(f"Attempting to remove {a.node} from dqlite.")
+            stale = [m for m in members if m.startswith(f"{a.node}:")]
+            if stale:
+                print("Removing node entry found in dqlite.")
+                common.write_file(members_file, json.dumps([m for m in members if m not in stale]))
         return 1
-    if member and not a.force:
-        ready = next(
-            (
-                c["status"]
-                for c in node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
-                if c["type"] == "Ready"
-            ),
-            "Unknown",
+    ip = next(
+        (
+            x["address"]
+            for x in node.get("status", {}).get("addresses", [])
+            if x["type"] == "InternalIP"
+        ),
+        None,
+    )
+    if ip is None:
+        print(f"Node {a.node} is not part of the cluster.")
+        return 1
+    member = next((m for m in members if m.startswith(f"{ip}:")), None)
+    if member and not a.force:  # a datastore member, Ready or not
+        print(
+            f"Removal failed. Node {a.node} is registered with dqlite. Please, run first "
+            "'microk8s leave' on the departing node. \n"
+            "If the node is not available anymore and will never attempt to join the cluster "
+            "in the future use the '--force' flag \n"
+            "to unregister the node while removing it."
         )
-        if ready == "True":
-            print(
-                f"Removal failed. Node {a.node} is registered with dqlite. Please, run first "
-                "'microk8s leave' "
-                "on the departing node. \nIf the node is not available anymore and will never "
-                "attempt to join "
-                "the cluster in the future use the '--force' flag \nto unregister the node while "
-                "removing it."
-            )
-            return 1
-    if node is not None:
-        client.delete(f"/api/v1/nodes/{a.node}")
+        return 1
     if member:
         members.remove(member)
         common.write_file(members_file, json.dumps(members))
+    client.delete(f"/api/v1/nodes/{a.node}")
     return 0
 
 
 def cmd_config(a: argparse.Namespace) -> int:
-    if is_worker():
-        print(LOCKED)
-        return 1
+    if is_worker():  # microk8s-config.wrapper
+        print(WORKER_CONFIG)
+        return 0
     server = f"https://127.0.0.1:{api_port()}" if a.use_loopback else None
     if server is None and not join_info():
         server = f"https://{common.default_ip()}:{api_port()}"
@@ -654,9 +754,9 @@ def kubectl_binary() -> str:
 
 
 def cmd_kubectl(args: list[str]) -> int:
-    if is_worker():
-        print(LOCKED.replace("master node", "microk8s kubectl on the master"), file=sys.stderr)
-        return 1
+    if is_worker():  # microk8s-kubectl.wrapper
+        print(WORKER_KUBECTL)
+        return 0
     argv = [kubectl_binary(), f"--kubeconfig={data() / 'credentials/client.config'}", *args]
     return subprocess.run(argv, check=False).returncode
 
@@ -678,7 +778,13 @@ def cmd_inspect(_a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_start_stop(start: bool) -> int:
+def cmd_start_stop(start: bool, disable_low_memory_guard: bool = False) -> int:
+    if start and not is_worker():  # microk8s-start.wrapper
+        if disable_low_memory_guard:
+            lock("low-memory-guard.lock").unlink(missing_ok=True)
+        if low_memory_guard():
+            print(LOW_MEMORY)
+            return 1
     for u in UNITS:
         if start:
             common.service_start(u, restart=False)
@@ -702,12 +808,15 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("-l", "--token-ttl", type=int, default=-1)
     an.add_argument("-t", "--token")
     an.add_argument(
-        "--format", default="pretty", choices=("pretty", "short", "token", "token-check", "json")
+        "--format",
+        default="pretty",
+        choices=("pretty", "short", "token", "token-check", "json", "yaml"),
     )
     j = sub.add_parser("join")
     j.add_argument("connection")
     j.add_argument("--worker", action="store_true")
     j.add_argument("--skip-verify", action="store_true")
+    j.add_argument("--disable-low-memory-guard", action="store_true")
     sub.add_parser("leave")
     rn = sub.add_parser("remove-node")
     rn.add_argument("node")
@@ -718,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
         e = sub.add_parser(name)
         e.add_argument("addons", nargs="+")
     sub.add_parser("inspect")
-    sub.add_parser("start")
+    sub.add_parser("start").add_argument("--disable-low-memory-guard", action="store_true")
     sub.add_parser("stop")
     sub.add_parser("version")
     return p
@@ -758,8 +867,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(table[a.cmd](a))
     if a.cmd in ("enable", "disable"):
         return cmd_enable(a, a.cmd == "enable")
-    if a.cmd in ("start", "stop"):
-        return cmd_start_stop(a.cmd == "start")
+    if a.cmd == "start":
+        return cmd_start_stop(True, a.disable_low_memory_guard)
+    if a.cmd == "stop":
+        return cmd_start_stop(False)
     if a.cmd == "version":
         print(f"MicroK8s {version()} revision {revision()}")
         return 0

@@ -14,7 +14,16 @@ import sys
 import threading
 
 from . import apiserver, common, kubelet
-from .microk8s import api_port, data, join_info, local_host, memory_cgroup_problem, version
+from .microk8s import (
+    api_port,
+    data,
+    is_worker,
+    join_info,
+    local_host,
+    low_memory_guard,
+    memory_cgroup_problem,
+    version,
+)
 
 SEED = [
     (
@@ -109,6 +118,11 @@ SEED = [
 
 
 def main() -> int:
+    # run-kubelite-with-args: a worker runs kubelite without the control plane; otherwise the
+    # low memory guard keeps it from starting at all (exit 0)
+    if not is_worker() and low_memory_guard():
+        print("kubelite will not run, memory guard is enabled", flush=True)
+        return 0
     problem = memory_cgroup_problem()
     if problem:
         kubelet.klog(
