@@ -148,7 +148,9 @@ def stop_agent(home: Path) -> None:
 
 
 def payload_files() -> list[Path]:
-    return sorted(p for p in (PAYLOAD / "pikube_standin").glob("*.py"))
+    # the modules and the kubeadm field table they read (kubeadm_fields.yaml)
+    pkg = PAYLOAD / "pikube_standin"
+    return sorted([*pkg.glob("*.py"), *pkg.glob("*.yaml")])
 
 
 def input_hash(versions: tuple[str, ...], extra: str = "") -> str:
