@@ -120,6 +120,8 @@ def test_unrelated_document_is_skipped_with_a_warning_by_init() -> None:
         "notes.example.com/v1, Kind=Note"
     ) in warnings
     assert decode_for("join", text.replace("InitConfiguration", "JoinConfiguration"))[1] == []
+    with pytest.raises(ConfigError, match="unknown configuration APIs"):
+        decode_for("validate", text)  # common.go ValidateConfig -> validateKnownGVKs
 
 
 def test_v1beta4_reset_configuration_has_timeouts() -> None:

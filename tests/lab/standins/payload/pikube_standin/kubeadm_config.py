@@ -4,8 +4,9 @@ Which fields exist, their Go types and the releases they exist in come from
 kubeadm_fields.yaml, generated from the upstream types.go files (provenance in its header;
 tests/lab/standins/upstream_fields.py regenerates it).
 
-How kubeadm reads the file (k8s.io/kubernetes cmd/kubeadm/app/util/config/common.go,
-documentMapTo{Init,Join,Reset,Upgrade}Configuration; strict/strict.go):
+How kubeadm reads the file (k8s.io/kubernetes cmd/kubeadm/app/util/config/:
+initconfiguration.go documentMapToInitConfiguration, joinconfiguration.go, common.go
+ValidateConfig/validateKnownGVKs, strict/strict.go VerifyUnmarshalStrict):
 
 - SplitConfigDocuments: every document needs apiVersion and kind; kubeadm.k8s.io/v1beta1 and
   v1beta2 are refused (validateSupportedVersion).
@@ -309,8 +310,11 @@ def load_documents(
                 f"unknown configuration {gvk_repr(api_version, kind)} for scheme definitions in "
                 f'"{SCHEME_FILE[KUBEADM_GROUP]}" and "{SCHEME_FILE["kubelet.config.k8s.io"]}"'
             )
-            if strict:
-                raise ConfigError(msg)
+            if strict:  # common.go ValidateConfig -> validateKnownGVKs
+                raise ConfigError(
+                    "unknown configuration APIs: "
+                    f"[]schema.GroupVersionKind{{{gvk_repr(api_version, kind)}}}"
+                )
             warn(msg)
             if group not in COMPONENT_GROUPS:
                 warn(
