@@ -86,28 +86,39 @@ def render(tmp_path: Path, ssh_key: Path, **kubernetes: Any) -> list[dict[str, A
     return [d for d in yaml.safe_load_all(dest.read_text()) if d is not None]
 
 
-@pytest.mark.parametrize("version", ["1.30", "1.31"])
-def test_control_plane_config_carries_go_types(tmp_path: Path, ssh_key: Path, version: str) -> None:
-    docs = {d["kind"]: d for d in render(tmp_path, ssh_key, version=version)}
+# What a cluster.yaml's kubernetes.kubeadm_config adds (merged as data by the template).
+EXTRA = {
+    "ClusterConfiguration": {"apiServer": {"certSANs": ["api.homelab.example"]}},
+    "KubeletConfiguration": {"maxPods": 50},
+}
+
+
+@pytest.fixture(scope="module", params=["1.30", "1.31"])
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path
+) -> tuple[str, list[dict[str, Any]]]:
+    """(version, documents) rendered once per Kubernetes minor (v1beta3 / v1beta4)."""
+    version: str = request.param
+    tmp = tmp_path_factory.mktemp(f"kubeadm-{version}")
+    return version, render(tmp, ssh_key, version=version, kubeadm_config=EXTRA)
+
+
+def test_control_plane_config_carries_go_types(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    docs = {d["kind"]: d for d in rendered[1]}
     endpoint = docs["InitConfiguration"]["localAPIEndpoint"]
     assert type(endpoint["bindPort"]) is int, endpoint  # Go int32: a quoted '6443' is fatal
     assert endpoint["advertiseAddress"] == "192.168.1.101"
     sans = docs["ClusterConfiguration"]["apiServer"]["certSANs"]
     assert isinstance(sans, list) and all(isinstance(s, str) for s in sans), sans
     assert docs["ClusterConfiguration"]["controlPlaneEndpoint"] == "192.168.1.101:6443"
+    assert type(docs["KubeletConfiguration"]["maxPods"]) is int
 
 
-@pytest.mark.parametrize("version", ["1.30", "1.31"])
 def test_control_plane_config_passes_kubeadm_config_validate(
-    tmp_path: Path, ssh_key: Path, version: str
+    rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
     """`kubeadm config validate` (strict) of the stand-in, for that release's field table."""
-    extra = {
-        "ClusterConfiguration": {"apiServer": {"certSANs": ["api.homelab.example"]}},
-        "KubeletConfiguration": {"maxPods": 50},
-    }
-    docs = render(tmp_path, ssh_key, version=version, kubeadm_config=extra)
-    text = yaml.safe_dump_all(docs)
-    decoded = load_documents(text, int(version.split(".")[1]), "validate")
+    version, docs = rendered
+    decoded = load_documents(yaml.safe_dump_all(docs), int(version.split(".")[1]), "validate")
     assert set(decoded) == {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"}
     assert "api.homelab.example" in decoded["ClusterConfiguration"]["apiServer"]["certSANs"]
