@@ -95,12 +95,35 @@ def test_real_apt_accepts_signed_repo_and_sees_packages(
     deps = subprocess.run(
         ["apt-cache", *opts, "depends", "kubeadm"], capture_output=True, text=True, check=True
     )
-    for dep in ("kubelet", "kubectl", "cri-tools", "python3-cryptography"):
+    for dep in ("cri-tools", "python3-cryptography"):
         assert f"Depends: {dep}" in deps.stdout or f"Depends: <{dep}>" in deps.stdout
     dl = subprocess.run(
         ["apt-get", *opts, "download", "kubectl"], cwd=tmp_path, capture_output=True, text=True
     )
     assert dl.returncode == 0, dl.stderr
+
+
+@pytest.mark.parametrize("minor,cni", [("1.30", "1.4.0-1.1"), ("1.31", "1.5.1-1.1")])
+def test_package_relations_are_upstreams(
+    tmp_path: Path, www: Path, http: str, minor: str, cni: str
+) -> None:
+    """kubelet pulls kubernetes-cni; kubeadm 1.30/1.31 needs only cri-tools (krel metadata.yaml)."""
+    opts = apt(tmp_path, http, minor, keyring_from=repo_dir(www, minor) / "Release.key")
+    subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, check=True)
+
+    def depends(pkg: str) -> str:
+        return subprocess.run(
+            ["apt-cache", *opts, "depends", pkg], capture_output=True, text=True, check=True
+        ).stdout
+
+    assert "Depends: kubernetes-cni" in depends("kubelet")
+    kubeadm = depends("kubeadm")
+    assert "Depends: cri-tools" in kubeadm
+    assert "Depends: kubelet" not in kubeadm and "Depends: kubectl" not in kubeadm, kubeadm
+    pol = subprocess.run(
+        ["apt-cache", *opts, "policy", "kubernetes-cni"], capture_output=True, text=True, check=True
+    )
+    assert f"Candidate: {cni}" in pol.stdout, pol.stdout
 
 
 def test_arm64_packages_are_published(tmp_path: Path, www: Path, http: str) -> None:

@@ -18,6 +18,10 @@ JOIN_RE = re.compile(
 )
 
 
+# A document kubeadm has no scheme for: `kubeadm init` skips it with a warning (common.go).
+UNRELATED_DOCUMENT = "---\napiVersion: notes.example.com/v1\nkind: Note\ntext: hello\n"
+
+
 @pytest.fixture()
 def node(tmp_path: Path) -> Iterator[FakeNode]:
     n = FakeNode(tmp_path, "cp1", "127.0.2.1", port=testing.free_port("127.0.2.1"))
@@ -36,7 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
         extra_env={"PIKUBE_STANDIN_KEY_ALGO": "rsa"},
     )  # kubeadm's default key type
     cfg = base / "init.yaml"
-    cfg.write_text(testing.init_config(cp))
+    cfg.write_text(testing.init_config(cp) + UNRELATED_DOCUMENT)
     res = cp.kubeadm("init", "--config", str(cfg))
     if res.returncode == 0:  # a pod network, as after `kubectl apply -f kube-flannel.yml`
         cp.kubectl("apply", "-f", str(testing.FIXTURES / "kube-flannel.yml"))
@@ -62,15 +66,30 @@ def join_command(cp: FakeNode, *args: str) -> re.Match[str]:
 
 
 # --------------------------------------------------------------------------- config + preflight
-def test_init_rejects_unknown_config_field(node: FakeNode, tmp_path: Path) -> None:
+def test_config_validate_rejects_unknown_config_field(node: FakeNode, tmp_path: Path) -> None:
+    """`kubeadm config validate` decodes strictly (common.go ValidateConfig, strictErrors)."""
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(testing.init_config(node, extra_cluster="  timeoutForControlPlane: 4m0s\n"))
-    r = node.kubeadm("init", "--config", str(cfg))
+    r = node.kubeadm("config", "validate", "--config", str(cfg))
     assert r.returncode == 1
     assert 'strict decoding error: unknown field "apiServer.timeoutForControlPlane"' in r.stderr, (
         r.stderr
     )
     assert 'Kind:"ClusterConfiguration"' in r.stderr
+
+
+def test_init_refuses_a_quoted_bind_port(node: FakeNode, tmp_path: Path) -> None:
+    """bindPort is an int32: '6443' fails kubeadm's decoding before anything is written."""
+    cfg = tmp_path / "quoted.yaml"
+    cfg.write_text(
+        testing.init_config(node).replace(f"bindPort: {node.port}", f"bindPort: '{node.port}'")
+    )
+    r = node.kubeadm("init", "--config", str(cfg))
+    assert r.returncode == 1
+    assert (
+        "json: cannot unmarshal string into Go struct field APIEndpoint.localAPIEndpoint.bindPort"
+        " of type int32"
+    ) in r.stderr, r.stderr
     assert not (node.root / "etc/kubernetes/pki/ca.crt").exists()
 
 
@@ -185,6 +204,15 @@ def test_init_creates_ca_admin_conf_and_never_prints_the_token(cluster: dict[str
     assert (cp.root / "etc/kubernetes/admin.conf").stat().st_mode & 0o077 == 0
     nodes = cp.kubectl("get", "nodes", "-o", "name")
     assert nodes.stdout.strip() == "node/cp1", nodes.stderr
+
+
+def test_init_skips_unrelated_documents_with_a_warning(cluster: dict[str, object]) -> None:
+    res = cluster["init"]
+    assert res.returncode == 0, res.stderr  # type: ignore[attr-defined]
+    assert (
+        "[config] WARNING: Ignored configuration document with GroupVersionKind "
+        "notes.example.com/v1, Kind=Note"
+    ) in res.stderr  # type: ignore[attr-defined]
 
 
 def test_second_init_is_refused(cluster: dict[str, object]) -> None:

@@ -131,6 +131,22 @@ def test_check_mode_on_converged_cluster_reports_no_changes(kubeadm_lab: tuple[A
     }
 
 
+def test_kubelet_brought_kubernetes_cni_as_a_dependency(kubeadm_lab: tuple[Any, Path]) -> None:
+    """As from pkgs.k8s.io: nobody installs kubernetes-cni by name, kubelet's Depends does."""
+    lab, _ = kubeadm_lab
+    for node in ("node-1", "node-2", "node-3"):
+        status = lab.exec(node, ["dpkg-query", "-W", "-f", "${Status}", "kubernetes-cni"]).stdout
+        assert status == "install ok installed", (node, status)
+        assert "kubernetes-cni" in lab.exec(node, ["apt-mark", "showauto"]).stdout.split()
+
+
+def test_control_plane_kubeadm_config_keeps_go_types(kubeadm_lab: tuple[Any, Path]) -> None:
+    lab, _ = kubeadm_lab
+    text = lab.exec("node-1", ["cat", "/etc/pikube/kubeadm-init.yaml"]).stdout
+    docs = {d["kind"]: d for d in __import__("yaml").safe_load_all(text) if d}
+    assert type(docs["InitConfiguration"]["localAPIEndpoint"]["bindPort"]) is int
+
+
 def test_pi_gets_cmdline_flags_once_and_one_reboot(kubeadm_lab: tuple[Any, Path]) -> None:
     lab, _ = kubeadm_lab
     cmdline = lab.exec("node-1", ["cat", "/boot/firmware/cmdline.txt"]).stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ PAYLOAD = Path(__file__).resolve().parents[1] / "lab" / "standins" / "payload"
 if str(PAYLOAD) not in sys.path:
     sys.path.insert(0, str(PAYLOAD))
 
-from pikube_standin import apiserver, kubeadm  # noqa: E402
+from pikube_standin import apiserver, kubeadm, kubeadm_config  # noqa: E402
 from pikube_standin.kubeadm_config import ConfigError, load_documents  # noqa: E402
 
 INIT = """apiVersion: kubeadm.k8s.io/v1beta4
@@ -44,11 +45,134 @@ def test_v1beta3_extra_args_map_is_valid_but_v1beta4_needs_a_list() -> None:
 
 
 def test_kubelet_configuration_unknown_top_level_field() -> None:
-    doc = (
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfailSwapOff: true\n"
-    )
+    doc = KUBELET + "failSwapOff: true\n---\n" + INIT4
     with pytest.raises(ConfigError, match='unknown field "failSwapOff"'):
         load_documents(doc, 31)
+
+
+# --- decoding as kubeadm does it (common.go documentMapTo*Configuration; strict only for
+# `kubeadm config validate`; field types and releases from kubeadm_fields.yaml, derived from
+# the upstream types.go files)
+INIT4 = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n"
+INIT3 = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: InitConfiguration\n"
+CLUSTER4 = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
+KUBELET = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+PROXY = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+
+
+def decode_for(command: str, text: str, minor: int = 31) -> tuple[list[str], list[str]]:
+    """(kinds kubeadm `command` decodes, warnings it logs)."""
+    warnings: list[str] = []
+    return sorted(load_documents(text, minor, command, warnings.append)), warnings
+
+
+def test_quoted_bind_port_is_fatal_even_for_init() -> None:
+    text = INIT4 + "localAPIEndpoint:\n  advertiseAddress: 10.0.0.1\n  bindPort: '6443'\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"json: cannot unmarshal string into Go struct field "
+        r"APIEndpoint\.localAPIEndpoint\.bindPort of type int32",
+    ):
+        decode_for("init", text)
+    assert decode_for("init", text.replace("'6443'", "6443"))[0] == ["InitConfiguration"]
+
+
+@pytest.mark.parametrize(
+    ("text", "minor"),
+    [
+        (
+            INIT4 + "nodeRegistration:\n  kubeletExtraArgs:\n  - name: max-pods\n    value: 110\n",
+            31,
+        ),
+        (INIT3 + "nodeRegistration:\n  kubeletExtraArgs:\n    max-pods: 110\n", 30),
+    ],
+)
+def test_number_as_kubelet_extra_arg_value_is_fatal(text: str, minor: int) -> None:
+    with pytest.raises(ConfigError, match=r"cannot unmarshal number .*kubeletExtraArgs.* string"):
+        decode_for("join" if "Join" in text else "init", text, minor)
+
+
+def test_string_for_cert_sans_is_fatal() -> None:
+    with pytest.raises(ConfigError, match=r"cannot unmarshal string .*certSANs of type \[\]string"):
+        decode_for("init", CLUSTER4 + "apiServer:\n  certSANs: api.example\n")
+
+
+def test_string_for_dry_run_is_fatal() -> None:
+    with pytest.raises(ConfigError, match=r"InitConfiguration\.dryRun of type bool"):
+        decode_for("init", INIT4 + "dryRun: 'yes'\n")
+
+
+def test_unknown_field_is_a_warning_for_init_and_an_error_for_validate() -> None:
+    text = CLUSTER4 + "apiServer:\n  timeoutForControlPlane: 4m0s\n"
+    kinds, warnings = decode_for("init", text)
+    assert kinds == ["ClusterConfiguration"]
+    assert any('unknown field "apiServer.timeoutForControlPlane"' in w for w in warnings)
+    with pytest.raises(ConfigError, match="strict decoding error"):
+        decode_for("validate", text)
+
+
+def test_unrelated_document_is_skipped_with_a_warning_by_init() -> None:
+    text = INIT4 + "---\napiVersion: notes.example.com/v1\nkind: Note\ntext: hi\n"
+    kinds, warnings = decode_for("init", text)
+    assert kinds == ["InitConfiguration"]
+    assert (
+        "[config] WARNING: Ignored configuration document with GroupVersionKind "
+        "notes.example.com/v1, Kind=Note"
+    ) in warnings
+    assert decode_for("join", text.replace("InitConfiguration", "JoinConfiguration"))[1] == []
+    with pytest.raises(ConfigError, match="unknown configuration APIs"):
+        decode_for("validate", text)  # common.go ValidateConfig -> validateKnownGVKs
+
+
+def test_v1beta4_reset_configuration_has_timeouts() -> None:
+    text = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ResetConfiguration\n"
+    text += "timeouts:\n  kubernetesAPICall: 1m0s\n"
+    assert decode_for("validate", text)[0] == ["ResetConfiguration"]
+
+
+@pytest.mark.parametrize(
+    ("field", "first_minor"),
+    [
+        ("failCgroupV1: true", 31),
+        ("singleProcessOOMKill: false", 32),
+        ("crashLoopBackOff:\n  maxContainerRestartPeriod: 1m0s", 32),
+    ],
+)
+def test_kubelet_fields_exist_from_their_release_on(field: str, first_minor: int) -> None:
+    text = KUBELET + field + "\n---\n" + (INIT4 if first_minor > 30 else INIT3)
+    with pytest.raises(ConfigError, match="unknown field"):
+        decode_for("validate", text, first_minor - 1)
+    assert "KubeletConfiguration" in decode_for("validate", text, first_minor)[0]
+
+
+def test_kube_proxy_windows_run_as_service_exists_from_1_31() -> None:
+    text = PROXY + "windowsRunAsService: true\n---\n" + INIT3
+    with pytest.raises(ConfigError, match='unknown field "windowsRunAsService"'):
+        decode_for("validate", text, 30)
+    assert "KubeProxyConfiguration" in decode_for("validate", text, 31)[0]
+
+
+def test_every_field_type_is_checked_in_component_configs() -> None:
+    with pytest.raises(ConfigError, match=r"KubeletConfiguration\.maxPods of type int32"):
+        decode_for("init", KUBELET + "maxPods: '110'\n---\n" + INIT4)
+    with pytest.raises(ConfigError, match='time: invalid duration "4 minutes"'):
+        decode_for("init", INIT4 + "timeouts:\n  kubeletHealthCheck: 4 minutes\n")
+
+
+def test_field_table_names_its_upstream_sources() -> None:
+    """Each API version served in each release comes from a named upstream file and commit."""
+    t = kubeadm_config.table()
+    for api in t["apis"]:
+        for source in (s for s in t["sources"] if s["api"] == api):
+            assert source["repository"].startswith("https://github.com/"), source
+            assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), source
+            assert source["path"].endswith("types.go"), source
+    assert [s["release"] for s in t["sources"] if s["api"] == "kubeadm.k8s.io/v1beta4"] == [
+        "1.31",
+        "1.31",
+        "1.32",
+        "1.32",
+    ]
 
 
 def test_missing_kind_is_an_error() -> None:

@@ -7,7 +7,13 @@ used as
     deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] URL/core:/stable:/v1.NN/deb/ /
 
 kubectl is Debian's real kubectl (package kubernetes-client) repackaged; kubeadm,
-kubelet and cri-tools carry the Python stand-ins from ./payload.
+kubelet and cri-tools carry the Python stand-ins from ./payload; kubernetes-cni holds no
+plugins (nothing in the lab executes them), only its name, version and place in the graph.
+
+Package relations follow the upstream packaging metadata, kubernetes/release
+cmd/krel/templates/latest/metadata.yaml (commit 158b73501ef626f98f80361a1493a923a6a22f4a)
+and kubelet/kubelet.spec: kubelet >= 1.28 Depends kubernetes-cni (>= 1.2.0), mount,
+util-linux; kubeadm 1.30-1.31 Depends cri-tools (>= 1.30.0) only (no kubelet/kubectl).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Release:
     minor: str  # "1.31"
     kube: str  # "1.31.13"
     cri: str  # "1.31.1"
+    cni: str  # kubernetes-cni in that pkgs.k8s.io repository: "1.5.1"
 
     @property
     def deb_version(self) -> str:
@@ -42,10 +49,14 @@ class Release:
     def cri_deb_version(self) -> str:
         return f"{self.cri}-1.1"
 
+    @property
+    def cni_deb_version(self) -> str:
+        return f"{self.cni}-1.1"
+
 
 RELEASES = {
-    "1.30": Release("1.30", "1.30.14", "1.30.1"),
-    "1.31": Release("1.31", "1.31.13", "1.31.1"),
+    "1.30": Release("1.30", "1.30.14", "1.30.1", "1.4.0"),
+    "1.31": Release("1.31", "1.31.13", "1.31.1", "1.5.1"),
 }
 
 
@@ -148,7 +159,9 @@ def stop_agent(home: Path) -> None:
 
 
 def payload_files() -> list[Path]:
-    return sorted(p for p in (PAYLOAD / "pikube_standin").glob("*.py"))
+    # the modules and the kubeadm field table they read (kubeadm_fields.yaml)
+    pkg = PAYLOAD / "pikube_standin"
+    return sorted([*pkg.glob("*.py"), *pkg.glob("*.yaml")])
 
 
 def input_hash(versions: tuple[str, ...], extra: str = "") -> str:
@@ -319,12 +332,7 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
             "kubeadm",
             v,
             arch,
-            [
-                f"kubelet (>= {rel.minor}.0)",
-                f"kubectl (>= {rel.minor}.0)",
-                f"cri-tools (>= {rel.minor}.0)",
-                *py,
-            ],
+            ["cri-tools (>= 1.30.0)", *py],
             "Command-line utility for administering a Kubernetes cluster (pikube lab stand-in)",
             postinst=SYSTEMD_POSTINST.format(extra=""),
         )
@@ -343,7 +351,7 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
             "kubelet",
             v,
             arch,
-            [*py, "iproute2", "mount"],
+            ["kubernetes-cni (>= 1.2.0)", "mount", "util-linux", *py, "iproute2"],
             "Node agent for Kubernetes clusters (pikube lab stand-in)",
             postinst=SYSTEMD_POSTINST.format(extra=KUBELET_POSTINST_EXTRA),
             prerm=KUBELET_PRERM,
@@ -364,6 +372,25 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
             arch,
             ["python3"],
             "Command-line utility for interacting with a container runtime (pikube lab stand-in)",
+        )
+    )
+
+    # kubernetes-cni: upstream ships the containernetworking plugins in /opt/cni/bin
+    s = tmp / f"kubernetes-cni-{arch}"
+    _write(
+        s,
+        "/opt/cni/bin/PIKUBE-STANDIN",
+        "pikube lab stand-in for kubernetes-cni: no CNI plugin binaries here.\n",
+    )
+    debs.append(
+        build_deb(
+            s,
+            out,
+            "kubernetes-cni",
+            rel.cni_deb_version,
+            arch,
+            [],
+            "Binaries required to provision kubernetes container networking (pikube lab stand-in)",
         )
     )
 

@@ -185,7 +185,14 @@ def ignored_set(flag: str | None, cfg_list: list[str] | None = None) -> set[str]
 
 
 # --------------------------------------------------------------------------- config
-def load_config(file: str | None) -> dict[str, dict[str, Any]]:
+def klog_warning(msg: str, where: str = "common.go:101") -> None:
+    now = time.time()
+    stamp = time.strftime("%m%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+    common.log(f"W{stamp} {os.getpid():7d} {where}] {msg}")
+
+
+def load_config(file: str | None, command: str) -> dict[str, dict[str, Any]]:
+    """Read --config for `command` (init, join, validate): kubeadm's decoding rules."""
     if not file:
         return {}
     p = Path(file)
@@ -194,7 +201,7 @@ def load_config(file: str | None) -> dict[str, dict[str, Any]]:
     except OSError as e:
         raise Fail(f"unable to read config from {file!r} : open {file}: {e.strerror}") from e
     try:
-        docs = load_documents(text, minor(version()))
+        docs = load_documents(text, minor(version()), command, klog_warning)
     except ConfigError as e:
         raise Fail(str(e)) from e
     for d in docs.values():
@@ -338,7 +345,7 @@ def cmd_init(a: argparse.Namespace) -> int:
 
     from . import pki
 
-    docs = load_config(a.config)
+    docs = load_config(a.config, "init")
     initc = docs.get("InitConfiguration", {})
     clusterc = docs.get("ClusterConfiguration", {})
     nodereg = initc.get("nodeRegistration", {}) or {}
@@ -1010,7 +1017,7 @@ def cmd_join(a: argparse.Namespace) -> int:
 
     from . import pki
 
-    docs = load_config(a.config)
+    docs = load_config(a.config, "join")
     joinc = docs.get("JoinConfiguration", {})
     if a.config and not joinc:
         raise Fail("no JoinConfiguration kind was found in the YAML file")
@@ -1421,11 +1428,11 @@ def cmd_config(a: argparse.Namespace) -> int:
     if a.config_cmd == "validate":
         if not a.config:
             raise Fail("the --config flag is mandatory")
-        load_config(a.config)
+        load_config(a.config, "validate")
         out("ok")
         return 0
     if a.config_cmd == "images":
-        docs = load_config(a.config)
+        docs = load_config(a.config, "init")
         v = check_k8s_version(
             a.kubernetes_version or docs.get("ClusterConfiguration", {}).get("kubernetesVersion")
         )
