@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -75,6 +76,52 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
     yield from _check_cidrs(distribution, kubernetes, subnet)
     yield from _check_roles(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
+
+
+# Jinja2's openers. Ansible evaluates any string holding one when it uses the value, so a
+# value such as "{{ lookup('pipe', 'CMD') }}" would run CMD on the admin machine.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def string_problem(value: str) -> tuple[str, str] | None:
+    """(message, fix) when a string from the cluster file is unsafe anywhere, else None.
+
+    The one rule every string of the file (each key and value, at any depth) obeys,
+    whatever field it is: pikube never evaluates a value as a template, and no value carries
+    a control character (a newline ends a line in every file a value lands in).
+    """
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    for marker in TEMPLATE_MARKERS:
+        if marker in value:
+            return (
+                f"{shown!r} contains template syntax {marker!r}",
+                "write the value itself: pikube never evaluates templates from the cluster "
+                "file, and refuses {{ }}, {% %} and {# #} in every value",
+            )
+    for char in value:
+        if unicodedata.category(char) == "Cc":
+            return (
+                f"{shown!r} contains the control character {char!r}",
+                "remove it (a line break or tab inside quotes, or the final newline of a "
+                "`|` block)",
+            )
+    return None
+
+
+def check_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[Finding]:
+    """Apply ``string_problem`` to every key and string value of the raw data."""
+    if isinstance(value, str):
+        problem = string_problem(value)
+        if problem:
+            yield (path, *problem)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and (problem := string_problem(key)):
+                yield ((*path, key), f"key {problem[0]}", problem[1])
+            yield from check_strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from check_strings(item, (*path, index))
 
 
 def _check_distribution_keys(distribution: Any, kubernetes: dict[str, Any]) -> Iterator[Finding]:

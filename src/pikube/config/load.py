@@ -11,11 +11,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pikube.config.checks import check_cluster, resolve_path
+from pikube.config.checks import check_cluster, check_strings, resolve_path
+from pikube.config.inputs import read_input_file
 from pikube.config.model import SECTIONS, Cluster
 from pikube.config.yamlpos import dotted, line_of, load_with_positions
 from pikube.errors import ConfigError, Problem
 from pikube.resources import data_path
+
+# A cluster file of 100 nodes with comments is about 20 KiB; 1 MiB leaves fifty times that
+# and bounds what a wrong --cluster (a log, an image, /dev/zero) can make pikube read.
+MAX_CLUSTER_FILE_BYTES = 1024 * 1024
 
 # Fixes for pydantic's generic error types.
 GENERIC_FIXES = {
@@ -44,26 +49,13 @@ def image_ids() -> tuple[str, ...]:
 
 def load_cluster(path: Path) -> Cluster:
     """Read, validate and resolve a cluster file. Raises ``ConfigError``."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [
-                Problem(
-                    "",
-                    f"cluster file {path} does not exist",
-                    "run `pikube init` to write one, or pass --cluster FILE",
-                    file=file,
-                )
-            ],
-            file=file,
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            [Problem("", f"cannot read {path}: {err}", "check the file", file=file)], file=file
-        ) from None
-    return parse_cluster(text, file=file, base_dir=path.resolve().parent)
+    text = read_input_file(
+        path,
+        what="cluster file",
+        limit=MAX_CLUSTER_FILE_BYTES,
+        missing_fix="run `pikube init` to write one, or pass --cluster FILE",
+    )
+    return parse_cluster(text, file=str(path), base_dir=path.resolve().parent)
 
 
 def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = None) -> Cluster:
@@ -100,11 +92,22 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
             file=file,
         )
 
+    # Strings first: one rule for every key and value at any depth. A value it refuses gets
+    # that one problem, not a second one from its field's format check.
+    unsafe = [
+        Problem(dotted(p), m, f, line_of(positions, p), file) for p, m, f in check_strings(data)
+    ]
+    problems += unsafe
     cluster: Cluster | None = None
     try:
         cluster = Cluster.model_validate(data)
     except ValidationError as err:
-        problems += [_from_pydantic(e, positions, file) for e in err.errors()]
+        refused = {p.path for p in unsafe}
+        problems += [
+            problem
+            for problem in (_from_pydantic(e, positions, file) for e in err.errors())
+            if problem.path not in refused
+        ]
 
     for path, message, fix in check_cluster(data, base_dir):
         problems.append(Problem(dotted(path), message, fix, line_of(positions, path), file))
