@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from pikube.config.checks import check_cluster, check_strings, resolve_path
 from pikube.config.inputs import read_input_file
-from pikube.config.model import SECTIONS, Cluster
+from pikube.config.known_hosts import check_known_hosts
+from pikube.config.model import DEFAULT_STATE_DIR, SECTIONS, Cluster
 from pikube.config.yamlpos import dotted, line_of, load_with_positions
 from pikube.errors import ConfigError, Problem
 from pikube.resources import data_path
@@ -126,11 +127,14 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
         )
     if problems or cluster is None:
         raise ConfigError(_dedupe(problems), file=file)
-    return _resolve(cluster, base_dir)
+    resolved = _resolve(cluster, base_dir)
+    # Every command loads the cluster through here, so none uses a malformed known_hosts.
+    check_known_hosts(Path(str(resolved.ssh.known_hosts)))
+    return resolved
 
 
 def _resolve(cluster: Cluster, base_dir: Path) -> Cluster:
-    state_dir = resolve_path(cluster.state_dir or ".pikube", base_dir)
+    state_dir = resolve_path(cluster.state_dir or DEFAULT_STATE_DIR, base_dir)
     ssh = cluster.ssh.model_copy(
         update={
             "public_key": resolve_path(cluster.ssh.public_key, base_dir),

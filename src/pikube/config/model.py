@@ -51,6 +51,7 @@ DEFAULT_MICROK8S_CHANNEL = "1.31/stable"
 DEFAULT_POD_CIDR = {"kubeadm": "10.244.0.0/16", "microk8s": "10.1.0.0/16"}
 DEFAULT_SERVICE_CIDR = {"kubeadm": "10.96.0.0/12", "microk8s": "10.152.183.0/24"}
 DEFAULT_PACKAGE_REPO = "https://pkgs.k8s.io/core:/stable:"
+DEFAULT_STATE_DIR = ".pikube"  # relative to the cluster file's folder
 
 
 def url_problem(value: str, *, path_allowed: bool) -> str | None:

@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pikube.config.model import Cluster, Node
-from pikube.templating import render
+from pikube.templating import AnsibleTemplate, render
 
 GROUPS = {"control-plane": "control_plane", "worker": "workers"}
 
@@ -39,8 +40,11 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "pikube_kubeconfig": str(state_dir / "kubeconfig"),
         "ansible_user": cluster.ssh.user,
         "ansible_ssh_private_key_file": str(cluster.ssh.private_key),
+        # Ansible splits this with shlex: the path is quoted, so a space in it cannot
+        # start another ssh option (say -o ProxyCommand=...).
         "ansible_ssh_common_args": (
-            f"-o UserKnownHostsFile={cluster.ssh.known_hosts} -o StrictHostKeyChecking=yes"
+            f"-o UserKnownHostsFile={shlex.quote(str(cluster.ssh.known_hosts))} "
+            "-o StrictHostKeyChecking=yes"
         ),
     }
     if cluster.distribution == "kubeadm":
@@ -65,7 +69,7 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
 # The interface that carries the node's address (eth0 on a Pi, the private network on a
 # Vagrant VM whose first interface is the provider's NAT), from the gathered facts. Roles
 # pass it to flannel's --iface; evaluated lazily by Ansible, so it needs facts gathered.
-NODE_IFACE_EXPR = (
+NODE_IFACE_EXPR = AnsibleTemplate(
     "{{ ansible_facts.interfaces | map('replace', '-', '_') | map('replace', '.', '_')"
     " | map('extract', ansible_facts) | selectattr('ipv4', 'defined')"
     " | selectattr('ipv4.address', 'equalto', pikube_node_ip)"
