@@ -93,22 +93,15 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
             file=file,
         )
 
-    # Strings first: one rule for every key and value at any depth. A value it refuses gets
-    # that one problem, not a second one from its field's format check.
+    # One rule for every key and string value at any depth, whatever its field.
     unsafe = [
         Problem(dotted(p), m, f, line_of(positions, p), file) for p, m, f in check_strings(data)
     ]
-    problems += unsafe
     cluster: Cluster | None = None
     try:
         cluster = Cluster.model_validate(data)
     except ValidationError as err:
-        refused = {p.path for p in unsafe}
-        problems += [
-            problem
-            for problem in (_from_pydantic(e, positions, file) for e in err.errors())
-            if problem.path not in refused
-        ]
+        problems += [_from_pydantic(e, positions, file) for e in err.errors()]
 
     for path, message, fix in check_cluster(data, base_dir):
         problems.append(Problem(dotted(path), message, fix, line_of(positions, path), file))
@@ -125,6 +118,9 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
                 "run `pikube image list` for the catalog",
             )
         )
+    # A value the string rule refuses gets that one problem, not more from its field's checks.
+    refused = {p.path for p in unsafe}
+    problems = unsafe + [p for p in problems if p.path not in refused]
     if problems or cluster is None:
         raise ConfigError(_dedupe(problems), file=file)
     resolved = _resolve(cluster, base_dir)
