@@ -105,3 +105,32 @@ def line_of(text: str, needle: str, occurrence: int = 1) -> int:
             if seen == occurrence:
                 return number
     raise AssertionError(f"{needle!r} not found {occurrence} time(s)")
+
+
+class InventoryLoader(yaml.SafeLoader):
+    """Reads a pikube inventory as Ansible does: ``!unsafe "x"`` is the string ``x``."""
+
+
+InventoryLoader.add_constructor(
+    "!unsafe",
+    lambda loader, node: loader.construct_scalar(node),  # type: ignore[arg-type]
+)
+
+
+def load_inventory(text: str) -> Any:
+    """A rendered inventory or group_vars file as plain data (``!unsafe`` tags dropped)."""
+    return yaml.load(text, Loader=InventoryLoader)  # noqa: S506 - SafeLoader plus one tag
+
+
+def plain_listing(value: Any) -> Any:
+    """``ansible-inventory --list`` output with its unsafe markers removed.
+
+    ansible-inventory writes a ``!unsafe`` string as ``{"__ansible_unsafe": "x"}``.
+    """
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: plain_listing(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_listing(v) for v in value]
+    return value

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.factories import make_key_pair
+from tests.factories import load_inventory, make_key_pair, plain_listing
 
 ROOT = Path(__file__).resolve().parents[2]
 PIKUBE = Path(sys.executable).with_name("pikube")
@@ -131,7 +131,7 @@ def pikube_inventory(cluster_file: Path) -> dict[str, Any]:
         capture_output=True,
         text=True,
     ).stdout
-    inventory: dict[str, Any] = yaml.safe_load(out)
+    inventory: dict[str, Any] = load_inventory(out)
     return inventory
 
 
@@ -143,7 +143,7 @@ def ansible_inventory(path: Path) -> dict[str, Any]:
         capture_output=True,
         text=True,
     ).stdout
-    listing: dict[str, Any] = json.loads(out)
+    listing: dict[str, Any] = plain_listing(json.loads(out))
     return listing
 
 

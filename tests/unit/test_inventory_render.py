@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pikube.cli.init import render_cluster_template
 from pikube.config import load_cluster, parse_cluster
 from pikube.inventory import group_vars, render_inventory, render_inventory_files
 from pikube.resources import data_path
-from tests.factories import large_cluster, make_key_pair, write_cluster
+from tests.factories import (
+    large_cluster,
+    load_inventory,
+    make_key_pair,
+    plain_listing,
+    write_cluster,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
@@ -116,7 +121,7 @@ ssh: {{public_key: "{ssh_key}.pub", private_key: "{ssh_key}"}}
 nodes: [{{name: "no", ip: 10.0.0.2, role: control-plane}}]
 """
     cluster = parse_cluster(text, base_dir=tmp_path)
-    rendered = yaml.safe_load(render_inventory(cluster))
+    rendered = load_inventory(render_inventory(cluster))
     cluster_group = rendered["all"]["children"]["cluster"]
     assert "no" in cluster_group["children"]["control_plane"]["hosts"]
     extra = cluster_group["vars"]["pikube_kubeadm_config"]["ClusterConfiguration"]
@@ -126,7 +131,7 @@ nodes: [{{name: "no", ip: 10.0.0.2, role: control-plane}}]
 
 def test_250_nodes_render_every_host(ssh_key: Path, tmp_path: Path) -> None:
     cluster = load_cluster(write_cluster(tmp_path, large_cluster(ssh_key, 250)))
-    rendered = yaml.safe_load(render_inventory(cluster))
+    rendered = load_inventory(render_inventory(cluster))
     children = rendered["all"]["children"]["cluster"]["children"]
     assert len(children["control_plane"]["hosts"]) == 1
     assert len(children["workers"]["hosts"]) == 249
@@ -140,7 +145,7 @@ def ansible_inventory_list(inventory: Path) -> dict[str, Any]:
         check=True,
         env={**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true"},
     )
-    parsed: dict[str, Any] = json.loads(result.stdout)
+    parsed: dict[str, Any] = plain_listing(json.loads(result.stdout))
     return parsed
 
 

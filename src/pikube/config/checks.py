@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pikube.config.model import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR
+from pikube.config.model import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR, DEFAULT_STATE_DIR
 from pikube.config.pimodels import (
     KUBEADM_CONTROL_PLANE_MIN_CPUS,
     KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
@@ -77,6 +78,55 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
     yield from _check_roles(distribution, nodes)
     yield from _check_microk8s_memory(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
+    state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
+    if isinstance(state_dir, str) and state_dir:
+        yield from _check_state_dir(resolve_path(state_dir, base_dir))
+
+
+# Jinja2's openers. Ansible evaluates any string holding one when it uses the value, so a
+# value such as "{{ lookup('pipe', 'CMD') }}" would run CMD on the admin machine.
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def string_problem(value: str) -> tuple[str, str] | None:
+    """(message, fix) when a string from the cluster file is unsafe anywhere, else None.
+
+    The one rule every string of the file (each key and value, at any depth) obeys,
+    whatever field it is: pikube never evaluates a value as a template, and no value carries
+    a control character (a newline ends a line in every file a value lands in).
+    """
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    for marker in TEMPLATE_MARKERS:
+        if marker in value:
+            return (
+                f"{shown!r} contains template syntax {marker!r}",
+                "write the value itself: pikube never evaluates templates from the cluster "
+                "file, and refuses {{ }}, {% %} and {# #} in every value",
+            )
+    for char in value:
+        if unicodedata.category(char) == "Cc":
+            return (
+                f"{shown!r} contains the control character {char!r}",
+                "remove it (a line break or tab inside quotes, or the final newline of a "
+                "`|` block)",
+            )
+    return None
+
+
+def check_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[Finding]:
+    """Apply ``string_problem`` to every key and string value of the raw data."""
+    if isinstance(value, str):
+        problem = string_problem(value)
+        if problem:
+            yield (path, *problem)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and (problem := string_problem(key)):
+                yield ((*path, key), f"key {problem[0]}", problem[1])
+            yield from check_strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from check_strings(item, (*path, index))
 
 
 def _check_distribution_keys(distribution: Any, kubernetes: dict[str, Any]) -> Iterator[Finding]:
@@ -213,6 +263,73 @@ def _check_microk8s_memory(distribution: Any, nodes: list[dict[str, Any]]) -> It
                 "less, and then `microk8s status` fails, which pikube waits on before the join",
                 "use a Pi with 1 GB or more for MicroK8s, or distribution: kubeadm "
                 "(where this board can be a worker)",
+            )
+
+
+# Folders of the operating system: pikube writes host keys, run directories and a kubeconfig
+# into its state dir, never into one of these or below one of them.
+SYSTEM_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+)
+# Shared top-level folders: fine as the parent of a state dir, never as the state dir itself
+# (S108: /tmp is a name to refuse here, not a folder pikube writes to).
+SHARED_DIRS = ("/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/var", "/tmp")  # noqa: S108
+
+
+def allowed_owners() -> set[int]:
+    """Who may own an existing state dir: the user running pikube, and under sudo, the
+    user who ran sudo (their folders stay usable by pikube both with and without sudo)."""
+    owners = {os.geteuid()}
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() == 0 and sudo_uid.isdigit():
+        owners.add(int(sudo_uid))
+    return owners
+
+
+def _check_state_dir(path: Path) -> Iterator[Finding]:
+    where = ("state_dir",)
+    real = Path(os.path.realpath(path))
+    system = next((d for d in SYSTEM_DIRS if real == Path(d) or Path(d) in real.parents), None)
+    if system or str(real) in SHARED_DIRS:
+        what = "a system folder"
+        if system and real != Path(system):
+            what = f"inside the system folder {system}"
+        yield (
+            where,
+            f"state_dir {path} is {what}",
+            "use a folder of your own, e.g. the default .pikube next to the cluster file",
+        )
+        return
+    existing = next((p for p in (real, *real.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        yield (
+            where,
+            f"state_dir {path} is a file, not a folder"
+            if existing == real
+            else f"state_dir {path} cannot be created: {existing} is a file",
+            "point state_dir to a folder (pikube creates it if missing)",
+        )
+        return
+    if existing == real:
+        owner = real.stat().st_uid
+        if owner not in allowed_owners():
+            yield (
+                where,
+                f"state_dir {path} belongs to another user (uid {owner})",
+                "use a folder you own, e.g. the default .pikube next to the cluster file",
             )
 
 

@@ -11,11 +11,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pikube.config.checks import check_cluster, resolve_path
-from pikube.config.model import SECTIONS, Cluster
+from pikube.config.checks import check_cluster, check_strings, resolve_path
+from pikube.config.inputs import read_input_file
+from pikube.config.known_hosts import check_known_hosts
+from pikube.config.model import DEFAULT_STATE_DIR, SECTIONS, Cluster
 from pikube.config.yamlpos import dotted, line_of, load_with_positions
 from pikube.errors import ConfigError, Problem
 from pikube.resources import data_path
+
+# A cluster file of 100 nodes with comments is about 20 KiB; 1 MiB leaves fifty times that
+# and bounds what a wrong --cluster (a log, an image, /dev/zero) can make pikube read.
+MAX_CLUSTER_FILE_BYTES = 1024 * 1024
 
 # Fixes for pydantic's generic error types.
 GENERIC_FIXES = {
@@ -44,26 +50,13 @@ def image_ids() -> tuple[str, ...]:
 
 def load_cluster(path: Path) -> Cluster:
     """Read, validate and resolve a cluster file. Raises ``ConfigError``."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [
-                Problem(
-                    "",
-                    f"cluster file {path} does not exist",
-                    "run `pikube init` to write one, or pass --cluster FILE",
-                    file=file,
-                )
-            ],
-            file=file,
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            [Problem("", f"cannot read {path}: {err}", "check the file", file=file)], file=file
-        ) from None
-    return parse_cluster(text, file=file, base_dir=path.resolve().parent)
+    text = read_input_file(
+        path,
+        what="cluster file",
+        limit=MAX_CLUSTER_FILE_BYTES,
+        missing_fix="run `pikube init` to write one, or pass --cluster FILE",
+    )
+    return parse_cluster(text, file=str(path), base_dir=path.resolve().parent)
 
 
 def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = None) -> Cluster:
@@ -100,6 +93,10 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
             file=file,
         )
 
+    # One rule for every key and string value at any depth, whatever its field.
+    unsafe = [
+        Problem(dotted(p), m, f, line_of(positions, p), file) for p, m, f in check_strings(data)
+    ]
     cluster: Cluster | None = None
     try:
         cluster = Cluster.model_validate(data)
@@ -121,13 +118,19 @@ def parse_cluster(text: str, *, file: str = "<input>", base_dir: Path | None = N
                 "run `pikube image list` for the catalog",
             )
         )
+    # A value the string rule refuses gets that one problem, not more from its field's checks.
+    refused = {p.path for p in unsafe}
+    problems = unsafe + [p for p in problems if p.path not in refused]
     if problems or cluster is None:
         raise ConfigError(_dedupe(problems), file=file)
-    return _resolve(cluster, base_dir)
+    resolved = _resolve(cluster, base_dir)
+    # Every command loads the cluster through here, so none uses a malformed known_hosts.
+    check_known_hosts(Path(str(resolved.ssh.known_hosts)))
+    return resolved
 
 
 def _resolve(cluster: Cluster, base_dir: Path) -> Cluster:
-    state_dir = resolve_path(cluster.state_dir or ".pikube", base_dir)
+    state_dir = resolve_path(cluster.state_dir or DEFAULT_STATE_DIR, base_dir)
     ssh = cluster.ssh.model_copy(
         update={
             "public_key": resolve_path(cluster.ssh.public_key, base_dir),

@@ -8,22 +8,35 @@ in a file is reported in one pass.
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from pikube.config.pimodels import PI_MODELS
 
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-KUBEADM_VERSION_RE = re.compile(r"^1\.(\d{2})(\.\d{1,3})?$")
-MICROK8S_CHANNEL_RE = re.compile(
-    r"^(latest|1\.\d{2}(-strict|-eksd)?)/(stable|candidate|beta|edge)$"
+# Every pattern is used with fullmatch: `re.match` with `$` also accepts a final "\n", and a
+# name ending in a newline breaks every file it lands in (user-data, known_hosts, YAML).
+HOSTNAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+KUBEADM_VERSION_RE = re.compile(r"1\.(\d{2})(\.\d{1,3})?")
+MICROK8S_CHANNEL_RE = re.compile(r"(latest|1\.\d{2}(-strict|-eksd)?)/(stable|candidate|beta|edge)")
+MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# An addon and its optional argument (`metallb:10.64.140.43-10.64.140.49`): printable, no
+# spaces or quotes, since it becomes one `microk8s enable` argument.
+ADDON_RE = re.compile(r"[a-z0-9][a-z0-9-]*(:[A-Za-z0-9._/:,=@+-]+)?")
+# Characters a URL pikube writes into apt.conf and sources.list may hold: RFC 3986's
+# unreserved characters and the delimiters a repository path uses. No quotes (they end an
+# apt.conf value), whitespace or newlines (they end a sources.list entry), `$` (apt expands
+# $(ARCH)), `{`/`}` (template syntax), `@` (credentials), `?` and `#`.
+URL_CHARS_RE = re.compile(r"[A-Za-z0-9._~:/\[\]+,;=%!-]+")
+URL_HOST_RE = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-ADDON_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(:[^\s]+)?$")
+URL_PATH_RE = re.compile(r"(/[A-Za-z0-9._~:+,;=%!-]*)*")
 KUBEADM_CONFIG_KINDS = (
     "InitConfiguration",
     "ClusterConfiguration",
@@ -38,6 +51,42 @@ DEFAULT_MICROK8S_CHANNEL = "1.31/stable"
 DEFAULT_POD_CIDR = {"kubeadm": "10.244.0.0/16", "microk8s": "10.1.0.0/16"}
 DEFAULT_SERVICE_CIDR = {"kubeadm": "10.96.0.0/12", "microk8s": "10.152.183.0/24"}
 DEFAULT_PACKAGE_REPO = "https://pkgs.k8s.io/core:/stable:"
+DEFAULT_STATE_DIR = ".pikube"  # relative to the cluster file's folder
+
+
+def url_problem(value: str, *, path_allowed: bool) -> str | None:
+    """Why ``value`` is not an http(s) URL safe to write into apt.conf and sources.list.
+
+    None when it is: scheme http or https, a host name or IP address, an optional port, and
+    (only where ``path_allowed``) a path; no credentials, query, fragment or other characters.
+    """
+    if not URL_CHARS_RE.fullmatch(value):
+        bad = next((c for c in value if not URL_CHARS_RE.fullmatch(c)), "")
+        return f"the character {bad!r} is not allowed in it" if bad else "it is empty"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http:// or https://"
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    if host.startswith("["):
+        try:
+            IPv6Address(host[1:-1])
+        except ValueError:
+            return f"{host} is not an IPv6 address"
+    elif not URL_HOST_RE.fullmatch(host):
+        return f"{host or 'the host'} is not a host name or address"
+    if port == 0:
+        return "port 0 is not a port"
+    if parts.netloc.endswith(":"):
+        return "the port is missing after ':'"
+    if not URL_PATH_RE.fullmatch(parts.path):
+        return f"{parts.path} is not a URL path"
+    if not path_allowed and parts.path not in ("", "/"):
+        return "a proxy URL has no path"
+    return None
 
 
 def fail(message: str, fix: str) -> PydanticCustomError:
@@ -58,7 +107,7 @@ class Network(Section):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str | None) -> str | None:
-        if value is not None and not all(HOSTNAME_RE.match(p) for p in value.split(".")):
+        if value is not None and not all(HOSTNAME_RE.fullmatch(p) for p in value.split(".")):
             raise fail(
                 f"{value!r} is not a valid DNS domain",
                 "use lowercase labels of letters, digits and '-', e.g. home.lan",
@@ -75,7 +124,7 @@ class Ssh(Section):
     @field_validator("user")
     @classmethod
     def _user(cls, value: str) -> str:
-        if not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        if not USER_RE.fullmatch(value):
             raise fail(f"{value!r} is not a valid Linux user name", "use e.g. 'ubuntu' or 'pi'")
         return value
 
@@ -95,7 +144,7 @@ class Kubernetes(Section):
     def _version(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        match = KUBEADM_VERSION_RE.match(str(value))
+        match = KUBEADM_VERSION_RE.fullmatch(str(value))
         if not match:
             raise fail(
                 f"{value!r} is not a Kubernetes version",
@@ -111,7 +160,7 @@ class Kubernetes(Section):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str | None) -> str | None:
-        if value is not None and not MICROK8S_CHANNEL_RE.match(value):
+        if value is not None and not MICROK8S_CHANNEL_RE.fullmatch(value):
             raise fail(
                 f"{value!r} is not a MicroK8s snap channel",
                 f"write TRACK/RISK, e.g. channel: {DEFAULT_MICROK8S_CHANNEL} "
@@ -123,7 +172,7 @@ class Kubernetes(Section):
     @classmethod
     def _addons(cls, value: list[str]) -> list[str]:
         for addon in value:
-            if not ADDON_RE.match(addon):
+            if not ADDON_RE.fullmatch(addon):
                 raise fail(f"{addon!r} is not a MicroK8s addon name", "e.g. dns, metrics-server")
         return value
 
@@ -141,10 +190,11 @@ class Kubernetes(Section):
     @field_validator("package_repo")
     @classmethod
     def _package_repo(cls, value: str) -> str:
-        if not re.match(r"^(https?|file)://\S+$", value):
+        reason = url_problem(value, path_allowed=True)
+        if reason:
             raise fail(
-                f"{value!r} is not a repository URL",
-                f"use the pkgs.k8s.io base, {DEFAULT_PACKAGE_REPO}, or a mirror of it",
+                f"{value!r} is not a repository URL: {reason}",
+                f"use the pkgs.k8s.io base, {DEFAULT_PACKAGE_REPO}, or an http(s) mirror of it",
             )
         return value.rstrip("/")
 
@@ -159,7 +209,7 @@ class Node(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not HOSTNAME_RE.match(value):
+        if not HOSTNAME_RE.fullmatch(value):
             raise fail(
                 f"{value!r} is not a valid hostname (RFC 1123)",
                 "use at most 63 lowercase letters, digits and '-', starting and ending "
@@ -187,7 +237,7 @@ class Node(Section):
         if value is None:
             return value
         normal = value.lower().replace("-", ":")
-        if not MAC_RE.match(normal):
+        if not MAC_RE.fullmatch(normal):
             raise fail(
                 f"{value!r} is not a MAC address", "write six hex pairs, e.g. dc:a6:32:01:02:03"
             )
@@ -209,7 +259,7 @@ class Cluster(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not HOSTNAME_RE.match(value):
+        if not HOSTNAME_RE.fullmatch(value):
             raise fail(
                 f"{value!r} is not a valid cluster name",
                 "use lowercase letters, digits and '-', e.g. homelab",
@@ -219,9 +269,10 @@ class Cluster(Section):
     @field_validator("apt_proxy")
     @classmethod
     def _apt_proxy(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+(:\d+)?/?$", value):
+        reason = url_problem(value, path_allowed=False) if value is not None else None
+        if reason:
             raise fail(
-                f"{value!r} is not a proxy URL",
+                f"{value!r} is not a proxy URL: {reason}",
                 "write the caching proxy as http://HOST:PORT, e.g. http://192.168.1.10:3142",
             )
         return value.rstrip("/") if value else value

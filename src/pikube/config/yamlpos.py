@@ -3,6 +3,12 @@
 ``load_with_positions`` returns the plain data (as ``yaml.safe_load`` would) and a map from
 key paths (tuples of keys and list indices) to 1-based line numbers, so errors can point at
 the line a user has to edit. Duplicate keys, which PyYAML silently collapses, are reported.
+
+The text is untrusted. Before anything is built from it, one pass over its parse events
+refuses aliases (``*name``): a few lines of nested aliases ("billion laughs") expand to
+gigabytes in any walk over the data, and a recursive one never ends. It also refuses
+nesting deeper than ``MAX_DEPTH``, which would otherwise end in a ``RecursionError`` inside
+PyYAML's composer. Both are located ``ConfigError``s (exit 3).
 """
 
 from __future__ import annotations
@@ -11,9 +17,14 @@ from typing import Any
 
 import yaml
 
-from pikube.errors import Problem
+from pikube.errors import ConfigError, Problem
 
 Path = tuple[str | int, ...]
+
+# A cluster file nests about five levels (kubernetes.kubeadm_config.Kind.section.key: [..]);
+# 64 leaves room for any real kubeadm setting and stays far below Python's recursion limit
+# (1000), which PyYAML's recursive composer would otherwise hit on deep nesting.
+MAX_DEPTH = 64
 
 
 def load_with_positions(text: str, file: str) -> tuple[Any, dict[Path, int], list[Problem]]:
@@ -21,6 +32,7 @@ def load_with_positions(text: str, file: str) -> tuple[Any, dict[Path, int], lis
 
     Raises ``yaml.YAMLError`` for malformed YAML; callers turn it into a ``ConfigError``.
     """
+    _refuse_aliases_and_depth(text, file)
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     data = yaml.safe_load(text)
     positions: dict[Path, int] = {}
@@ -29,6 +41,44 @@ def load_with_positions(text: str, file: str) -> tuple[Any, dict[Path, int], lis
         positions[()] = node.start_mark.line + 1
         _walk(node, (), positions, problems, file)
     return data, positions, problems
+
+
+def _refuse_aliases_and_depth(text: str, file: str) -> None:
+    """Scan the parse events (no data is built) for aliases and excessive nesting."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(
+                [
+                    Problem(
+                        "",
+                        f"YAML alias *{event.anchor} is not allowed",
+                        "write the value out in full: pikube does not expand YAML anchors "
+                        "and aliases (&name, *name) in its input files",
+                        line=line,
+                        file=file,
+                    )
+                ],
+                file=file,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(
+                    [
+                        Problem(
+                            "",
+                            f"the YAML nests deeper than {MAX_DEPTH} levels",
+                            "flatten the structure: no pikube setting nests this deep",
+                            line=line,
+                            file=file,
+                        )
+                    ],
+                    file=file,
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _walk(

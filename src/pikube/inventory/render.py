@@ -14,7 +14,7 @@ from typing import Any
 
 from pikube.config.model import Cluster, Node
 from pikube.runner.argv import SshLogin, ssh_common_args
-from pikube.templating import render
+from pikube.templating import AnsibleTemplate, render
 
 GROUPS = {"control-plane": "control_plane", "worker": "workers"}
 
@@ -73,7 +73,7 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
 # The interface that carries the node's address (eth0 on a Pi, the private network on a
 # Vagrant VM whose first interface is the provider's NAT), from the gathered facts. Roles
 # pass it to flannel's --iface; evaluated lazily by Ansible, so it needs facts gathered.
-NODE_IFACE_EXPR = (
+NODE_IFACE_EXPR = AnsibleTemplate(
     "{{ ansible_facts.interfaces | map('replace', '-', '_') | map('replace', '.', '_')"
     " | map('extract', ansible_facts) | selectattr('ipv4', 'defined')"
     " | selectattr('ipv4.address', 'equalto', pikube_node_ip)"
