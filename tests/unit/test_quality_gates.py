@@ -20,7 +20,7 @@ def run_tool(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_python_passes_ruff() -> None:
-    result = run_tool(str(BIN / "ruff"), "check", "src", "tests", "bench")
+    result = run_tool(str(BIN / "ruff"), "check", "src", "tests", "bench", "tools")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
