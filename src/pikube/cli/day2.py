@@ -73,10 +73,10 @@ def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
 
     if (
         cluster.distribution == "microk8s"
-        and not data_path("playbooks", "site-microk8s.yml").is_file()
+        and not data_path("playbooks", "site_microk8s.yml").is_file()
     ):
         raise PikubeError(
-            "this pikube build cannot manage MicroK8s clusters yet (site-microk8s.yml is missing)",
+            "this pikube build cannot manage MicroK8s clusters yet (site_microk8s.yml is missing)",
             where=str(cluster_file),
             fix="use a pikube release with MicroK8s support",
         )
@@ -148,7 +148,7 @@ def add_node(cluster_file: Path, name: str, **ansible: Any) -> None:
             fix="use `pikube up` to build the control plane",
         )
     cp = control_plane(cluster)
-    playbook = playbook_for(cluster, "add-node.yml", cluster_file)
+    playbook = playbook_for(cluster, "add_node.yml", cluster_file)
     run(cluster, "add-node", playbook, f"{name},{cp.name}", ansible, pikube_add_node=name)
     info(checked(ansible["check"], f"{name} joined {cluster.name}"))
 
@@ -199,7 +199,7 @@ def remove_node(
         yes or ansible["check"],
         "remove-node",
     )
-    playbook = playbook_for(cluster, "remove-node.yml", cluster_file)
+    playbook = playbook_for(cluster, "remove_node.yml", cluster_file)
     cp = control_plane(cluster)
     try:
         run(

@@ -13,7 +13,7 @@ from pikube.errors import PikubeError
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
 
-SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
+SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
 
 
 def playbook_options(
