@@ -34,6 +34,7 @@ COLLECTION_PARTS = {
     "FILES.json",
     "README.md",
     "LICENSE",
+    "CHANGELOG.md",
     "meta",
     "docs",
     "playbooks",
