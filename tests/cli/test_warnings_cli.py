@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pikube.runner.argv import ANSIBLE_DSA_IMPORT_WARNING
 from tests.factories import base_cluster, write_cluster
 
 # Python's warning lines ("file:line: SomeDeprecationWarning: ...") and Ansible's own.
@@ -51,3 +52,8 @@ def test_no_deprecation_warning_reaches_stderr(
     )
     assert proc.returncode == exit_code, proc.stderr[-3000:]
     assert not DEPRECATION.findall(proc.stderr), proc.stderr[-3000:]
+
+
+def test_docs_give_plain_ansible_users_the_runners_filter() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ansible.md").read_text()
+    assert f"PYTHONWARNINGS='{ANSIBLE_DSA_IMPORT_WARNING}'" in docs
