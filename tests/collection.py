@@ -42,10 +42,11 @@ def ansible_env(collections_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def build_collection(out: Path) -> Path:
-    """`ansible-galaxy collection build` of the repository; the archive's path."""
+def build_collection(out: Path, source: Path = REPO) -> Path:
+    """`ansible-galaxy collection build` of the repository (or an unpacked sdist of it)."""
+    galaxy_build = [str(BIN / "ansible-galaxy"), "collection", "build"]
     proc = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
+        [*galaxy_build, "--output-path", str(out), str(source)],
         capture_output=True,
         text=True,
         check=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import tarfile
 import tomllib
 from pathlib import Path
@@ -112,6 +113,26 @@ def test_collection_archive_holds_only_the_collection(collection: tuple[Path, Pa
     assert "docs/ansible.md" in names
     # the CLI's own callback, molecule scenarios and the Python package stay out
     assert not [n for n in names if "callback_plugins" in n or "/molecule" in n or ".py" in n]
+
+
+def test_an_unpacked_sdist_builds_the_same_collection(
+    collection: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """docs/ansible.md says the collection builds from a checkout or an unpacked sdist."""
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    (sdist,) = tmp_path.glob("pikube-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (source,) = (tmp_path / "unpacked").iterdir()
+    from_sdist = build_collection(tmp_path / "out", source)
+    archive, _ = collection
+    with tarfile.open(archive) as ours, tarfile.open(from_sdist) as theirs:
+        assert sorted(theirs.getnames()) == sorted(ours.getnames())
 
 
 def test_every_playbook_is_a_collection_playbook_whose_roles_resolve_inside_it(
