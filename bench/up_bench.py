@@ -30,7 +30,7 @@ from pikube.runner import run_playbook
 from tests.lab.core import Lab
 
 STOCK_CFG = "[defaults]\n# stock Ansible settings: everything at its default\n"
-PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
+PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
 
 
 def say(message: str) -> None:

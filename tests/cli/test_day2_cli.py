@@ -188,8 +188,8 @@ def recorded_argv(run_dir: Path) -> list[str]:
     ("args", "playbook"),
     [
         (("reset",), "reset.yml"),
-        (("add-node", "pi-w2"), "add-node.yml"),
-        (("remove-node", "pi-w2"), "remove-node.yml"),
+        (("add-node", "pi-w2"), "add_node.yml"),
+        (("remove-node", "pi-w2"), "remove_node.yml"),
         (("upgrade", "--to", "1.31"), "upgrade.yml"),
     ],
 )

@@ -101,7 +101,7 @@ def test_microk8s_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Pat
             "--syntax-check",
             "-i",
             str(tmp_path / "inventory" / "hosts.yml"),
-            str(data_path("playbooks", "site-microk8s.yml")),
+            str(data_path("playbooks", "site_microk8s.yml")),
         ],
         capture_output=True,
         text=True,
@@ -125,7 +125,7 @@ def test_microk8s_join_token_tasks_are_no_log() -> None:
     assert config[0]["no_log"] is True  # `microk8s config` holds the admin client key
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", "site-microk8s.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml", "site_microk8s.yml"])
 def test_control_plane_guard_holds_whichever_tags_run(playbook: str) -> None:
     """`pikube up --tags control_plane` (no prepare play) must still pass the guard.
 

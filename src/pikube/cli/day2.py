@@ -76,10 +76,10 @@ def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
 
     if (
         cluster.distribution == "microk8s"
-        and not data_path("playbooks", "site-microk8s.yml").is_file()
+        and not data_path("playbooks", "site_microk8s.yml").is_file()
     ):
         raise PikubeError(
-            "this pikube build cannot manage MicroK8s clusters yet (site-microk8s.yml is missing)",
+            "this pikube build cannot manage MicroK8s clusters yet (site_microk8s.yml is missing)",
             where=str(cluster_file),
             fix="use a pikube release with MicroK8s support",
         )
@@ -112,7 +112,7 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
             fix="use `pikube up` to build the control plane",
         )
     cp = control_plane(cluster)
-    playbook = playbook_for(cluster, "add-node.yml", cluster_file)
+    playbook = playbook_for(cluster, "add_node.yml", cluster_file)
     run_site(
         cluster,
         command="add-node",
@@ -171,7 +171,7 @@ def remove_node(
         yes or flags.check,
         "remove-node",
     )
-    playbook = playbook_for(cluster, "remove-node.yml", cluster_file)
+    playbook = playbook_for(cluster, "remove_node.yml", cluster_file)
     cp = control_plane(cluster)
     try:
         run_site(

@@ -23,7 +23,7 @@ from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
 
-SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site-microk8s.yml"}
+SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
 
 
 def playbook_options(flags: RunFlags, limit: str | None, extra_vars: dict[str, object]) -> Any:
