@@ -15,7 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +227,123 @@ class Pikube:
 
     def exists(self, node: str, path: str) -> bool:
         return bool(self.lab.exec(node, ["test", "-e", path]).returncode == 0)
+
+
+def task_started(suffix: str) -> Callable[[dict[str, Any]], bool]:
+    """Event filter: a task whose name ends with `suffix` started (the callback's task_start)."""
+    return lambda e: e.get("pikube_event") == "task_start" and e.get("task", "").endswith(suffix)
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass
+class Interrupted:
+    """A `pikube` run started in the background, to be killed at a point of its event log."""
+
+    pk: Pikube
+    process: subprocess.Popen[str]
+    earlier_runs: set[Path]
+    log: Path  # pikube's stdout + stderr (files, not pipes: an orphan must never block on them)
+    killed: str = ""
+
+    @property
+    def run_dir(self) -> Path | None:
+        new = sorted(set(self.pk.runs()) - self.earlier_runs)
+        return new[-1] if new else None
+
+    def events(self) -> list[dict[str, Any]]:
+        run_dir = self.run_dir
+        if run_dir is None or not (run_dir / "events.jsonl").exists():
+            return []
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+
+    def wait_for(self, point: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """Wait until the run records an event matching `point`; fail if it ends first."""
+        deadline = time.monotonic() + 1500
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if point(e)]
+            if found:
+                return found[0]
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"the run ended (exit {self.process.returncode}) before {what}\n"
+                    + self.log.read_text()[-3000:],
+                    pytrace=False,
+                )
+            time.sleep(0.2)
+        self.kill_all()
+        pytest.fail(f"the run never reached {what}\n" + self.pk.hang_report(), pytrace=False)
+
+    def ansible_playbook_pid(self) -> int:
+        for pid in child_pids(self.process.pid):
+            if "ansible-playbook" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                errors="replace"
+            ):
+                return pid
+        pytest.fail("pikube has no ansible-playbook child to kill", pytrace=False)
+
+    def kill(self, target: str) -> int:
+        """SIGKILL `pikube` alone (its ansible-playbook runs on, orphaned) or `ansible-playbook`
+        alone (pikube sees it die). Returns the killed pid."""
+        pid = self.process.pid if target == "pikube" else self.ansible_playbook_pid()
+        os.kill(pid, signal.SIGKILL)
+        self.killed = target
+        if target != "pikube":
+            self.process.wait(300)
+        else:
+            self.process.wait(30)
+        return pid
+
+    def wait_group_gone(self, timeout: float = 1500) -> None:
+        """Wait until every process of the run's group (an orphaned ansible-playbook) ended."""
+        deadline = time.monotonic() + timeout
+        while group_alive(self.process.pid):
+            if time.monotonic() > deadline:
+                self.kill_all()
+                pytest.fail(
+                    f"what was left of the killed run still ran after {timeout} s", pytrace=False
+                )
+            time.sleep(1)
+
+    def kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+
+
+def start_up(pk: Pikube, *args: str) -> Interrupted:
+    """`pikube up ARGS` in the background (own process group), for `Interrupted` to kill."""
+    extra = ["--skip-doctor"] if pk.skip_doctor else []
+    env = dict(os.environ, PIKUBE_DEBUG="0")
+    env.setdefault("ANSIBLE_TASK_TIMEOUT", str(LAB_TASK_TIMEOUT))
+    handle, name = tempfile.mkstemp(prefix="pikube-up-", suffix=".log")
+    earlier = set(pk.runs())
+    process = subprocess.Popen(
+        [pikube_bin(), "up", *args, *extra, "--cluster", str(pk.cluster)],
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=handle,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(handle)
+    return Interrupted(pk, process, earlier, Path(name))
 
 
 def check_remove_of_an_unreachable_node(pk: Pikube, node: str, left_behind: str) -> None:
