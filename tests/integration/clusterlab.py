@@ -3,12 +3,15 @@
 `cluster_lab()` boots a throwaway lab (second half of PIKUBE_LAB_SUBNET) for one module and
 always tears it down; `Pikube` runs the CLI as a subprocess against that lab's cluster file and
 reads back what the runs left: run directories, per-host summaries, event logs, and the
-cluster itself through the real kubectl and the fetched kubeconfig.
+cluster itself through the real kubectl and the fetched kubeconfig. `start_up` starts `up` in
+the background as an `Interrupted` run, to SIGKILL `pikube` or its ansible-playbook when the
+run's own event log reaches a point (a task starting, a command running on a node).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -249,6 +252,20 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def lock_free(state_dir: Path) -> bool:
+    """Whether no pikube run (nor what is left of one) holds the cluster's run lock."""
+    path = state_dir / "run.lock"
+    if not path.exists():
+        return True
+    with path.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
 @dataclass
 class Interrupted:
     """A `pikube` run started in the background, to be killed at a point of its event log."""
@@ -288,6 +305,34 @@ class Interrupted:
         self.kill_all()
         pytest.fail(f"the run never reached {what}\n" + self.pk.hang_report(), pytrace=False)
 
+    def wait_on_node(self, node: str, pattern: str, task: str) -> str:
+        """After `task` started: wait until `pattern` (a command line) runs on `node`
+        ("running"), or the run logged `task`'s result for `node` because it was quicker than
+        one look ("done"). Either way the kill that follows lands in that task."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.pk.lab.exec(node, ["pgrep", "-f", pattern]).returncode == 0:
+                return "running"
+            if any(
+                e.get("pikube_event") == "runner"
+                and e.get("host") == node
+                and e.get("task", "").endswith(task)
+                for e in self.events()
+            ):
+                return "done"
+            if self.process.poll() is not None:
+                pytest.fail(f"the run ended before {task} on {node}", pytrace=False)
+            time.sleep(0.1)
+        self.kill_all()
+        pytest.fail(f"{task} never ran on {node}", pytrace=False)
+
+    def wait_gone_on(self, node: str, pattern: str) -> None:
+        """What the killed controller had started on a node goes on there: wait until it ended."""
+        deadline = time.monotonic() + 600
+        while self.pk.lab.exec(node, ["pgrep", "-f", pattern]).returncode == 0:
+            assert time.monotonic() < deadline, f"`{pattern}` still runs on {node}"
+            time.sleep(0.5)
+
     def ansible_playbook_pid(self) -> int:
         for pid in child_pids(self.process.pid):
             if "ansible-playbook" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
@@ -309,9 +354,10 @@ class Interrupted:
         return pid
 
     def wait_group_gone(self, timeout: float = 1500) -> None:
-        """Wait until every process of the run's group (an orphaned ansible-playbook) ended."""
+        """Wait until every process of the run ended: its group (an orphaned ansible-playbook)
+        and Ansible's workers (each in a session of its own), which share the run lock."""
         deadline = time.monotonic() + timeout
-        while group_alive(self.process.pid):
+        while group_alive(self.process.pid) or not lock_free(self.pk.state_dir):
             if time.monotonic() > deadline:
                 self.kill_all()
                 pytest.fail(

@@ -39,16 +39,29 @@ def run_lock(state_dir: Path) -> Iterator[int]:
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            pids = " ".join(str(pid) for pid in holders(path) if pid != os.getpid()) or "unknown"
             raise RunInProgress(
-                f"another pikube run is still acting on this cluster ({holder})",
+                f"another pikube run is still acting on this cluster ({holder}; "
+                f"processes holding it now: {pids})",
                 where=str(path),
-                fix="wait for it to finish; if its pikube was killed, its ansible-playbook may "
-                "still be running: let it end or stop it (kill PID), then run the command again",
+                fix="wait for it to finish; if it was killed, its ansible-playbook or Ansible's "
+                "workers (finishing a task on the nodes) may still run: let them end or stop "
+                "them (kill PID), then run the command again",
             ) from None
         _write(fd, f"pikube pid {os.getpid()}")
         yield fd
     finally:
         os.close(fd)
+
+
+def holders(path: Path) -> list[int]:
+    """PIDs with ``path`` open (Linux /proc; empty where that cannot be read)."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                found.append(int(fd_dir.parent.name))
+    return sorted(found)
 
 
 def note_child(fd: int, pid: int, run_dir: Path) -> None:
