@@ -8,7 +8,7 @@ connection for 20 s. A run that gives up on the first refused download fails the
 `pikube` SIGKILLed alone leaves its ansible-playbook running on, blind (its event pipe is
 gone, it keeps changing the nodes). A second `up` started then would race it on the same
 nodes; it must refuse, saying which process still holds the cluster, and run once that ended.
-The apt case is in the default tier (~3 min with its lab); the kill case is slow-tier.
+The apt case is in the default tier (~1.5 min with its lab); the kill case is slow-tier.
 """
 
 from __future__ import annotations

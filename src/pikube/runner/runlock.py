@@ -2,10 +2,12 @@
 
 A run that dies (Ctrl-C, SIGKILL, a closed terminal) may leave its ansible-playbook behind,
 still acting on the nodes: killing pikube does not kill its child. A second run started then
-would race it (two ``kubeadm join`` of one worker, two apt runs on one node). So the lock is
-held by pikube *and* inherited by ansible-playbook (``pass_fds``): the kernel releases it only
-when the last of them exits, however they end. No stale lock survives a crash, and no pid
-file has to be trusted. The file also says who holds it, for the refusal message.
+would race it (two ``kubeadm join`` of one worker, two apt runs on one node). Killing
+ansible-playbook does not stop its workers either: each runs in a session of its own and
+finishes its task on the nodes. So the lock is held by pikube *and* inherited by
+ansible-playbook (``pass_fds``) and its workers: the kernel releases it only when the last of
+them exits, however they end. No stale lock survives a crash, and no pid file has to be
+trusted. The file also says who took it, for the refusal message.
 """
 
 from __future__ import annotations
