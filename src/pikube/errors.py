@@ -110,3 +110,9 @@ class HostsUnreachable(PikubeError):
 
     exit_code = EXIT_UNREACHABLE
     result: object | None = None  # the runner's RunResult, for the per-host table
+
+
+class RunInProgress(PikubeError):
+    """Another run (or the ansible-playbook a killed run left behind) holds the cluster."""
+
+    exit_code = EXIT_FAILURE

@@ -3,19 +3,24 @@
 `cluster_lab()` boots a throwaway lab (second half of PIKUBE_LAB_SUBNET) for one module and
 always tears it down; `Pikube` runs the CLI as a subprocess against that lab's cluster file and
 reads back what the runs left: run directories, per-host summaries, event logs, and the
-cluster itself through the real kubectl and the fetched kubeconfig.
+cluster itself through the real kubectl and the fetched kubeconfig. `start_up` starts `up` in
+the background as an `Interrupted` run, to SIGKILL `pikube` or its ansible-playbook when the
+run's own event log reaches a point (a task starting, a command running on a node).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +230,166 @@ class Pikube:
 
     def exists(self, node: str, path: str) -> bool:
         return bool(self.lab.exec(node, ["test", "-e", path]).returncode == 0)
+
+
+def task_started(suffix: str) -> Callable[[dict[str, Any]], bool]:
+    """Event filter: a task whose name ends with `suffix` started (the callback's task_start)."""
+    return lambda e: e.get("pikube_event") == "task_start" and e.get("task", "").endswith(suffix)
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def lock_free(state_dir: Path) -> bool:
+    """Whether no pikube run (nor what is left of one) holds the cluster's run lock."""
+    path = state_dir / "run.lock"
+    if not path.exists():
+        return True
+    with path.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+@dataclass
+class Interrupted:
+    """A `pikube` run started in the background, to be killed at a point of its event log."""
+
+    pk: Pikube
+    process: subprocess.Popen[str]
+    earlier_runs: set[Path]
+    log: Path  # pikube's stdout + stderr (files, not pipes: an orphan must never block on them)
+    killed: str = ""
+
+    @property
+    def run_dir(self) -> Path | None:
+        new = sorted(set(self.pk.runs()) - self.earlier_runs)
+        return new[-1] if new else None
+
+    def events(self) -> list[dict[str, Any]]:
+        run_dir = self.run_dir
+        if run_dir is None or not (run_dir / "events.jsonl").exists():
+            return []
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
+
+    def wait_for(self, point: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """Wait until the run records an event matching `point`; fail if it ends first."""
+        deadline = time.monotonic() + 1500
+        while time.monotonic() < deadline:
+            found = [e for e in self.events() if point(e)]
+            if found:
+                return found[0]
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"the run ended (exit {self.process.returncode}) before {what}\n"
+                    + self.log.read_text()[-3000:],
+                    pytrace=False,
+                )
+            time.sleep(0.2)
+        self.kill_all()
+        pytest.fail(f"the run never reached {what}\n" + self.pk.hang_report(), pytrace=False)
+
+    def wait_on_node(self, node: str, pattern: str, task: str) -> str:
+        """After `task` started: wait until `pattern` (a command line) runs on `node`
+        ("running"), or the run logged `task`'s result for `node` because it was quicker than
+        one look ("done"). Either way the kill that follows lands in that task."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if self.pk.lab.exec(node, ["pgrep", "-f", pattern]).returncode == 0:
+                return "running"
+            if any(
+                e.get("pikube_event") == "runner"
+                and e.get("host") == node
+                and e.get("task", "").endswith(task)
+                for e in self.events()
+            ):
+                return "done"
+            if self.process.poll() is not None:
+                pytest.fail(f"the run ended before {task} on {node}", pytrace=False)
+            time.sleep(0.1)
+        self.kill_all()
+        pytest.fail(f"{task} never ran on {node}", pytrace=False)
+
+    def wait_gone_on(self, node: str, pattern: str) -> None:
+        """What the killed controller had started on a node goes on there: wait until it ended."""
+        deadline = time.monotonic() + 600
+        while self.pk.lab.exec(node, ["pgrep", "-f", pattern]).returncode == 0:
+            assert time.monotonic() < deadline, f"`{pattern}` still runs on {node}"
+            time.sleep(0.5)
+
+    def ansible_playbook_pid(self) -> int:
+        for pid in child_pids(self.process.pid):
+            if "ansible-playbook" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                errors="replace"
+            ):
+                return pid
+        pytest.fail("pikube has no ansible-playbook child to kill", pytrace=False)
+
+    def kill(self, target: str) -> int:
+        """SIGKILL `pikube` alone (its ansible-playbook runs on, orphaned) or `ansible-playbook`
+        alone (pikube sees it die). Returns the killed pid."""
+        pid = self.process.pid if target == "pikube" else self.ansible_playbook_pid()
+        os.kill(pid, signal.SIGKILL)
+        self.killed = target
+        if target != "pikube":
+            self.process.wait(300)
+        else:
+            self.process.wait(30)
+        return pid
+
+    def wait_group_gone(self, timeout: float = 1500) -> None:
+        """Wait until every process of the run ended: its group (an orphaned ansible-playbook)
+        and Ansible's workers (each in a session of its own), which share the run lock."""
+        deadline = time.monotonic() + timeout
+        while group_alive(self.process.pid) or not lock_free(self.pk.state_dir):
+            if time.monotonic() > deadline:
+                self.kill_all()
+                pytest.fail(
+                    f"what was left of the killed run still ran after {timeout} s", pytrace=False
+                )
+            time.sleep(1)
+
+    def kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+
+
+def start_up(pk: Pikube, *args: str) -> Interrupted:
+    """`pikube up ARGS` in the background (own process group), for `Interrupted` to kill."""
+    extra = ["--skip-doctor"] if pk.skip_doctor else []
+    env = dict(os.environ, PIKUBE_DEBUG="0")
+    env.setdefault("ANSIBLE_TASK_TIMEOUT", str(LAB_TASK_TIMEOUT))
+    handle, name = tempfile.mkstemp(prefix="pikube-up-", suffix=".log")
+    earlier = set(pk.runs())
+    process = subprocess.Popen(
+        [pikube_bin(), "up", *args, *extra, "--cluster", str(pk.cluster)],
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=handle,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(handle)
+    return Interrupted(pk, process, earlier, Path(name))
 
 
 def check_remove_of_an_unreachable_node(pk: Pikube, node: str, left_behind: str) -> None:

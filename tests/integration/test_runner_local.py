@@ -7,15 +7,18 @@ loopback) gives HostsUnreachable with a retry hint while the other hosts complet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pikube.errors import EXIT_UNREACHABLE, HostsUnreachable, PlaybookFailed
+from pikube.errors import EXIT_UNREACHABLE, HostsUnreachable, PlaybookFailed, RunInProgress
 from pikube.resources import data_path
 from pikube.runner import run_playbook
 from pikube.runner.rundir import COMMAND_FILE, EVENTS_FILE, SUMMARY_FILE
@@ -143,3 +146,64 @@ def test_hung_task_fails_on_its_host_by_name_and_the_others_finish(tmp_path: Pat
     assert "Timed out after 3 second" in result.what  # ansible's own words for the timeout
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     assert summary["hosts"]["one"]["failed"] == 0 and summary["hosts"]["stuck"]["failed"] == 1
+
+
+HOLD_ON = """\
+- name: Hold the hosts for a while
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Hold on
+      ansible.builtin.command: sleep 6
+      changed_when: false
+"""
+FIRST_RUN = """\
+import sys
+from pathlib import Path
+from pikube.runner import run_playbook
+run_playbook(sys.argv[1], inventory_files={"hosts.yml": sys.argv[2]}, state_dir=Path(sys.argv[3]),
+             command="up")
+"""
+
+
+def test_a_killed_runs_playbook_holds_the_cluster_until_it_ends(tmp_path: Path) -> None:
+    """pikube SIGKILLed mid-run: its ansible-playbook runs on (orphaned, still changing the
+    hosts), so a new run is refused, naming it, until it ended; then runs."""
+    playbook = tmp_path / "hold.yml"
+    playbook.write_text(HOLD_ON)
+    hosts = inventory(local_host("one"))["hosts.yml"]
+    state = tmp_path / "state"
+    first = subprocess.Popen(
+        [sys.executable, "-c", FIRST_RUN, str(playbook), hosts, str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Hold on" in p.read_text() for p in state.glob(f"runs/*/{EVENTS_FILE}")):
+            assert first.poll() is None and time.monotonic() < deadline, "the task never started"
+            time.sleep(0.1)
+        (playbook_pid,) = [
+            int(pid)
+            for pid in Path(f"/proc/{first.pid}/task/{first.pid}/children").read_text().split()
+            if b"ansible-playbook" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        with pytest.raises(RunInProgress) as refused:
+            run_playbook(
+                str(playbook), inventory_files={"hosts.yml": hosts}, state_dir=state, command="up"
+            )
+        assert f"ansible-playbook pid {playbook_pid}" in refused.value.what
+        assert len(list((state / "runs").iterdir())) == 1  # the refused run left nothing
+        while Path(f"/proc/{playbook_pid}").exists():  # it ends on its own: nothing kills it
+            assert time.monotonic() < deadline, "the orphaned ansible-playbook never ended"
+            time.sleep(0.2)
+        result = run_playbook(
+            str(playbook), inventory_files={"hosts.yml": hosts}, state_dir=state, command="up"
+        )
+        assert list(result.hosts) == ["one"] and not result.failed_hosts
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)

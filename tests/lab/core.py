@@ -765,6 +765,33 @@ class Lab:
         _run(["ip", "link", "set", spec.veth, "up"])
         self._update_list("isolated", spec.name, add=False)
 
+    def proxy_down(self, timeout: float = 10.0) -> None:
+        """Take the lab's apt proxy down for its nodes: connections to BRIDGE:3142 are refused
+        and open ones cut, as when apt-cacher-ng stops. Only this lab's forwarder stops; the
+        shared apt-cacher-ng on 127.0.0.1 keeps serving the other labs."""
+        self._signal_forwarder(signal.SIGUSR1, want_listening=False, timeout=timeout)
+
+    def proxy_up(self, timeout: float = 10.0) -> None:
+        """Bring the lab's apt proxy back after `proxy_down`."""
+        self._signal_forwarder(signal.SIGUSR2, want_listening=True, timeout=timeout)
+
+    def _signal_forwarder(self, sig: int, want_listening: bool, timeout: float) -> None:
+        pid = _read_pid(self.state_dir / "run" / "services.pid")
+        if pid is None or not _pid_alive(pid) or "services.py" not in _cmdline(pid):
+            raise LabError(f"lab {self.name} has no services process (is it up?)")
+        if "--no-forward" in _cmdline(pid):
+            raise LabError(
+                "this lab uses an apt-cacher-ng listening on all addresses, not its own "
+                "forwarder: its apt proxy cannot be taken down for this lab alone"
+            )
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while acng.listening(self.bridge_ip, acng.ACNG_PORT) != want_listening:
+            if time.monotonic() > deadline:
+                state = "up" if want_listening else "down"
+                raise LabError(f"the lab's apt proxy on {self.apt_proxy} did not go {state}")
+            time.sleep(0.1)
+
     def memory(self, node: str) -> dict[str, int]:
         """Memory of a node: cgroup usage (incl. page cache) and the PSS of its processes."""
         spec = self.node(node)

@@ -4,7 +4,9 @@
 - a threaded static HTTP server on BRIDGE:8080 serving the lab's www directory (the stand-ins'
   signed apt repository and anything else nodes must download);
 - a TCP forwarder BRIDGE:3142 -> 127.0.0.1:3142 (the host's apt-cacher-ng), unless the bridge
-  address already answers on 3142 (an apt-cacher-ng listening on all addresses).
+  address already answers on 3142 (an apt-cacher-ng listening on all addresses). SIGUSR1 takes
+  it down (listener closed, open connections cut: the lab's apt proxy is "down" for its nodes
+  only, the shared apt-cacher-ng keeps running), SIGUSR2 brings it back.
 
 Standalone on purpose (no imports from the lab package): ``Lab.up`` starts it with
 ``python3 services.py --bind IP --www DIR`` and ``Lab.down`` kills it by pid.
@@ -43,29 +45,70 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def _forward(client: socket.socket, target: tuple[str, int]) -> None:
-    try:
-        upstream = socket.create_connection(target, timeout=10)
-    except OSError:
+class Forwarder:
+    """BIND:PORT -> TARGET, which can be taken down (refusing, connections cut) and back up."""
+
+    def __init__(self, bind: str, port: int, target: tuple[str, int]) -> None:
+        self.address = (bind, port)
+        self.target = target
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.open: set[socket.socket] = set()
+
+    def up(self) -> None:
+        with self.lock:
+            if self.listener is not None:
+                return
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(self.address)
+            listener.listen(128)
+            self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        print(f"forwarder: up on {self.address}", file=sys.stderr, flush=True)
+
+    def down(self) -> None:
+        with self.lock:
+            listener, self.listener = self.listener, None
+            sockets, self.open = self.open, set()
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        print(f"forwarder: down ({len(sockets)} sockets cut)", file=sys.stderr, flush=True)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # taken down
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        with self.lock:
+            if self.listener is None:  # went down while connecting
+                upstream.close()
+                client.close()
+                return
+            self.open |= {client, upstream}
+        back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+        back.start()
+        _pipe(client, upstream)
+        back.join()
+        with self.lock:
+            self.open -= {client, upstream}
         client.close()
-        return
-    upstream.settimeout(None)
-    back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-    back.start()
-    _pipe(client, upstream)
-    back.join()
-    client.close()
-    upstream.close()
-
-
-def serve_forwarder(bind: str, port: int, target: tuple[str, int]) -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((bind, port))
-    listener.listen(128)
-    while True:
-        client, _ = listener.accept()
-        threading.Thread(target=_forward, args=(client, target), daemon=True).start()
+        upstream.close()
 
 
 def main() -> int:
@@ -80,11 +123,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     if not args.no_forward:
-        threading.Thread(
-            target=serve_forwarder,
-            args=(args.bind, ACNG_PORT, ("127.0.0.1", ACNG_PORT)),
-            daemon=True,
-        ).start()
+        forwarder = Forwarder(args.bind, ACNG_PORT, ("127.0.0.1", ACNG_PORT))
+        forwarder.up()
+        # Handlers run in the main thread between the HTTP server's polls (every 0.5 s).
+        signal.signal(signal.SIGUSR1, lambda signum, frame: forwarder.down())
+        signal.signal(signal.SIGUSR2, lambda signum, frame: forwarder.up())
     handler = functools.partial(QuietHandler, directory=args.www)
     server = ThreadingHTTPServer((args.bind, HTTP_PORT), handler)
     server.daemon_threads = True

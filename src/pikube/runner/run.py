@@ -29,6 +29,7 @@ from pikube.runner.rundir import (
     write_inventory,
     write_summary,
 )
+from pikube.runner.runlock import note_child, run_lock
 
 EventHandler = Callable[[dict[str, Any]], None]
 OutputHandler = Callable[[str], None]
@@ -79,63 +80,68 @@ def run_playbook(
     """Run ``playbooks/<playbook>`` (or an absolute path) on the rendered inventory.
 
     Raises ``PlaybookFailed`` (a host failed, or ansible-playbook itself failed) or
-    ``HostsUnreachable`` (only unreachable hosts); both carry the result as ``.result``.
+    ``HostsUnreachable`` (only unreachable hosts); both carry the result as ``.result``;
+    ``RunInProgress`` when another run still holds the cluster (see ``runlock``).
     ``retry`` turns the hosts to run again into the command line the error's fix shows
     (default ``pikube <command> --limit HOSTS``).
     """
     options = options or PlaybookOptions()
     state_dir = state_dir.resolve()
-    run_dir = create_run_dir(state_dir, command)
-    inventory = write_inventory(run_dir, inventory_files)
-    control_dir, temporary = make_control_path_dir(run_dir)
-    paths = default_paths(run_dir, state_dir, control_dir)
-    if config_file is not None:
-        paths = RunPaths(**{**paths.__dict__, "config_file": config_file})
-    env = build_env(os.environ if base_env is None else base_env, paths)
-    playbook_path = (
-        Path(playbook) if Path(playbook).is_absolute() else data_path("playbooks", playbook)
-    )
-    argv = build_playbook_argv(find_ansible_playbook(), playbook_path, inventory, options)
-    write_command(run_dir, argv, env)
+    # One run per cluster at a time, including what a killed run left running.
+    with run_lock(state_dir) as lock_fd:
+        run_dir = create_run_dir(state_dir, command)
+        inventory = write_inventory(run_dir, inventory_files)
+        control_dir, temporary = make_control_path_dir(run_dir)
+        paths = default_paths(run_dir, state_dir, control_dir)
+        if config_file is not None:
+            paths = RunPaths(**{**paths.__dict__, "config_file": config_file})
+        env = build_env(os.environ if base_env is None else base_env, paths)
+        playbook_path = (
+            Path(playbook) if Path(playbook).is_absolute() else data_path("playbooks", playbook)
+        )
+        argv = build_playbook_argv(find_ansible_playbook(), playbook_path, inventory, options)
+        write_command(run_dir, argv, env)
 
-    events: list[dict[str, Any]] = []
-    returncode = -1
-    try:
-        with (run_dir / EVENTS_FILE).open("w", encoding="utf-8") as log:
-            process = subprocess.Popen(  # noqa: S603 - argv list built above, no shell
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                text=True,
-                bufsize=1,
-                cwd=run_dir,
-            )
-            assert process.stdout is not None  # noqa: S101 - Popen(stdout=PIPE) contract
-            try:
-                for line in process.stdout:
-                    event = parse_event_line(line)
-                    if event is None:
-                        if on_output is not None and line.strip():
-                            on_output(redact(line.rstrip("\n")))
-                        continue
-                    log.write(redact(line.rstrip("\n")) + "\n")
-                    log.flush()
-                    # Handlers (progress, the live board) and the result see what the log
-                    # keeps: nothing shaped like a secret reaches the screen or --json.
-                    event = redact_event(event)
-                    events.append(event)
-                    if on_event is not None:
-                        on_event(event)
-            finally:
-                returncode = process.wait()
-    finally:
-        close_control_sockets(control_dir)
-        if temporary:
-            shutil.rmtree(control_dir, ignore_errors=True)
-        elif control_dir.is_dir():
-            with contextlib.suppress(OSError):
-                control_dir.rmdir()
+        events: list[dict[str, Any]] = []
+        returncode = -1
+        try:
+            with (run_dir / EVENTS_FILE).open("w", encoding="utf-8") as log:
+                process = subprocess.Popen(  # noqa: S603 - argv list built above, no shell
+                    argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    bufsize=1,
+                    cwd=run_dir,
+                    pass_fds=(lock_fd,),  # the lock lives as long as ansible-playbook does
+                )
+                note_child(lock_fd, process.pid, run_dir)
+                assert process.stdout is not None  # noqa: S101 - Popen(stdout=PIPE) contract
+                try:
+                    for line in process.stdout:
+                        event = parse_event_line(line)
+                        if event is None:
+                            if on_output is not None and line.strip():
+                                on_output(redact(line.rstrip("\n")))
+                            continue
+                        log.write(redact(line.rstrip("\n")) + "\n")
+                        log.flush()
+                        # Handlers (progress, the live board) and the result see what the
+                        # log keeps: nothing shaped like a secret reaches the screen or --json.
+                        event = redact_event(event)
+                        events.append(event)
+                        if on_event is not None:
+                            on_event(event)
+                finally:
+                    returncode = process.wait()
+        finally:
+            close_control_sockets(control_dir)
+            if temporary:
+                shutil.rmtree(control_dir, ignore_errors=True)
+            elif control_dir.is_dir():
+                with contextlib.suppress(OSError):
+                    control_dir.rmdir()
 
     result = build_result(events, returncode)
     result.run_dir = str(run_dir)
