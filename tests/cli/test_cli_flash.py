@@ -651,6 +651,6 @@ def test_unreadable_known_hosts_is_a_located_error_before_writing(
     out = tmp_path / "pi-w1.img"
     result = flash(cluster_file, pi_image.xz, "pi-w1", "--output", str(out))
     assert result.exit_code == EXIT_CONFIG, result.stderr
-    assert f"known_hosts is not UTF-8 text, in {known}:2" in result.stderr
+    assert f"known_hosts file {known} is not UTF-8" in result.stderr
     assert "fix:" in result.stderr and "Traceback" not in result.output
     assert "writing" not in result.stderr and not out.exists()

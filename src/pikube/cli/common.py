@@ -228,7 +228,7 @@ def node_names_for_completion(ctx: click.Context) -> list[str]:
         if not isinstance(nodes, list):
             return []
         names = [n.get("name") for n in nodes if isinstance(n, dict)]
-        return [n for n in names if isinstance(n, str) and HOSTNAME_RE.match(n)]
+        return [n for n in names if isinstance(n, str) and HOSTNAME_RE.fullmatch(n)]
     except Exception:  # completion must never fail the shell: no names instead
         return []
 

@@ -13,11 +13,11 @@ import yaml
 from pikube.errors import ConfigError, PikubeError, Problem
 from pikube.resources import data_path
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 # A file name pikube may create in its cache: no folders, no hidden or special names.
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 CACHE_SUFFIXES = (".part", ".sha256")  # the cache's own bookkeeping files
 URL_SCHEMES = ("https", "http", "file")
 
@@ -28,7 +28,7 @@ def url_file_name(url: str) -> str | None:
     place outside the cache)."""
     last = urlparse(url).path.rpartition("/")[2]
     name = unquote(last)
-    if not SAFE_NAME_RE.match(name) or name.endswith(CACHE_SUFFIXES):
+    if not SAFE_NAME_RE.fullmatch(name) or name.endswith(CACHE_SUFFIXES):
         return None
     return name
 
@@ -102,7 +102,7 @@ ENTRY_KEYS = {
     "sd_card",
 }
 BOOT_KEYS = {"partition", "label", "cmdline", "seed_dir"}
-BOOT_PATH_RE = re.compile(r"^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$")
+BOOT_PATH_RE = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
 
 
 class _Checker:
@@ -199,7 +199,8 @@ def _boot_layout(check: _Checker, boot: object, path: tuple[str | int, ...]) -> 
             ok = False
             continue
         value = value.strip("/") if key == "seed_dir" else value
-        if key != "label" and value and (not BOOT_PATH_RE.match(value) or ".." in value.split("/")):
+        unsafe = not BOOT_PATH_RE.fullmatch(value) or ".." in value.split("/")
+        if key != "label" and value and unsafe:
             check.add(
                 (*path, key),
                 f"{key} {value!r} is not a plain path inside the boot partition",
@@ -253,7 +254,7 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
         description = check.text(item, where, "description", required=False) or ""
         default_user = check.text(item, where, "default_user", required=False) or ""
         sha = check.text(item, where, "sha256", required=False)
-        if sha is not None and not SHA256_RE.match(sha.lower()):
+        if sha is not None and not SHA256_RE.fullmatch(sha.lower()):
             check.add((*where, "sha256"), "not a sha256 hex digest", "64 hex digits")
         if not item.get("checksums") and not item.get("sha256"):
             check.add(

@@ -70,7 +70,7 @@ def parse_checksums(text: str, filename: str, *, source: str) -> str:
         (parts[0].lower(), parts[1].lstrip("*").strip() if len(parts) > 1 else "")
         for parts in lines
     ]
-    rows = [(digest, name) for digest, name in rows if SHA256_RE.match(digest)]
+    rows = [(digest, name) for digest, name in rows if SHA256_RE.fullmatch(digest)]
     for digest, name in rows:
         if Path(name).name == filename:
             return digest
