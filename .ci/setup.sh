@@ -124,5 +124,5 @@ ensure_venv() {
   fi
   rm -f "$log"
   printf '%s %s\n' "$want" "$extra" >"$stamp"
-  done_phase "installed $("$PIKUBE_VENV/bin/pikube" --version | tr '\n' ' ')"
+  done_phase "installed $("$PIKUBE_VENV/bin/pikube" --version | paste -sd' ')"
 }
