@@ -16,8 +16,9 @@ One harness, used twice:
 How the lab runs inside a chroot (the cheapest thing that works here): the harness re-executes
 itself under ``unshare --mount --propagation slave``, so every mount it makes (and every mount
 the lab makes inside) lives in a private mount namespace: nothing propagates back to the
-host's mount table, and it all goes when the last process inside ends. The chroot gets a new
-``/proc``, recursive bind mounts of ``/sys`` (cgroups) and ``/dev`` (loop devices), and binds
+host's mount table, and it all goes when the last process inside ends. The chroot gets a bind
+of the tree onto itself (``ip -n`` remounts ``/`` as a slave, so ``/`` must be a mount point),
+a new ``/proc``, recursive binds of ``/sys`` (cgroups) and ``/dev`` (loop devices), and binds
 of the host's ``/var/lib/pikube-lab`` and ``/var/cache/pikube-lab/acng`` (``newest``: all of
 ``/var/cache/pikube-lab``, so the lab's cached rootfs is reused). So a lab inside is an
 ordinary lab of this machine: same state root (``lab leftovers --name`` on the host sees it,
@@ -25,7 +26,8 @@ ordinary lab of this machine: same state root (``lab leftovers --name`` on the h
 users' registry (tests/lab/acng.py). It shares the host's network namespace: apt, pip and
 the lab's proxy reach the network as on the host. Network namespaces made inside are named in
 the chroot's own ``/run/netns``. ``/usr/sbin/policy-rc.d`` refuses service starts, as in any
-Debian chroot (there is no init inside to own them).
+Debian chroot (there is no init inside to own them). DNS and the site's TLS trust anchors
+are copied in from the host (``Chroot._site_config``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class Chroot:
         if os.environ.get(_IN_NAMESPACE) != "1":
             raise RuntimeError("Chroot is entered only inside a private mount namespace (main())")
         self._site_config()
+        # `ip -n NETNS` remounts / as a slave: / of the chroot must be a mount point.
+        _run(["mount", "--bind", str(self.root), str(self.root)])
         _run(["mount", "-t", "proc", "proc", str(self.root / "proc")])
         for top in ("sys", "dev"):
             _run(["mount", "--rbind", f"/{top}", str(self.root / top)])
@@ -160,7 +164,7 @@ class Chroot:
             for line in Path("/proc/self/mountinfo").read_text().splitlines()
             if line.split()[4].startswith(prefix)
         ]
-        for point in sorted(set(points), key=len, reverse=True):
+        for point in [*sorted(set(points), key=len, reverse=True), str(self.root)]:
             if subprocess.run(["umount", point], check=False, capture_output=True).returncode:
                 subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
