@@ -38,6 +38,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -338,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--logs", type=Path, required=True)
     sub.add_parser("newest", help="unit + lab up tests on the newest ansible-core (trixie)")
     args = top.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so every `finally` runs: lab down, unmount, delete the tree
+
+    signal.signal(signal.SIGTERM, interrupted)
     if os.geteuid() != 0:
         print("fresh: needs root (chroot, mounts, the lab)", file=sys.stderr)
         return 2
