@@ -324,6 +324,12 @@ def newest(logs: Path | None = None) -> int:
                     capture_output=True,
                 )
                 release_proxy_rooted_in(machine)
+                # pytest keeps its last temp dirs (GBs of sparse images): not in the cache.
+                for left in (machine / "tmp").iterdir():
+                    if left.is_dir() and not left.is_symlink():
+                        shutil.rmtree(left, ignore_errors=True)
+                    else:
+                        left.unlink(missing_ok=True)
         return done.returncode
 
 
