@@ -630,7 +630,9 @@ class Lab:
         pid = self.leader_pid(node)
         if pid is None:
             raise LabError(f"node {node} of lab {self.name} is not running (`lab start {node}`)")
-        return ["nsenter", "-t", str(pid), "-a", "--", *argv]
+        # --root/--wd: the node's own root, also when the lab runs in a chroot (nspawn moves the
+        # node's tree onto the chroot's /, so the mount namespace's root is not the node's).
+        return ["nsenter", "-t", str(pid), "-a", "--root", "--wd", "--", *argv]
 
     def exec(
         self, node: str, argv: Sequence[str], check: bool = False, timeout: float | None = 60

@@ -163,14 +163,10 @@ def test_older_facts_without_a_module_key_are_not_flagged(tmp_path: Path, ssh_ke
 def render_with_ansible(expression: str, variables: dict[str, str]) -> object:
     """``expression`` templated by Ansible's own Templar, as the role's defaults are."""
     from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
+    from ansible.template import Templar, trust_as_template
 
-    try:  # ansible-core 2.19+ templates only strings trusted as templates (role files are)
-        from ansible.template import trust_as_template
-
-        expression = trust_as_template(expression)
-    except ImportError:  # 2.17, 2.18
-        pass
+    # Ansible templates only strings trusted as templates (role files are).
+    expression = trust_as_template(expression)
     return Templar(loader=DataLoader(), variables=variables).template(expression)
 
 

@@ -33,11 +33,27 @@ def streamed(raw: Path) -> StreamMap:
     return smap
 
 
-def dumpe2fs_ranges(raw: Path, offset: int) -> tuple[int, list[tuple[int, int]]]:
-    """(block size, free block ranges) as e2fsprogs reports them."""
-    out = subprocess.run(
-        ["dumpe2fs", f"{raw}?offset={offset}"], capture_output=True, text=True, check=True
-    ).stdout
+def dumpe2fs_ranges(raw: Path, offset: int, size: int) -> tuple[int, list[tuple[int, int]]]:
+    """(block size, free block ranges) as e2fsprogs reports them.
+
+    The partition is copied out first: e2fsprogs 1.47.2 (trixie) no longer opens
+    ``FILE?offset=N``.
+    """
+    part = raw.with_name(raw.name + ".root")
+    with raw.open("rb") as src, part.open("wb") as dst:
+        src.seek(offset)
+        left = size
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+    try:
+        out = subprocess.run(["dumpe2fs", str(part)], capture_output=True, text=True, check=True)
+    finally:
+        part.unlink()
+    out = out.stdout
     block_size = int(re.search(r"Block size:\s+(\d+)", out).group(1))  # type: ignore[union-attr]
     free = []
     for line in out.splitlines():
@@ -71,7 +87,7 @@ def test_ext4_map_agrees_with_e2fsprogs(pi_image: BuiltImage) -> None:
         pytest.skip("needs e2fsprogs")
     smap = streamed(pi_image.raw)
     base = pi_image.layout.root_offset
-    block_size, free = dumpe2fs_ranges(pi_image.raw, base)
+    block_size, free = dumpe2fs_ranges(pi_image.raw, base, pi_image.layout.root_size)
     total_blocks = pi_image.layout.root_size // block_size
     free_blocks = set()
     for lo, hi in free:

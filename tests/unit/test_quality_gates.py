@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,13 @@ def test_ansible_passes_ansible_lint_production_profile() -> None:
         "meta/runtime.yml",
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+SHELL_SCRIPTS = ("try", "test", ".ci/run", ".ci/setup.sh")
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
+def test_root_scripts_pass_shellcheck() -> None:
+    # -x follows `. .ci/setup.sh`, so a function the scripts call is checked where it is used.
+    result = run_tool("shellcheck", "-x", *SHELL_SCRIPTS)
+    assert result.returncode == 0, result.stdout + result.stderr

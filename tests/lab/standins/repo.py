@@ -28,6 +28,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab.rootfs import MIRROR as NODE_MIRROR
+from tests.lab.rootfs import SUITE as NODE_SUITE
+
 HERE = Path(__file__).resolve().parent
 PAYLOAD = HERE / "payload"
 ARCHES = ("amd64", "arm64")
@@ -88,9 +91,19 @@ def kubectl_debs() -> dict[str, Path]:
     if all(found.values()):
         return {a: p for a, p in found.items() if p is not None}
     apt = cache / "apt"
-    for d in ("lists/partial", "archives/partial"):
+    for d in ("lists/partial", "archives/partial", "sources.list.d"):
         (apt / d).mkdir(parents=True, exist_ok=True)
+    # The nodes' Debian, whatever the host runs (trixie's kubernetes-client is a transitional
+    # package without kubectl).
+    (apt / "sources.list").write_text(
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        f"{NODE_MIRROR} {NODE_SUITE} main\n"
+    )
     opts = [
+        "-o",
+        f"Dir::Etc::SourceList={apt / 'sources.list'}",
+        "-o",
+        f"Dir::Etc::SourceParts={apt / 'sources.list.d'}",
         "-o",
         f"Dir::State::Lists={apt / 'lists'}",
         "-o",
