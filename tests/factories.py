@@ -75,6 +75,22 @@ def write_cluster(directory: Path, data: dict[str, Any] | str, name: str = "clus
     return path
 
 
+def loopback_cluster_data(
+    directory: Path, key: Path, nodes: int, model: str | None = None
+) -> dict[str, Any]:
+    """A cluster whose nodes are loopback addresses (127.0.0.2, ...) with an empty known_hosts
+    in ``directory``: CLI tests that must reach no machine but this one."""
+    data = base_cluster(key, nodes=nodes)
+    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
+    for i, node in enumerate(data["nodes"]):
+        node["ip"] = f"127.0.0.{i + 2}"
+        if model is not None:
+            node["model"] = model
+    data["ssh"]["known_hosts"] = str(directory / "known_hosts")
+    (directory / "known_hosts").write_text("")
+    return data
+
+
 def edited(data: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A deep copy of ``data`` with dotted-path changes, e.g. ``**{"network.gateway": "x"}``."""
     result = copy.deepcopy(data)

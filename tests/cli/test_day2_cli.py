@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import pikube.cli.day2 as day2
 from pikube.cli.main import cli
 from pikube.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE
-from tests.factories import base_cluster, write_cluster
+from tests.factories import loopback_cluster_data, write_cluster
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -24,13 +24,8 @@ def run(*args: str, input: str | None = None) -> Result:
 
 @pytest.fixture
 def cluster(tmp_path: Path, ssh_key: Path) -> Path:
-    data = base_cluster(ssh_key, nodes=3)
+    data = loopback_cluster_data(tmp_path, ssh_key, 3)
     data["kubernetes"]["version"] = "1.30"
-    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
-    for i, node in enumerate(data["nodes"]):
-        node["ip"] = f"127.0.0.{i + 2}"
-    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
-    (tmp_path / "known_hosts").write_text("")
     return write_cluster(tmp_path, data)
 
 

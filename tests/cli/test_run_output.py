@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from pikube.errors import EXIT_CONFIG, EXIT_UNREACHABLE
-from tests.factories import base_cluster, write_cluster
+from tests.factories import loopback_cluster_data, write_cluster
 from tests.terminal import ANSI, board_rows, run_in_terminal
 
 PIKUBE = [sys.executable, "-m", "pikube"]
@@ -30,13 +30,7 @@ TERMINAL_ENV = ("TERM", "NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERA
 
 @pytest.fixture
 def cluster(tmp_path: Path, ssh_key: Path) -> Path:
-    data = base_cluster(ssh_key, nodes=3)
-    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
-    for i, node in enumerate(data["nodes"]):
-        node["ip"] = f"127.0.0.{i + 2}"
-    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
-    (tmp_path / "known_hosts").write_text("")
-    return write_cluster(tmp_path, data)
+    return write_cluster(tmp_path, loopback_cluster_data(tmp_path, ssh_key, 3))
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from pikube.cli.main import cli
 from pikube.errors import EXIT_UNREACHABLE, EXIT_USAGE
-from tests.factories import base_cluster, write_cluster
+from tests.factories import base_cluster, loopback_cluster_data, write_cluster
 
 
 def run(*args: str) -> Result:
@@ -20,14 +20,7 @@ def run(*args: str) -> Result:
 
 @pytest.fixture
 def loopback_cluster(tmp_path: Path, ssh_key: Path) -> Path:
-    data = base_cluster(ssh_key, nodes=2)
-    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
-    for i, node in enumerate(data["nodes"]):
-        node["ip"] = f"127.0.0.{i + 2}"
-        node["model"] = "pi4-4gb"
-    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
-    (tmp_path / "known_hosts").write_text("")
-    return write_cluster(tmp_path, data)
+    return write_cluster(tmp_path, loopback_cluster_data(tmp_path, ssh_key, 2, "pi4-4gb"))
 
 
 def test_help_lists_the_playbook_options() -> None:

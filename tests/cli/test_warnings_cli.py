@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pikube.runner.argv import ANSIBLE_DSA_IMPORT_WARNING
-from tests.factories import base_cluster, write_cluster
+from tests.factories import loopback_cluster_data, write_cluster
 
 # Python's warning lines ("file:line: SomeDeprecationWarning: ...") and Ansible's own.
 DEPRECATION = re.compile(r"\w*(Deprecation|PendingDeprecation)Warning\b|\[DEPRECATION WARNING\]")
@@ -25,14 +25,7 @@ DEPRECATION = re.compile(r"\w*(Deprecation|PendingDeprecation)Warning\b|\[DEPREC
 
 @pytest.fixture
 def loopback_cluster(tmp_path: Path, ssh_key: Path) -> Path:
-    data = base_cluster(ssh_key, nodes=2)
-    data["network"] = {"subnet": "127.0.0.0/8", "gateway": "127.0.0.1", "dns": ["127.0.0.1"]}
-    for i, node in enumerate(data["nodes"]):
-        node["ip"] = f"127.0.0.{i + 2}"
-        node["model"] = "pi4-4gb"
-    data["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
-    (tmp_path / "known_hosts").write_text("")
-    return write_cluster(tmp_path, data)
+    return write_cluster(tmp_path, loopback_cluster_data(tmp_path, ssh_key, 2, "pi4-4gb"))
 
 
 @pytest.mark.parametrize(
