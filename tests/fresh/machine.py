@@ -211,6 +211,17 @@ def release_proxy_rooted_in(root: Path) -> None:
             acng.ensure_acng()
 
 
+def tear_down_lab(chroot: Chroot, root: Path, checkout: str) -> None:
+    """What a run in the chroot may have left: its lab (a no-op after `lab down`), then the
+    shared apt proxy if it was started from inside ``root``."""
+    subprocess.run(
+        chroot.argv(["python3", "tests/lab/lab", "down"], checkout),
+        check=False,
+        capture_output=True,
+    )
+    release_proxy_rooted_in(root)
+
+
 def _timed(
     chroot: Chroot,
     name: str,
@@ -280,13 +291,7 @@ def fresh(suite: str, repo: str, rev: str, steps: Sequence[str], logs: Path) -> 
                     if records[-1]["exit"] != 0 and step != "leftovers":
                         break
             finally:
-                # Whatever a failed step left running (a no-op after `./try down`).
-                subprocess.run(
-                    chroot.argv(["python3", "tests/lab/lab", "down"], "/root/pikube"),
-                    check=False,
-                    capture_output=True,
-                )
-                release_proxy_rooted_in(root)
+                tear_down_lab(chroot, root, "/root/pikube")  # what a failed step left
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["steps"] = records
@@ -318,12 +323,7 @@ def newest(logs: Path | None = None) -> int:
                     check=False,
                 )
             finally:
-                subprocess.run(
-                    chroot.argv(["python3", "tests/lab/lab", "down"], "/pikube"),
-                    check=False,
-                    capture_output=True,
-                )
-                release_proxy_rooted_in(machine)
+                tear_down_lab(chroot, machine, "/pikube")
                 # pytest keeps its last temp dirs (GBs of sparse images): not in the cache.
                 for left in (machine / "tmp").iterdir():
                     if left.is_dir() and not left.is_symlink():
