@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -97,6 +98,33 @@ def _ensure_sbin_on_path() -> None:
 def missing_tools() -> list[str]:
     _ensure_sbin_on_path()
     return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+@contextlib.contextmanager
+def _signals_held(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGNUMS during the block, then deliver the first one that came (if any).
+
+    Handlers, not a signal mask: a mask would be inherited by the commands the block runs.
+    Only the main thread may set handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    for signum in signums:
+        signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -1018,7 +1046,15 @@ class Lab:
             time.sleep(0.1)
 
     def down(self, timeout: float = 30.0) -> list[str]:
-        """Remove every trace of the lab; idempotent. Returns what could not be removed."""
+        """Remove every trace of the lab; idempotent. Returns what could not be removed.
+
+        SIGINT and SIGTERM that arrive meanwhile are held until the lab is gone: a second
+        signal (a timeout's SIGTERM, then a pkill) must not cut the teardown short.
+        """
+        with _signals_held():
+            return self._down(timeout)
+
+    def _down(self, timeout: float) -> list[str]:
         # 1. Supervisors: orderly poweroff of every node, in parallel.
         sups = [p for p in (self.supervisor_pid(s.name) for s in self.nodes()) if p]
         for pid in sups:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,46 @@ def test_the_cluster_file_passes_pikube_validation(tmp_path: Path) -> None:
     assert cluster.apt_proxy == "http://10.77.1.1:3142"
     assert cluster.kubernetes.package_repo == "http://10.77.1.1:8080/core:/stable:"
     assert [n.model for n in cluster.workers] == [None, None]
+
+
+def test_a_second_sigterm_during_teardown_does_not_cut_it_short(tmp_path: Path) -> None:
+    """A test run killed twice (its timeout's SIGTERM, then a pkill) used to leave its lab
+    up: the second signal interrupted `down` half way. Now `down` finishes, then the
+    signal takes effect."""
+    script = f"""
+import os, signal
+from pathlib import Path
+from tests.lab import Lab
+from tests.lab import acng
+from tests.lab.fixtures import _sigterm_as_interrupt
+
+acng.stop_ours = lambda: None  # never the apt proxy other labs on this machine may be using
+
+class Interrupted(Lab):
+    def nodes(self):  # the first thing down() looks at
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return []
+    def _mounts(self):  # a later step of down()
+        print("teardown went on", flush=True)
+        return []
+
+_sigterm_as_interrupt()
+lab = Interrupted("pkl-sig", "10.77.9.0/24", state_root=Path({str(tmp_path)!r}))
+try:
+    lab.down()
+    print("down returned", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    lines = done.stdout.splitlines()
+    assert lines[:1] == ["teardown went on"], done.stdout + done.stderr
+    assert lines[-1:] == ["interrupted"], done.stdout + done.stderr
