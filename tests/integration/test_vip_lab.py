@@ -2,8 +2,8 @@
 packages, installed by the role through the lab's apt proxy) keep a virtual IP answering while
 nodes fail.
 
-Default tier: one lab, the role's first run and the failover (~90 s on an idle 2-core machine,
-about 175 s under a load of 10-14); slow tier adds the re-run and check-mode run.
+Default tier: one lab, the role's first run and the failover (173 s measured on the 2-core CI
+machine under a load average of 10-14); the slow tier adds the re-run and the check-mode run.
 
 Each node runs the lab's Kubernetes API emulator (tests/lab/standins, TLS with a real CA) as
 its "API server" on :6443, so haproxy's TLS /healthz checks and keepalived's health script
