@@ -67,7 +67,7 @@ def host_key_dir(state_dir: Path, node: str) -> Path:
     return state_dir / "hostkeys" / node
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -115,7 +115,7 @@ def _generate(key_type: str) -> tuple[bytes, str]:
 
 
 @contextlib.contextmanager
-def _locked(lock_file: Path) -> Iterator[None]:
+def locked(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock (flock) on ``lock_file``, created if needed and kept: a lock
     file that is never removed cannot be replaced under a process waiting for it."""
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -138,15 +138,15 @@ def ensure_host_keys(state_dir: Path, node: str) -> list[HostKey]:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     keys = []
-    with _locked(folder / ".lock"):
+    with locked(folder / ".lock"):
         for key_type in KEY_TYPES:
             private = folder / f"ssh_host_{key_type}_key"
             public = folder / f"ssh_host_{key_type}_key.pub"
             if not (private.is_file() and public.is_file()):
                 private_bytes, public_text = _generate(key_type)
                 # The public half first: a private key without it would be regenerated.
-                _write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
-                _write_atomic(private, private_bytes, 0o600)
+                write_atomic(public, f"{public_text} root@{node}\n".encode("ascii"), 0o644)
+                write_atomic(private, private_bytes, 0o600)
             os.chmod(private, 0o600)
             hand_over(public)
             hand_over(private)
@@ -186,7 +186,7 @@ def pin_known_hosts(
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Read, change and replace under a lock: two flashes at once must not drop each
     # other's lines.
-    with _locked(path.with_name(f".{path.name}.lock")):
+    with locked(path.with_name(f".{path.name}.lock")):
         return _pin(path, list(hosts), replace=replace)
 
 
@@ -252,6 +252,6 @@ def _pin(path: Path, hosts: list[KnownHost], *, replace: bool) -> list[KnownHost
             added.append(host)
             lines.append(host.line())
     if lines != old:
-        _write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), 0o644)
+        write_atomic(path, "".join(f"{line}\n" for line in lines).encode("utf-8"), 0o644)
         hand_over(path)
     return added

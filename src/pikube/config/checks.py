@@ -15,7 +15,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pikube.config.model import DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR, DEFAULT_STATE_DIR
+from pikube.config.model import (
+    CONTROL_PLANE_COUNTS,
+    DEFAULT_POD_CIDR,
+    DEFAULT_SERVICE_CIDR,
+    DEFAULT_STATE_DIR,
+)
 from pikube.config.pimodels import (
     KUBEADM_CONTROL_PLANE_MIN_CPUS,
     KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
@@ -74,8 +79,11 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
             "the gateway must be an address inside network.subnet (your router)",
         )
     yield from _check_nodes(nodes, subnet, gateway)
+    yield from _check_vip(network, nodes, subnet, gateway)
     yield from _check_cidrs(distribution, kubernetes, subnet)
     yield from _check_roles(distribution, nodes)
+    yield from _check_control_plane_count(network, nodes)
+    yield from _check_ha_not_yet_supported(distribution, nodes)
     yield from _check_microk8s_memory(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
     state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
@@ -211,22 +219,19 @@ def _check_cidrs(
             )
 
 
+def _control_planes(nodes: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, n) for i, n in enumerate(nodes) if n.get("role") == "control-plane"]
+
+
 def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
-    control = [(i, n) for i, n in enumerate(nodes) if n.get("role") == "control-plane"]
+    """A control plane exists, and every control plane is a Pi big enough to be one."""
+    control = _control_planes(nodes)
     if nodes and not control:
         yield (
             ("nodes",),
             "no node has role: control-plane",
             "mark exactly one node (your Pi with the most memory) as role: control-plane",
         )
-    if len(control) > 1:
-        for index, _node in control[1:]:
-            yield (
-                ("nodes", index, "role"),
-                f"more than one control-plane node: pikube builds single control-plane "
-                f"{distribution or 'Kubernetes'} clusters for now",
-                "keep one control-plane node and make the others role: worker",
-            )
     if distribution != "kubeadm":
         return
     for index, node in control:
@@ -247,6 +252,90 @@ def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Fin
                 f"{KUBEADM_CONTROL_PLANE_MIN_CPUS}",
                 "use a Pi with 2 or more cores",
             )
+
+
+def _check_control_plane_count(
+    network: dict[str, Any], nodes: list[dict[str, Any]]
+) -> Iterator[Finding]:
+    """1, 3 or 5 control planes; more than one share network.vip as their one address."""
+    count = len(_control_planes(nodes))
+    if count > 1 and count not in CONTROL_PLANE_COUNTS:
+        why = (
+            f"{count} control-plane nodes: an even count survives no more failures than "
+            f"{count - 1} (etcd and dqlite need a majority of members up)"
+            if count % 2 == 0 and count < max(CONTROL_PLANE_COUNTS)
+            else f"{count} control-plane nodes: pikube builds at most "
+            f"{max(CONTROL_PLANE_COUNTS)} (more members slow every write of etcd and dqlite)"
+        )
+        yield (
+            ("nodes",),
+            why,
+            "mark "
+            + ", ".join(map(str, CONTROL_PLANE_COUNTS[:-1]))
+            + f" or {CONTROL_PLANE_COUNTS[-1]} nodes as role: control-plane, the others as "
+            "role: worker",
+        )
+    if count > 1 and network.get("vip") is None:
+        yield (
+            ("network",),
+            f"{count} control-plane nodes need network.vip, the one address the kubeconfig, "
+            "the joins and every kubelet use",
+            "add `vip:` to network: a free address of the subnet that no machine and no DHCP "
+            "lease uses, e.g. the one above your nodes' addresses",
+        )
+
+
+def _check_vip(
+    network: dict[str, Any],
+    nodes: list[dict[str, Any]],
+    subnet: IPv4Network | None,
+    gateway: IPv4Address | None,
+) -> Iterator[Finding]:
+    """network.vip is a free host address of the subnet: no node's, the gateway's or a DNS
+    server's (keepalived would take it over from that machine)."""
+    vip = _ip(network.get("vip")) if network.get("vip") is not None else None
+    if vip is None:
+        return
+    where = ("network", "vip")
+    fix = "use a free address of the subnet that no machine and no DHCP lease uses"
+    if subnet is not None:
+        if vip not in subnet:
+            yield (where, f"vip {vip} is outside the subnet {subnet}", fix)
+            return
+        if subnet.prefixlen < 31 and vip in (subnet.network_address, subnet.broadcast_address):
+            which = "network" if vip == subnet.network_address else "broadcast"
+            yield (where, f"vip {vip} is the {which} address of {subnet}", fix)
+            return
+    if gateway is not None and vip == gateway:
+        yield (where, f"vip {vip} is the gateway's address", fix)
+        return
+    dns = network.get("dns")
+    if isinstance(dns, list) and vip in {_ip(server) for server in dns}:
+        yield (where, f"vip {vip} is the address of a DNS server (network.dns)", fix)
+        return
+    for index, node in enumerate(nodes):
+        if _ip(node.get("ip")) == vip:
+            yield (
+                where,
+                f"vip {vip} is the address of node {node.get('name')!r} (nodes[{index}])",
+                fix,
+            )
+            return
+
+
+def _check_ha_not_yet_supported(
+    distribution: Any, nodes: list[dict[str, Any]]
+) -> Iterator[Finding]:
+    """The one place that refuses more than one control plane until the lifecycle playbooks
+    build them (the HA wiring of issue 15 removes this check, and nothing else)."""
+    for index, _node in _control_planes(nodes)[1:]:
+        yield (
+            ("nodes", index, "role"),
+            "more than one control-plane node: HA needs the control-plane joins and the VIP "
+            f"wired into `pikube up`, not yet supported by this version of pikube "
+            f"(it builds single control-plane {distribution or 'Kubernetes'} clusters)",
+            "keep one control-plane node and make the others role: worker",
+        )
 
 
 def _check_microk8s_memory(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:

@@ -52,6 +52,11 @@ DEFAULT_POD_CIDR = {"kubeadm": "10.244.0.0/16", "microk8s": "10.1.0.0/16"}
 DEFAULT_SERVICE_CIDR = {"kubeadm": "10.96.0.0/12", "microk8s": "10.152.183.0/24"}
 DEFAULT_PACKAGE_REPO = "https://pkgs.k8s.io/core:/stable:"
 DEFAULT_STATE_DIR = ".pikube"  # relative to the cluster file's folder
+# Control-plane counts a cluster may have: etcd (kubeadm's stacked etcd) and dqlite (MicroK8s)
+# work while a majority of their members is up, so 3 members survive one failure and 5 two; an
+# even count adds a member without surviving one more failure (etcd FAQ, "Why an odd number of
+# cluster members?"), and more than 5 slows every write down for nothing a homelab needs.
+CONTROL_PLANE_COUNTS = (1, 3, 5)
 
 
 def url_problem(value: str, *, path_allowed: bool) -> str | None:
@@ -103,6 +108,9 @@ class Network(Section):
     gateway: IPv4Address
     dns: list[IPv4Address] = Field(min_length=1)
     domain: str | None = None
+    # The control plane's virtual IP (keepalived + haproxy, roles/pikube_vip): a free address
+    # of the subnet; required with more than one control plane.
+    vip: IPv4Address | None = None
 
     @field_validator("domain")
     @classmethod
@@ -297,6 +305,10 @@ class Cluster(Section):
     @property
     def control_plane(self) -> Node:
         return next(n for n in self.nodes if n.role == "control-plane")
+
+    @property
+    def control_planes(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "control-plane"]
 
     @property
     def workers(self) -> list[Node]:

@@ -801,9 +801,28 @@ class Api:
                         del self.store.objects[k]
                         self.bump()
                         self.store.emit(k, "DELETED", obj)
+        self._collect_garbage()
         self._pods()
         self._workload_status()
         self._calico_default_pool()
+
+    def _collect_garbage(self) -> None:
+        """The garbage collector for Secrets owned by a Secret: kubeadm's "kubeadm-certs" goes
+        when the bootstrap token owning it expires (the token cleaner deletes the token above).
+        https://kubernetes.io/docs/concepts/architecture/garbage-collection/"""
+        uids = {o["metadata"].get("uid") for o in self.store.objects.values()}
+        for k, obj in list(self.store.objects.items()):
+            if k[1] != "secrets":
+                continue
+            refs = obj["metadata"].get("ownerReferences") or []
+            if refs and all(r.get("kind") == "Secret" and r.get("uid") not in uids for r in refs):
+                del self.store.objects[k]
+                self.bump()
+                self.store.emit(k, "DELETED", obj)
+
+    def rbac_binding_exists(self, ns: str, name: str) -> bool:
+        key = ("rbac.authorization.k8s.io", "rolebindings", ns, name)
+        return key in self.store.objects
 
     # ---- calico-node's startup step that creates the default IPv4 pool when no pool exists.
     # https://docs.tigera.io/calico/latest/reference/configure-calico-node ("Configuring the
@@ -1502,6 +1521,17 @@ class Handler(BaseHTTPRequestHandler):
                     and ns in ("kube-system", "kube-public")
                 )
                 or r is None
+                or (
+                    # kubeadm's Role/RoleBinding "kubeadm:get-kubeadm-certs" (upload-certs) let
+                    # the bootstrap group read that one Secret: without them, 403 as with RBAC.
+                    r is not None
+                    and r.plural == "secrets"
+                    and verb == "get"
+                    and ns == "kube-system"
+                    and name == "kubeadm-certs"
+                    and "system:bootstrappers:kubeadm:default-node-token" in user.groups
+                    and self.api.rbac_binding_exists("kube-system", "kubeadm:get-kubeadm-certs")
+                )
             )
             if allowed:
                 return

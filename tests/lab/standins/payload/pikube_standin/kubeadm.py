@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import common, copycerts
 from .common import ApiError, Client, path
 from .kubeadm_config import ConfigError, kubelet_extra_args, load_documents
 
@@ -345,8 +345,13 @@ def cmd_init(a: argparse.Namespace) -> int:
 
     from . import pki
 
+    if a.phase_args:
+        if a.phase_args == ["phase", "upload-certs"]:
+            return cmd_init_phase_upload_certs(a)
+        raise Fail(f'unknown command "{" ".join(a.phase_args)}" for "kubeadm init"')
     docs = load_config(a.config, "init")
     initc = docs.get("InitConfiguration", {})
+    certificate_key = certificate_key_of(a.certificate_key or initc.get("certificateKey"))
     clusterc = docs.get("ClusterConfiguration", {})
     nodereg = initc.get("nodeRegistration", {}) or {}
     endpoint = initc.get("localAPIEndpoint", {}) or {}
@@ -519,7 +524,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     cluster_doc["networking"].setdefault("dnsDomain", dns_domain)
     if a.pod_network_cidr:
         cluster_doc["networking"]["podSubnet"] = a.pod_network_cidr
-    cluster_doc.setdefault("controlPlaneEndpoint", cpe or f"{adv}:{port}")
+    cluster_doc["controlPlaneEndpoint"] = cpe  # "" when unset, as kubeadm stores it
     client.post(
         "/api/v1/namespaces/kube-system/configmaps",
         {
@@ -539,6 +544,12 @@ def cmd_init(a: argparse.Namespace) -> int:
             "data": {"kubelet": yaml.safe_dump(kcfg, sort_keys=False)},
         },
     )
+
+    # ---- upload certs (copycerts), before mark-control-plane as in kubeadm's phase order
+    if a.upload_certs:
+        certificate_key = upload_certs(client, pkidir, certificate_key)
+    else:
+        out("[upload-certs] Skipping phase. Please see --upload-certs")
 
     # ---- mark control plane (needs the kubelet to have registered the node)
     if "mark-control-plane" not in skip:
@@ -741,12 +752,85 @@ def cmd_init(a: argparse.Namespace) -> int:
         "of the options listed at:\n  "
         "https://kubernetes.io/docs/concepts/cluster-administration/addons/\n"
     )
+    if a.upload_certs:
+        out(
+            "You can now join any number of control-plane nodes running the following command "
+            "on each as root:\n"
+        )
+        out(
+            f"  kubeadm join {cpe or f'{adv}:{port}'} --token <value withheld> \\\n"
+            f"\t--discovery-token-ca-cert-hash {ca_hash} \\\n"
+            f"\t--control-plane --certificate-key {certificate_key}\n"
+        )
+        out(
+            "Please note that the certificate-key gives access to cluster sensitive data, keep "
+            "it secret!\nAs a safeguard, uploaded-certs will be deleted in two hours; If "
+            'necessary, you can use\n"kubeadm init phase upload-certs --upload-certs" to '
+            "reload certs afterward.\n"
+        )
     out("Then you can join any number of worker nodes by running the following on each as root:\n")
     out(
         f"kubeadm join {cpe or f'{adv}:{port}'} --token <value withheld> \\\n"
         f"\t--discovery-token-ca-cert-hash {ca_hash} "
     )
     return 0
+
+
+def certificate_key_of(key: str | None, field: str = "certificateKey") -> str:
+    """The certificate key given (flag or config), checked as kubeadm validates it, or ""."""
+    if not key:
+        return ""
+    try:
+        copycerts.validate_certificate_key(str(key), field)
+    except copycerts.CertError as e:
+        raise Fail(str(e)) from None
+    return str(key)
+
+
+def upload_certs(client: Client, pkidir: Path, key: str) -> str:
+    """Phase upload-certs: a new key unless one was given, a bootstrap token with a TTL of
+    two hours owning Secret kubeadm-certs; returns the key (kubeadm prints it)."""
+    key = key or copycerts.create_certificate_key()
+    token = generate_token()
+    create_token(
+        client,
+        token,
+        float(common.env("PIKUBE_STANDIN_CERT_TOKEN_TTL", str(copycerts.CERT_TOKEN_TTL))),
+        "Proxy for managing TTL for the kubeadm-certs secret",
+        [],
+        [],
+    )
+    out(
+        f'[upload-certs] Storing the certificates in Secret "{copycerts.SECRET}" in the '
+        '"kube-system" Namespace'
+    )
+    copycerts.upload_certs(client, pkidir, key, token)
+    out(f"[upload-certs] Using certificate key:\n{key}")
+    return key
+
+
+def cmd_init_phase_upload_certs(a: argparse.Namespace) -> int:
+    """`kubeadm init phase upload-certs --upload-certs [--certificate-key K]` on a control plane:
+    uploads the shared certificates again under a (new) key; prints the key."""
+    docs = load_config(a.config, "init")
+    initc = docs.get("InitConfiguration", {})
+    clusterc = docs.get("ClusterConfiguration", {})
+    key = certificate_key_of(a.certificate_key or initc.get("certificateKey"))
+    if not a.upload_certs:
+        out("[upload-certs] Skipping phase. Please see --upload-certs")
+        return 0
+    client = admin_client()
+    pkidir = path(clusterc.get("certificatesDir") or "/etc/kubernetes/pki")
+    upload_certs(client, pkidir, key)
+    return 0
+
+
+def cmd_certs(a: argparse.Namespace) -> int:
+    """`kubeadm certs certificate-key`: print a new certificate key."""
+    if a.certs_cmd == "certificate-key":
+        print(copycerts.create_certificate_key())
+        return 0
+    raise Fail(f'unknown command "{a.certs_cmd}" for "kubeadm certs"')
 
 
 def _is_ip(s: str) -> bool:
@@ -1034,8 +1118,12 @@ def cmd_join(a: argparse.Namespace) -> int:
     unsafe = a.discovery_token_unsafe_skip_ca_verification or bool(
         bt.get("unsafeSkipCAVerification")
     )
-    if a.control_plane or joinc.get("controlPlane"):
-        raise Fail("stand-in kubeadm: joining additional control-plane nodes is not modelled")
+    control_plane = joinc.get("controlPlane")
+    is_control_plane = bool(a.control_plane or control_plane)
+    certificate_key = certificate_key_of(
+        a.certificate_key or (control_plane or {}).get("certificateKey"),
+        "controlPlane.certificateKey",
+    )
     if not endpoint or not token:
         raise Fail('discovery: Invalid value: "": bootstrapToken or file must be set')
     if not pins and not unsafe:
@@ -1057,10 +1145,12 @@ def cmd_join(a: argparse.Namespace) -> int:
                 f"{f} is not empty" if d.exists() and any(d.iterdir()) else None,
             )
         )
+    # A control plane may bring the shared certificates itself (copied by hand): kubeadm
+    # checks ca.crt's absence on workers only (preflight RunJoinNodeChecks).
     for f in (
         "/etc/kubernetes/kubelet.conf",
         "/etc/kubernetes/bootstrap-kubelet.conf",
-        "/etc/kubernetes/pki/ca.crt",
+        *(() if is_control_plane else ("/etc/kubernetes/pki/ca.crt",)),
     ):
         name = "FileAvailable-" + f.replace("/", "-")
         checks.append((name, f"{f} already exists" if path(f).exists() else None))
@@ -1080,6 +1170,8 @@ def cmd_join(a: argparse.Namespace) -> int:
         ) from e
     cluster = yaml.safe_load(cm["data"]["ClusterConfiguration"])
     kcfg = yaml.safe_load(kcm["data"]["kubelet"])
+    if is_control_plane:
+        join_control_plane_prepare(a, joinc, nodereg, cluster, boot, certificate_key, node)
     fail_swap_on = kcfg.get("failSwapOn", True) is not False
     if not fail_swap_on:
         pass
@@ -1106,7 +1198,8 @@ def cmd_join(a: argparse.Namespace) -> int:
                 "this new "
                 "joining Node"
             )
-    common.write_file(path("/etc/kubernetes/pki/ca.crt"), ca, 0o644)
+    if not is_control_plane:
+        common.write_file(path("/etc/kubernetes/pki/ca.crt"), ca, 0o644)
     common.write_file(
         path("/etc/kubernetes/bootstrap-kubelet.conf"),
         common.kubeconfig(server, ca, "tls-bootstrap-token-user", token=token),
@@ -1159,6 +1252,16 @@ def cmd_join(a: argparse.Namespace) -> int:
             'register the node (see "journalctl -xeu kubelet")'
         )
     del cluster
+    if is_control_plane:
+        mark_control_plane(node, nodereg)
+        out(
+            "\nThis node has joined the cluster and a new control plane instance was created:\n\n"
+            "* Certificate signing request was sent to apiserver and approval was received.\n"
+            "* The Kubelet was informed of the new secure connection details.\n"
+            "* Control plane label and taint were applied to the new node.\n"
+            "* The Kubernetes control plane instances scaled up.\n"
+        )
+        return 0
     out(
         "\nThis node has joined the cluster:\n* Certificate signing request was sent to apiserver "
         "and a response "
@@ -1167,6 +1270,105 @@ def cmd_join(a: argparse.Namespace) -> int:
         "on the control-plane to see this node join the cluster.\n"
     )
     return 0
+
+
+def join_control_plane_prepare(
+    a: argparse.Namespace,
+    joinc: dict[str, Any],
+    nodereg: dict[str, Any],
+    cluster: dict[str, Any],
+    boot: Client,
+    certificate_key: str,
+    node: str,
+) -> None:
+    """kubeadm join's control-plane preflight and phase control-plane-prepare: a stable
+    controlPlaneEndpoint, the shared certificates (downloaded with the certificate key, or
+    already on disk), then this node's own serving certificate and kubeconfigs.
+
+    Deliberate deviation: the stand-in API server keeps its state in one node's file, so a
+    joined control plane gets its certificates, kubeconfigs and node labels but starts no
+    API server of its own (a shared etcd-backed store is the next step, see the README)."""
+    from . import pki
+
+    cpe = str(cluster.get("controlPlaneEndpoint") or "")
+    if not cpe:
+        raise Fail(
+            "error execution phase preflight: \nOne or more conditions for hosting a new control "
+            "plane instance is not satisfied.\n\nunable to add a new control plane instance to "
+            "a cluster that doesn't have a stable controlPlaneEndpoint address\n\nPlease ensure "
+            "that:\n* The cluster has a stable controlPlaneEndpoint address.\n* The certificates "
+            "that must be shared among control plane instances are provided.\n"
+        )
+    out("[preflight] Running pre-flight checks before initializing the new control plane instance")
+    pkidir = path(str(cluster.get("certificatesDir") or "/etc/kubernetes/pki"))
+    if certificate_key:
+        out(
+            f'[download-certs] Downloading the certificates in Secret "{copycerts.SECRET}" in '
+            'the "kube-system" Namespace'
+        )
+        try:
+            copycerts.download_certs(boot, pkidir, certificate_key)
+        except copycerts.CertError as e:
+            raise Fail(
+                "error execution phase control-plane-prepare/download-certs: error downloading "
+                f"certs: {e}"
+            ) from None
+    for shared in ("ca.crt", "ca.key", "sa.key", "sa.pub"):
+        if not (pkidir / shared).exists():
+            raise Fail(
+                "error execution phase control-plane-prepare/certs: failure loading "
+                f"{'certificate authority' if shared.startswith('ca') else 'key'}: couldn't "
+                f"load the file {pkidir / shared}: open {pkidir / shared}: no such file or "
+                "directory"
+            )
+    ca_crt, ca_key = (pkidir / "ca.crt").read_bytes(), (pkidir / "ca.key").read_bytes()
+    endpoint = (joinc.get("controlPlane") or {}).get("localAPIEndpoint") or {}
+    adv = a.apiserver_advertise_address or endpoint.get("advertiseAddress") or common.default_ip()
+    sans = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", node, adv]
+    sans.append(cpe.rsplit(":", 1)[0])
+    out('[certs] Generating "apiserver" certificate and key')
+    crt, key = pki.issue(ca_crt, ca_key, "kube-apiserver", sans=sans, server=True, client=False)
+    pki.write_pair(pkidir, "apiserver", crt, key)
+    out('[certs] Valid certificates and keys now exist in "/etc/kubernetes/pki"')
+    out('[certs] Using the existing "sa" key')
+    for fname, cn, orgs in (
+        ("admin.conf", "kubernetes-admin", ["kubeadm:cluster-admins"]),
+        ("controller-manager.conf", "system:kube-controller-manager", []),
+        ("scheduler.conf", "system:kube-scheduler", []),
+    ):
+        out(f'[kubeconfig] Writing "{fname}" kubeconfig file')
+        crt, key = pki.issue(ca_crt, ca_key, cn, orgs=orgs)
+        common.write_file(
+            path(f"/etc/kubernetes/{fname}"),
+            common.kubeconfig(f"https://{cpe}", ca_crt, cn, cert_pem=crt, key_pem=key),
+            0o600,
+        )
+    del nodereg
+
+
+def mark_control_plane(node: str, nodereg: dict[str, Any]) -> None:
+    """Phase control-plane-join/mark-control-plane, with the admin.conf just written."""
+    taints = nodereg.get("taints")
+    if taints is None:
+        taints = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    out(
+        f"[mark-control-plane] Marking the node {node} as control-plane by adding the labels: "
+        "[node-role.kubernetes.io/control-plane "
+        "node.kubernetes.io/exclude-from-external-load-balancers]"
+    )
+    client = admin_client()
+    client.patch(
+        f"/api/v1/nodes/{node}",
+        {
+            "metadata": {
+                "labels": {
+                    "node-role.kubernetes.io/control-plane": "",
+                    "node.kubernetes.io/exclude-from-external-load-balancers": "",
+                }
+            },
+            "spec": {"taints": taints},
+        },
+    )
 
 
 # --------------------------------------------------------------------------- reset
@@ -1473,6 +1675,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--token")
     i.add_argument("--token-ttl")
     i.add_argument("--upload-certs", action="store_true")
+    i.add_argument("--certificate-key")
+    i.add_argument("phase_args", nargs="*")  # `init phase upload-certs`
     i.add_argument("--skip-token-print", action="store_true")
     i.set_defaults(fn=cmd_init)
 
@@ -1488,6 +1692,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--ignore-preflight-errors")
     j.add_argument("--control-plane", action="store_true")
     j.add_argument("--certificate-key")
+    j.add_argument("--apiserver-advertise-address")
     j.add_argument("--skip-phases")
     j.set_defaults(fn=cmd_join)
 
@@ -1533,6 +1738,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("version")
     v.add_argument("-o", "--output", default="")
     v.set_defaults(fn=cmd_version)
+
+    ce = sub.add_parser("certs")
+    ce.add_argument("certs_cmd", choices=("certificate-key",))
+    ce.set_defaults(fn=cmd_certs)
 
     c = sub.add_parser("config")
     csub = c.add_subparsers(dest="config_cmd", required=True)
