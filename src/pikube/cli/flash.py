@@ -185,11 +185,11 @@ def flash(
         raise result.error
 
 
-def confirm_overwrite() -> None:
+def confirm_overwrite(what: str = "the device(s) above") -> None:
     """One question before devices are overwritten; anything but yes writes nothing."""
     try:
         confirmed = click.confirm(
-            "ALL DATA on the device(s) above will be overwritten. Continue?",
+            f"ALL DATA on {what} will be overwritten. Continue?",
             default=False,
             err=True,
         )

@@ -173,3 +173,42 @@ def notable_line(event: Mapping[str, Any]) -> str | None:
         return None
     line = describe_event(event)
     return redact(line) if line is not None else None
+
+
+# --- the build board: one row per node, the time each stage was reached --------------------
+
+
+@dataclass
+class StageRow:
+    """One node on a board of stages (``pikube build``): stage -> time reached, and a note."""
+
+    address: str = ""
+    reached: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+    failed: bool = False
+
+
+def stage_cells(
+    stages: tuple[str, ...], node: str, row: StageRow, started: float, now: float
+) -> tuple[str, ...]:
+    """NODE, ADDRESS, STAGE, a time per stage (since ``started``), NOTE; all redacted."""
+    current = next((s for s in reversed(stages) if s in row.reached), "waiting for card")
+    times = (format_elapsed(row.reached[s] - started) if s in row.reached else "-" for s in stages)
+    return (redact(node), row.address, current, *times, redact(row.note))
+
+
+def render_stage_board(
+    title: str, stages: tuple[str, ...], rows: Mapping[str, StageRow], started: float, now: float
+) -> Table:
+    """The build board as a rich table; the elapsed time of the whole build in the title."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"{title} ({format_elapsed(now - started)})", title_justify="left", expand=False
+    )
+    for name in ("NODE", "ADDRESS", "STAGE", *(s.upper() for s in stages), "NOTE"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=60)
+    for node, row in rows.items():
+        style = "red" if row.failed else ("green" if stages[-1] in row.reached else "")
+        table.add_row(*stage_cells(stages, node, row, started, now), style=style)
+    return table

@@ -1,0 +1,330 @@
+"""``pikube build``: insert cards, power the Pis on, get a Ready cluster (``pikube.build``).
+
+This module parses, asks once, draws the board (or prints lines) and prints the JSON
+document; the stages, the state file and the order of things are ``pikube.build``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load
+from pikube.cli.image import cache_dir_option, catalog_option
+from pikube.errors import PikubeError
+from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pikube.build import BuildPlan, BuildState
+    from pikube.config.model import Cluster
+    from pikube.image.session import FlashTarget
+    from pikube.runner.board import StageRow
+
+BUILD_JSON_SCHEMA = 1  # of the --json document (README: "pikube build")
+
+
+class BuildBoard:
+    """The build's view: a live board on a terminal, one line per change otherwise."""
+
+    def __init__(self, cluster: Cluster, state: BuildState, console: Console) -> None:
+        from pikube.build import STAGES
+        from pikube.runner.board import StageRow
+
+        self.started = time.time()
+        self.lock = threading.Lock()  # writers and SSH pollers report from their threads
+        self.console = console
+        self.live: Any = None
+        self.rows: dict[str, StageRow] = {}
+        self.last: dict[str, tuple[str, str]] = {}
+        self.written: dict[tuple[str, str], int] = {}  # bytes per (node, phase)
+        for node in cluster.nodes:
+            reached = {s: t for s, t in state.stages(node.name).items() if s in STAGES}
+            self.rows[node.name] = StageRow(address=str(node.ip), reached=dict(reached))
+            self.started = min([self.started, *reached.values()])
+
+    def stage(self, node: str, stage: str, note: str = "") -> None:
+        with self.lock:
+            row = self.rows[node]
+            if stage and stage not in row.reached:
+                row.reached[stage] = time.time()
+            row.note = note
+            row.failed = note.startswith("not up after") or note.startswith("failed")
+        if self.live is None and self.last.get(node) != (stage, note) and stage:
+            self.last[node] = (stage, note)
+            info(f"{node}: {stage}" + (f" ({note})" if note else ""))
+
+    def say(self, line: str) -> None:
+        if self.live is not None:
+            self.live.console.print(line, markup=False, highlight=False)
+        else:
+            info(line)
+
+    def write_progress(self, target: FlashTarget, phase: str, done: int, total: int) -> None:
+        """Writing a card: its percentage in the node's note (the board has no bars)."""
+        with self.lock:
+            key = (target.name, phase)
+            self.written[key] = self.written.get(key, 0) + done
+            percent = min(100, self.written[key] * 100 // total) if total else 0
+            self.rows[target.name].note = f"{phase} {percent}%"
+
+    def frame(self) -> Any:
+        from pikube.build import STAGES
+        from pikube.runner.board import render_stage_board
+
+        with self.lock:
+            return render_stage_board("pikube build", STAGES, self.rows, self.started, time.time())
+
+    @contextmanager
+    def playbook_progress(self) -> Iterator[tuple[Any, Any]]:
+        """``(on_event, on_output)`` for the site playbook: stages move on this board."""
+        from pikube.build import PlayTracker
+        from pikube.cli.board import show_event
+        from pikube.runner.board import notable_line
+
+        tracker = PlayTracker(lambda host, stage: self.stage(host, stage))
+
+        def on_event(event: dict[str, Any]) -> None:
+            tracker.apply(event)
+            if self.live is None:
+                show_event(event)
+            else:
+                line = notable_line(event)
+                if line is not None:
+                    self.say(line)
+
+        yield on_event, self.say
+
+
+@contextmanager
+def build_view(cluster: Cluster, state: BuildState) -> Iterator[BuildBoard]:
+    from pikube.cli.board import stderr_console, wants_board
+
+    console = stderr_console()
+    board = BuildBoard(cluster, state, console)
+    if not wants_board(console):
+        yield board
+        return
+    from rich.live import Live
+
+    with Live(
+        console=console,
+        get_renderable=board.frame,
+        refresh_per_second=4,
+        redirect_stdout=False,  # stdout carries data (--json), never the board
+        redirect_stderr=False,
+    ) as live:
+        board.live = live
+        try:
+            yield board
+        finally:
+            board.live = None
+
+
+@click.command()
+@cluster_option
+@click.option("--image", "image_ref", help="Catalog id or .img.xz file (default: cluster.image).")
+@catalog_option
+@cache_dir_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before overwriting inserted cards.")
+@click.option(
+    "--reflash",
+    multiple=True,
+    metavar="NODE",
+    shell_complete=complete_node_name,
+    help="Ask for NODE's card and write it again, although it was written (repeatable).",
+)
+@click.option(
+    "--allow-non-removable",
+    is_flag=True,
+    help="Also use devices the kernel does not call removable (e.g. some built-in readers).",
+)
+@click.option("--no-verify", is_flag=True, help="Skip reading each card back after writing.")
+@click.option(
+    "--boot-timeout",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_WAIT_BOOT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a Pi may take to answer on SSH after its card is written.",
+)
+@click.option("--cards-only", is_flag=True, help="Write the cards, then stop.")
+@click.option("--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build's result as JSON.")
+@click.option("--sys-root", type=click.Path(path_type=Path), default="/sys", hidden=True)
+@click.option("--proc-root", type=click.Path(path_type=Path), default="/proc", hidden=True)
+@click.option("--dev-root", type=click.Path(path_type=Path), default="/dev", hidden=True)
+def build(
+    cluster_file: Path,
+    image_ref: str | None,
+    catalog_file: Path | None,
+    cache_dir: Path | None,
+    yes: bool,
+    reflash: tuple[str, ...],
+    allow_non_removable: bool,
+    no_verify: bool,
+    boot_timeout: float,
+    cards_only: bool,
+    skip_doctor: bool,
+    as_json: bool,
+    sys_root: Path,
+    proc_root: Path,
+    dev_root: Path,
+) -> None:
+    """From blank SD cards to a Ready cluster: for each node not yet in the cluster, insert
+    a card (noticed by itself; several readers write several at once), put it in its Pi and
+    power it on; pikube waits for each Pi's first boot (its pinned host key), runs `up`, and
+    ends when every node is Ready.
+
+    Interrupted, it resumes where it stopped; cards already written are not asked for again
+    (--reflash NODE to redo one). Exit 6 names the Pis that never booted (the others are
+    provisioned), with the likely causes.
+    """
+    from pikube.build import BuildPlan, BuildState, summary
+    from pikube.image.cards import FlashOptions, flash_session
+    from pikube.image.flash import check_tools
+
+    with flash_session():
+        check_tools()  # a missing tool found after writing would leave half a card
+        cluster = load(cluster_file)
+        unknown = [n for n in reflash if n not in {node.name for node in cluster.nodes}]
+        if unknown:
+            listing = ", ".join(n.name for n in cluster.nodes)
+            raise click.UsageError(
+                f"no node {', '.join(map(repr, unknown))} in {cluster_file} (nodes: {listing})",
+            )
+        state = BuildState.load(Path(str(cluster.state_dir)))
+        for name in reflash:
+            state.forget_card(name)
+        plan = BuildPlan(
+            image=None,
+            options=FlashOptions(
+                verify=not no_verify,
+                parallel=True,
+                allow_non_removable=allow_non_removable,
+                sys_root=sys_root,
+                proc_root=proc_root,
+            ),
+            dev_root=dev_root,
+            boot_timeout=boot_timeout,
+            cards_only=cards_only,
+        )
+        error: PikubeError | None = None
+        try:
+            run_build(
+                cluster,
+                state,
+                plan,
+                image_ref=image_ref,
+                catalog_file=catalog_file,
+                cache_dir=cache_dir,
+                yes=yes,
+                skip_doctor=skip_doctor,
+            )
+        except PikubeError as err:
+            error = err
+            raise
+        finally:
+            if as_json:
+                document = {
+                    "schema": BUILD_JSON_SCHEMA,
+                    "command": "build",
+                    "ok": error is None,
+                    "exit_code": 0 if error is None else error.exit_code,
+                    "error": None if error is None else {"message": error.what, "fix": error.fix},
+                    "nodes": summary(cluster, state),
+                }
+                click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+def run_build(
+    cluster: Cluster,
+    state: BuildState,
+    plan: BuildPlan,
+    *,
+    image_ref: str | None,
+    catalog_file: Path | None,
+    cache_dir: Path | None,
+    yes: bool,
+    skip_doctor: bool,
+) -> None:
+    from dataclasses import replace
+
+    from pikube.build import (
+        CARD_WRITTEN,
+        READY,
+        never_booted,
+        nodes_needing_cards,
+        record_ready,
+        wait_for_boots,
+        write_inserted_cards,
+    )
+    from pikube.cli.flash import confirm_overwrite, resolve_image
+    from pikube.cli.up import SITE_PLAYBOOKS, kubeconfig_path, preflight, run_site
+    from pikube.image.cards import check_known_hosts
+    from pikube.image.detect import CardWatcher
+
+    members = [n.name for n in cluster.nodes if state.reached(n.name, READY)]
+    need = nodes_needing_cards(cluster, state, members)
+    watcher = None
+    if need:
+        image = resolve_image(image_ref, cluster, catalog_file, cache_dir)
+        check_known_hosts(cluster)
+        plan = replace(plan, image=image)
+        # Watching starts before the question: a card inserted while it is asked is noticed.
+        watcher = CardWatcher(
+            image_size=image.size,
+            allow_non_removable=plan.options.allow_non_removable,
+            sys_root=plan.options.sys_root,
+            proc_root=plan.options.proc_root,
+            dev_root=plan.dev_root,
+        )
+        info(f"image: {image.label}; cards to write: {', '.join(n.name for n in need)}")
+        info("insert cards only once asked: a card already in a reader is never touched")
+        if not yes:
+            confirm_overwrite("every card inserted for these nodes")
+    with build_view(cluster, state) as view:
+        if watcher is not None:
+            write_inserted_cards(
+                cluster, state, need, plan, watcher, view, progress=view.write_progress
+            )
+        if plan.cards_only:
+            return
+        booting = [
+            n
+            for n in cluster.nodes
+            if n.name not in members and state.reached(n.name, CARD_WRITTEN)
+        ]
+        down = wait_for_boots(cluster, state, booting, plan.boot_timeout, view) if booting else {}
+        if cluster.control_plane.name in down:
+            raise never_booted(down, plan.boot_timeout)
+        ready_to_provision = [n for n in cluster.nodes if n.name not in down]
+        limit = ",".join(n.name for n in ready_to_provision)
+        if not skip_doctor:
+            view.say("preflight: pikube doctor")
+            preflight(cluster, limit)
+        run_site(
+            cluster,
+            command="build",
+            playbook=SITE_PLAYBOOKS[cluster.distribution],
+            flags=RunFlags(),
+            limit=limit,
+            progress=view.playbook_progress,
+        )
+        not_ready = [n for n in record_ready(cluster, state, view) if n not in down]
+    if down:
+        raise never_booted(down, plan.boot_timeout)
+    if not_ready:
+        raise PikubeError(
+            f"the playbook ran, but Kubernetes does not report {', '.join(not_ready)} Ready",
+            fix="run `pikube status` in a minute; `pikube doctor` names what is missing",
+        )
+    info(f"every node is Ready: kubectl --kubeconfig {kubeconfig_path(cluster)} get nodes")
