@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pikube.errors import EXIT_INTERRUPTED, ConfigError, HostsUnreachable, Problem
+from pikube.errors import EXIT_INTERRUPTED, ConfigError, HostsUnreachable, PikubeError, Problem
+from pikube.invoker import hand_over
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
@@ -52,6 +53,12 @@ STATE_SCHEMA = 1
 PLAY_STAGES = (("prepare", PREPARED), ("bootstrap", JOINED), ("join", JOINED))
 POLL_S = 0.5  # between two looks at sysfs: a card is noticed within half a second
 SETTLE_S = 2.0  # after a card appears, more may follow (several readers): wait this long
+
+
+class BuildInterrupted(PikubeError):
+    """Ctrl-C, SIGTERM or SIGHUP: what was recorded stays, the next run resumes."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class BuildView(Protocol):
@@ -107,6 +114,7 @@ class BuildState:
             with os.fdopen(fd, "w") as handle:
                 handle.write(text + "\n")
             os.replace(tmp, self.path)
+            hand_over(self.path)  # under sudo, the state dir stays the user's
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -188,7 +188,7 @@ def build(
     (--reflash NODE to redo one). Exit 6 names the Pis that never booted (the others are
     provisioned), with the likely causes.
     """
-    from pikube.build import BuildPlan, BuildState, summary
+    from pikube.build import BuildInterrupted, BuildPlan, BuildState, summary
     from pikube.image.cards import FlashOptions, flash_session
     from pikube.image.flash import check_tools
 
@@ -232,6 +232,11 @@ def build(
         except PikubeError as err:
             error = err
             raise
+        except KeyboardInterrupt:
+            error = BuildInterrupted(
+                "interrupted", fix="run `pikube build` again: it resumes where it stopped"
+            )
+            raise error from None
         finally:
             if as_json:
                 document = {
