@@ -22,7 +22,15 @@ import yaml
 
 from pikube.image.detect import CardWatcher
 from tests.factories import base_cluster, write_cluster
-from tests.image_support import BuiltImage, FakeDisk, fake_proc, fake_sys, is_root, loop_device
+from tests.image_support import (
+    BuiltImage,
+    FakeDisk,
+    fake_proc,
+    fake_sys,
+    is_root,
+    loop_device,
+    make_block_node,
+)
 from tests.image_support import mtype as read_boot_file
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="loop devices need root")
@@ -122,6 +130,24 @@ def test_watcher_offers_a_card_pushed_into_an_empty_reader(
     size_file = Path(os.path.realpath(readers.sys_root / "block" / Path(card).name)) / "size"
     size_file.write_text(f"{64 * MIB // 512}\n")  # the medium arrived
     assert [f.path for f in watcher.poll()] == [card]
+
+
+def test_a_disk_is_offered_once_its_device_node_exists(readers: Readers, tmp_path: Path) -> None:
+    dev_root = tmp_path / "dev"  # where udev would create the node
+    dev_root.mkdir()
+    watcher = CardWatcher(
+        image_size=32 * MIB,
+        sys_root=readers.sys_root,
+        proc_root=readers.proc_root,
+        dev_root=dev_root,
+    )
+    card = readers.insert(blank(tmp_path / "card.img", 64 * MIB))  # in sysfs, no node yet
+    assert watcher.poll() == []  # not refused: not there yet
+    rdev = os.stat(card).st_rdev
+    node = dev_root / Path(card).name
+    make_block_node(node, (os.major(rdev), os.minor(rdev)))
+    (found,) = watcher.poll()
+    assert found.path == str(node) and found.device is not None
 
 
 # -- `pikube build --cards-only` as a user runs it, cards inserted while it waits -----------

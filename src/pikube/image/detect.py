@@ -68,8 +68,13 @@ class CardWatcher:
         """The media that appeared since the last poll, each checked (or refused)."""
         now = self._media()
         new = [name for name, dev in now.items() if self._seen.get(name) != dev]
+        # udev creates the device node a moment after sysfs shows the disk: until then,
+        # the disk is not seen yet (looked at again next time), rather than refused.
+        for name in new:
+            if not (self.dev_root / name).exists():
+                now.pop(name)
         self._seen = now  # removed ones are forgotten: inserted again, they are new
-        return [self._check(name) for name in new]
+        return [self._check(name) for name in new if name in now]
 
     def forget(self, name: str) -> None:
         """Offer ``name`` again at the next poll if it still holds a medium."""
