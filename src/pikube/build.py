@@ -324,15 +324,30 @@ def never_booted(down: Mapping[str, str], timeout: float) -> HostsUnreachable:
     )
 
 
-def record_ready(cluster: Cluster, state: BuildState, view: BuildView) -> list[str]:
-    """Ask Kubernetes which nodes are Ready; record them. Returns the ones that are not."""
+def registered_nodes(cluster: Cluster) -> set[str]:
+    """The nodes Kubernetes already knows (none when the control plane does not answer)."""
+    from pikube.probe.ssh import SshConnections
+    from pikube.probe.status import kubernetes_view
+
+    with SshConnections() as connections:
+        _, _, kube_nodes = kubernetes_view(cluster, 15.0, connections)
+    return set(kube_nodes)
+
+
+def record_ready(
+    cluster: Cluster, state: BuildState, view: BuildView, down: Iterable[str] = ()
+) -> list[str]:
+    """Ask Kubernetes which nodes are Ready; record them. Returns the ones that are not.
+
+    A node in ``down`` (never booted from its new card) is left out: Kubernetes may still
+    call it Ready from before, for a while."""
     from pikube.probe.ssh import SshConnections
     from pikube.probe.status import kubernetes_view
 
     with SshConnections() as connections:
         _, _, kube_nodes = kubernetes_view(cluster, 15.0, connections)
     missing = []
-    for node in cluster.nodes:
+    for node in (n for n in cluster.nodes if n.name not in set(down)):
         kube = kube_nodes.get(node.name)
         if kube is not None and kube.ready:
             if not state.reached(node.name, READY):

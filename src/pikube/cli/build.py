@@ -228,6 +228,7 @@ def build(
                 cache_dir=cache_dir,
                 yes=yes,
                 skip_doctor=skip_doctor,
+                reflash=reflash,
             )
         except PikubeError as err:
             error = err
@@ -260,6 +261,7 @@ def run_build(
     cache_dir: Path | None,
     yes: bool,
     skip_doctor: bool,
+    reflash: tuple[str, ...] = (),
 ) -> None:
     from dataclasses import replace
 
@@ -269,6 +271,7 @@ def run_build(
         never_booted,
         nodes_needing_cards,
         record_ready,
+        registered_nodes,
         wait_for_boots,
         write_inserted_cards,
     )
@@ -277,7 +280,13 @@ def run_build(
     from pikube.image.cards import check_known_hosts
     from pikube.image.detect import CardWatcher
 
+    # Part of the cluster: Ready in an earlier build, or (a cluster provisioned before, a
+    # kubeconfig fetched) registered in Kubernetes, e.g. when a Pi is added to cluster.yaml.
     members = [n.name for n in cluster.nodes if state.reached(n.name, READY)]
+    if kubeconfig_path(cluster).is_file() and len(members) < len(cluster.nodes):
+        registered = registered_nodes(cluster)
+        members += [n.name for n in cluster.nodes if n.name in registered - set(members)]
+    members = [name for name in members if name not in reflash]  # asked for again
     need = nodes_needing_cards(cluster, state, members)
     watcher = None
     if need:
@@ -324,7 +333,7 @@ def run_build(
             limit=limit,
             progress=view.playbook_progress,
         )
-        not_ready = [n for n in record_ready(cluster, state, view) if n not in down]
+        not_ready = record_ready(cluster, state, view, down)
     if down:
         raise never_booted(down, plan.boot_timeout)
     if not_ready:
