@@ -45,6 +45,7 @@ PREPARED = "prepared"
 JOINED = "joined"
 READY = "Ready"
 STAGES = (CARD_WRITTEN, BOOTING, SSH_UP, PREPARED, JOINED, READY)
+STAGE_HEADERS = ("CARD", "BOOT", "SSH", "PREP", "JOIN", "READY")  # the board's columns
 STATE_FILE = "build.json"
 STATE_SCHEMA = 1
 # Play names of the site playbooks -> the stage a host has reached when the play is over.

@@ -88,4 +88,4 @@ def test_board_row_shows_the_furthest_stage_and_when_each_was_reached() -> None:
     assert cells[:3] == ("pi-cp1", "192.168.1.101", SSH_UP)
     assert cells[3:9] == ("5s", "-", "2m10s", "-", "-", "-")
     waiting = stage_cells(STAGES, "pi-w1", StageRow(), started=1000.0, now=1200.0)
-    assert waiting[2] == "waiting for card" and READY not in waiting
+    assert waiting[2] == "no card" and READY not in waiting

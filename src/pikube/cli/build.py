@@ -77,11 +77,13 @@ class BuildBoard:
             self.rows[target.name].note = f"{phase} {percent}%"
 
     def frame(self) -> Any:
-        from pikube.build import STAGES
+        from pikube.build import STAGE_HEADERS, STAGES
         from pikube.runner.board import render_stage_board
 
         with self.lock:
-            return render_stage_board("pikube build", STAGES, self.rows, self.started, time.time())
+            return render_stage_board(
+                "pikube build", STAGES, STAGE_HEADERS, self.rows, self.started, time.time()
+            )
 
     @contextmanager
     def playbook_progress(self) -> Iterator[tuple[Any, Any]]:
@@ -304,7 +306,11 @@ def run_build(
         info(f"image: {image.label}; cards to write: {', '.join(n.name for n in need)}")
         info("insert cards only once asked: a card already in a reader is never touched")
         if not yes:
-            confirm_overwrite("every card inserted for these nodes")
+            confirm_overwrite(
+                "every card inserted for these nodes",
+                where="pikube build",
+                fix="answer y to let the build write the cards you insert (or pass --yes)",
+            )
     with build_view(cluster, state) as view:
         if watcher is not None:
             write_inserted_cards(

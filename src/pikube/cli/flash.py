@@ -185,7 +185,11 @@ def flash(
         raise result.error
 
 
-def confirm_overwrite(what: str = "the device(s) above") -> None:
+def confirm_overwrite(
+    what: str = "the device(s) above",
+    where: str = "--device",
+    fix: str = "check the devices listed above, then answer y (or pass --yes in scripts)",
+) -> None:
     """One question before devices are overwritten; anything but yes writes nothing."""
     try:
         confirmed = click.confirm(
@@ -198,8 +202,8 @@ def confirm_overwrite(what: str = "the device(s) above") -> None:
     if not confirmed:
         raise FlashRefused(
             "not confirmed: nothing was written",
-            where="--device",
-            fix="check the devices listed above, then answer y (or pass --yes in scripts)",
+            where=where,
+            fix=fix,
         )
 
 
