@@ -191,6 +191,23 @@ class PlayTracker:
             self.on_stage(host, stage)
 
 
+def stage_recorder(
+    cluster: Cluster, state: BuildState, view: BuildView
+) -> Callable[[str, str], None]:
+    """``on_stage`` for a :class:`PlayTracker`: record the stage (for the next run) and
+    show it; hosts that are not nodes of the cluster (localhost) are ignored."""
+    names = {n.name for n in cluster.nodes}
+
+    def reached(node: str, stage: str) -> None:
+        if node not in names:
+            return
+        if not state.reached(node, stage):
+            state.reach(node, stage)
+        view.stage(node, stage)
+
+    return reached
+
+
 # --- the build ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pikube.build import (
     BuildState,
     PlayTracker,
     nodes_needing_cards,
+    stage_recorder,
 )
 from pikube.config import load_cluster
 from pikube.errors import ConfigError
@@ -89,3 +90,32 @@ def test_board_row_shows_the_furthest_stage_and_when_each_was_reached() -> None:
     assert cells[3:9] == ("5s", "-", "2m10s", "-", "-", "-")
     waiting = stage_cells(STAGES, "pi-w1", StageRow(), started=1000.0, now=1200.0)
     assert waiting[2] == "no card" and READY not in waiting
+
+
+class Shown:
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, str]] = []
+
+    def stage(self, node: str, stage: str, note: str = "") -> None:
+        self.stages.append((node, stage))
+
+    def say(self, line: str) -> None:
+        pass
+
+
+def test_stages_from_the_playbook_are_recorded_for_the_next_run(
+    cluster_file: Path, tmp_path: Path
+) -> None:
+    cluster = load_cluster(cluster_file)
+    state = BuildState.load(tmp_path / "state")
+    shown = Shown()
+    tracker = PlayTracker(stage_recorder(cluster, state, shown))
+    for item in (
+        event("play_start", play="Prepare the nodes"),
+        event("runner", host="pi-cp1", status="ok"),
+        event("runner", host="localhost", status="ok"),  # not a node: ignored
+        event("stats"),
+    ):
+        tracker.apply(item)
+    assert shown.stages == [("pi-cp1", PREPARED)]
+    assert BuildState.load(tmp_path / "state").latest("pi-cp1") == PREPARED

@@ -24,7 +24,7 @@ from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pikube.build import BuildPlan, BuildState
+    from pikube.build import BuildPlan, BuildState, PlayTracker
     from pikube.config.model import Cluster
     from pikube.image.session import FlashTarget
     from pikube.runner.board import StageRow
@@ -86,13 +86,10 @@ class BuildBoard:
             )
 
     @contextmanager
-    def playbook_progress(self) -> Iterator[tuple[Any, Any]]:
-        """``(on_event, on_output)`` for the site playbook: stages move on this board."""
-        from pikube.build import PlayTracker
+    def playbook_progress(self, tracker: PlayTracker) -> Iterator[tuple[Any, Any]]:
+        """``(on_event, on_output)`` for the site playbook: ``tracker`` moves the stages."""
         from pikube.cli.board import show_event
         from pikube.runner.board import notable_line
-
-        tracker = PlayTracker(lambda host, stage: self.stage(host, stage))
 
         def on_event(event: dict[str, Any]) -> None:
             tracker.apply(event)
@@ -270,10 +267,12 @@ def run_build(
     from pikube.build import (
         CARD_WRITTEN,
         READY,
+        PlayTracker,
         never_booted,
         nodes_needing_cards,
         record_ready,
         registered_nodes,
+        stage_recorder,
         wait_for_boots,
         write_inserted_cards,
     )
@@ -337,7 +336,9 @@ def run_build(
             playbook=SITE_PLAYBOOKS[cluster.distribution],
             flags=RunFlags(),
             limit=limit,
-            progress=view.playbook_progress,
+            progress=lambda: view.playbook_progress(
+                PlayTracker(stage_recorder(cluster, state, view))
+            ),
         )
         not_ready = record_ready(cluster, state, view, down)
     if down:
