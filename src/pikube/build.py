@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -68,6 +69,8 @@ class BuildView(Protocol):
     def stage(self, node: str, stage: str, note: str = "") -> None: ...
 
     def say(self, line: str) -> None: ...
+
+    def write_progress(self, target: FlashTarget, phase: str, done: int, total: int) -> None: ...
 
 
 # --- the state file ----------------------------------------------------------------------
@@ -215,11 +218,24 @@ def stage_recorder(
 class BuildPlan:
     """What the user asked for (flags, once)."""
 
-    image: ImageSource | None  # resolved only when a card is needed
     options: FlashOptions
     dev_root: Path = Path("/dev")
     boot_timeout: float = 600.0
     cards_only: bool = False
+    reflash: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildSteps:
+    """What the build asks of its caller: the image (fetched with a progress bar), the one
+    question before cards are overwritten, the view, doctor's preflight and the playbook."""
+
+    resolve_image: Callable[[], ImageSource]
+    announce: Callable[[str], None]  # a line before the view opens
+    confirm: Callable[[], None]  # raises FlashRefused unless the user agreed
+    open_view: Callable[[], AbstractContextManager[BuildView]]
+    preflight: Callable[[str], None] | None  # limit -> raises when a node would fail
+    provision: Callable[[str, PlayTracker, BuildView], None]  # limit, stages, view
 
 
 def nodes_needing_cards(cluster: Cluster, state: BuildState, members: Iterable[str]) -> list[Node]:
@@ -234,11 +250,11 @@ def write_inserted_cards(
     cluster: Cluster,
     state: BuildState,
     nodes: list[Node],
-    plan: BuildPlan,
+    image: ImageSource,
+    options: FlashOptions,
     watcher: CardWatcher,
     view: BuildView,
     *,
-    progress: Callable[[FlashTarget, str, int, int], None],
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Wait for a card per node, write it, record it; returns once every node has one.
@@ -250,7 +266,6 @@ def write_inserted_cards(
     from pikube.image.cards import write_cards
     from pikube.image.session import FlashTarget
 
-    assert plan.image is not None  # noqa: S101 - resolved by the caller when cards are needed
     waiting = list(nodes)
     while waiting:
         view.say(
@@ -276,7 +291,7 @@ def write_inserted_cards(
                 settle_until = time.monotonic() + SETTLE_S
             sleep(POLL_S)
         result = write_cards(
-            cluster, batch, plan.image, plan.options, progress=progress, on_start=lambda t: None
+            cluster, batch, image, options, progress=view.write_progress, on_start=lambda t: None
         )
         for target in result.complete:
             state.reach(target.name, CARD_WRITTEN, card=target.description)
@@ -389,3 +404,67 @@ def summary(cluster: Cluster, state: BuildState) -> dict[str, Any]:
         }
         for node in cluster.nodes
     }
+
+
+def part_of_cluster(cluster: Cluster, state: BuildState, reflash: Iterable[str]) -> list[str]:
+    """Nodes the build leaves alone: Ready in an earlier build, or (a cluster provisioned
+    before, its kubeconfig fetched) registered in Kubernetes, e.g. when a Pi was added to
+    cluster.yaml; except those to write again (``--reflash``)."""
+    members = [n.name for n in cluster.nodes if state.reached(n.name, READY)]
+    kubeconfig = Path(str(cluster.state_dir)) / "kubeconfig"
+    if kubeconfig.is_file() and len(members) < len(cluster.nodes):
+        registered = registered_nodes(cluster) - set(members)
+        members += [n.name for n in cluster.nodes if n.name in registered]
+    return [name for name in members if name not in set(reflash)]
+
+
+def run_build(cluster: Cluster, state: BuildState, plan: BuildPlan, steps: BuildSteps) -> None:
+    """The whole build (module docstring); raises ``HostsUnreachable`` naming the Pis that
+    never booted (after the others were provisioned), ``PikubeError`` when Kubernetes does
+    not call every node Ready."""
+    from pikube.image.cards import check_known_hosts
+    from pikube.image.detect import CardWatcher
+
+    members = part_of_cluster(cluster, state, plan.reflash)
+    need = nodes_needing_cards(cluster, state, members)
+    watcher = image = None
+    if need:
+        image = steps.resolve_image()
+        check_known_hosts(cluster)
+        # Watching starts before the question: a card inserted while it is asked is noticed.
+        watcher = CardWatcher(
+            image_size=image.size,
+            allow_non_removable=plan.options.allow_non_removable,
+            sys_root=plan.options.sys_root,
+            proc_root=plan.options.proc_root,
+            dev_root=plan.dev_root,
+        )
+        steps.announce(f"image: {image.label}; cards to write: {', '.join(n.name for n in need)}")
+        steps.announce("insert cards only once asked: a card already in a reader is never touched")
+        steps.confirm()
+    with steps.open_view() as view:
+        if watcher is not None and image is not None:
+            write_inserted_cards(cluster, state, need, image, plan.options, watcher, view)
+        if plan.cards_only:
+            return
+        booting = [
+            n
+            for n in cluster.nodes
+            if n.name not in members and state.reached(n.name, CARD_WRITTEN)
+        ]
+        down = wait_for_boots(cluster, state, booting, plan.boot_timeout, view) if booting else {}
+        if cluster.control_plane.name in down:
+            raise never_booted(down, plan.boot_timeout)  # nothing to join the others to
+        limit = ",".join(n.name for n in cluster.nodes if n.name not in down)
+        if steps.preflight is not None:
+            view.say("preflight: pikube doctor")
+            steps.preflight(limit)
+        steps.provision(limit, PlayTracker(stage_recorder(cluster, state, view)), view)
+        not_ready = record_ready(cluster, state, view, down)
+    if down:
+        raise never_booted(down, plan.boot_timeout)
+    if not_ready:
+        raise PikubeError(
+            f"the playbook ran, but Kubernetes does not report {', '.join(not_ready)} Ready",
+            fix="run `pikube status` in a minute; `pikube doctor` names what is missing",
+        )

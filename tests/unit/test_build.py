@@ -102,6 +102,9 @@ class Shown:
     def say(self, line: str) -> None:
         pass
 
+    def write_progress(self, target: object, phase: str, done: int, total: int) -> None:
+        pass
+
 
 def test_stages_from_the_playbook_are_recorded_for_the_next_run(
     cluster_file: Path, tmp_path: Path

@@ -24,7 +24,7 @@ from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pikube.build import BuildPlan, BuildState, PlayTracker
+    from pikube.build import BuildState, BuildSteps, BuildView, PlayTracker
     from pikube.config.model import Cluster
     from pikube.image.session import FlashTarget
     from pikube.runner.board import StageRow
@@ -187,7 +187,8 @@ def build(
     (--reflash NODE to redo one). Exit 6 names the Pis that never booted (the others are
     provisioned), with the likely causes.
     """
-    from pikube.build import BuildInterrupted, BuildPlan, BuildState, summary
+    from pikube.build import BuildInterrupted, BuildPlan, BuildState, run_build, summary
+    from pikube.cli.up import kubeconfig_path
     from pikube.image.cards import FlashOptions, flash_session
     from pikube.image.flash import check_tools
 
@@ -204,7 +205,6 @@ def build(
         for name in reflash:
             state.forget_card(name)
         plan = BuildPlan(
-            image=None,
             options=FlashOptions(
                 verify=not no_verify,
                 parallel=True,
@@ -215,20 +215,17 @@ def build(
             dev_root=dev_root,
             boot_timeout=boot_timeout,
             cards_only=cards_only,
+            reflash=reflash,
         )
+        steps = build_steps(cluster, state, image_ref, catalog_file, cache_dir, yes, skip_doctor)
         error: PikubeError | None = None
         try:
-            run_build(
-                cluster,
-                state,
-                plan,
-                image_ref=image_ref,
-                catalog_file=catalog_file,
-                cache_dir=cache_dir,
-                yes=yes,
-                skip_doctor=skip_doctor,
-                reflash=reflash,
-            )
+            run_build(cluster, state, plan, steps)
+            if cards_only:
+                info("cards written: put each in its Pi, power them on, run `pikube build` again")
+            else:
+                kubeconfig = kubeconfig_path(cluster)
+                info(f"every node is Ready: kubectl --kubeconfig {kubeconfig} get nodes")
         except PikubeError as err:
             error = err
             raise
@@ -250,102 +247,44 @@ def build(
                 click.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
-def run_build(
+def build_steps(
     cluster: Cluster,
     state: BuildState,
-    plan: BuildPlan,
-    *,
     image_ref: str | None,
     catalog_file: Path | None,
     cache_dir: Path | None,
     yes: bool,
     skip_doctor: bool,
-    reflash: tuple[str, ...] = (),
-) -> None:
-    from dataclasses import replace
-
-    from pikube.build import (
-        CARD_WRITTEN,
-        READY,
-        PlayTracker,
-        never_booted,
-        nodes_needing_cards,
-        record_ready,
-        registered_nodes,
-        stage_recorder,
-        wait_for_boots,
-        write_inserted_cards,
-    )
+) -> BuildSteps:
+    """What ``pikube.build.run_build`` asks of the CLI: image, question, view, playbook."""
+    from pikube.build import BuildSteps
     from pikube.cli.flash import confirm_overwrite, resolve_image
-    from pikube.cli.up import SITE_PLAYBOOKS, kubeconfig_path, preflight, run_site
-    from pikube.image.cards import check_known_hosts
-    from pikube.image.detect import CardWatcher
+    from pikube.cli.up import SITE_PLAYBOOKS, preflight, run_site
 
-    # Part of the cluster: Ready in an earlier build, or (a cluster provisioned before, a
-    # kubeconfig fetched) registered in Kubernetes, e.g. when a Pi is added to cluster.yaml.
-    members = [n.name for n in cluster.nodes if state.reached(n.name, READY)]
-    if kubeconfig_path(cluster).is_file() and len(members) < len(cluster.nodes):
-        registered = registered_nodes(cluster)
-        members += [n.name for n in cluster.nodes if n.name in registered - set(members)]
-    members = [name for name in members if name not in reflash]  # asked for again
-    need = nodes_needing_cards(cluster, state, members)
-    watcher = None
-    if need:
-        image = resolve_image(image_ref, cluster, catalog_file, cache_dir)
-        check_known_hosts(cluster)
-        plan = replace(plan, image=image)
-        # Watching starts before the question: a card inserted while it is asked is noticed.
-        watcher = CardWatcher(
-            image_size=image.size,
-            allow_non_removable=plan.options.allow_non_removable,
-            sys_root=plan.options.sys_root,
-            proc_root=plan.options.proc_root,
-            dev_root=plan.dev_root,
-        )
-        info(f"image: {image.label}; cards to write: {', '.join(n.name for n in need)}")
-        info("insert cards only once asked: a card already in a reader is never touched")
+    def confirm() -> None:
         if not yes:
             confirm_overwrite(
                 "every card inserted for these nodes",
                 where="pikube build",
                 fix="answer y to let the build write the cards you insert (or pass --yes)",
             )
-    with build_view(cluster, state) as view:
-        if watcher is not None:
-            write_inserted_cards(
-                cluster, state, need, plan, watcher, view, progress=view.write_progress
-            )
-        if plan.cards_only:
-            return
-        booting = [
-            n
-            for n in cluster.nodes
-            if n.name not in members and state.reached(n.name, CARD_WRITTEN)
-        ]
-        down = wait_for_boots(cluster, state, booting, plan.boot_timeout, view) if booting else {}
-        if cluster.control_plane.name in down:
-            raise never_booted(down, plan.boot_timeout)
-        ready_to_provision = [n for n in cluster.nodes if n.name not in down]
-        limit = ",".join(n.name for n in ready_to_provision)
-        if not skip_doctor:
-            view.say("preflight: pikube doctor")
-            preflight(cluster, limit)
+
+    def provision(limit: str, tracker: PlayTracker, view: BuildView) -> None:
+        assert isinstance(view, BuildBoard)  # noqa: S101 - open_view made it
         run_site(
             cluster,
             command="build",
             playbook=SITE_PLAYBOOKS[cluster.distribution],
             flags=RunFlags(),
             limit=limit,
-            progress=lambda: view.playbook_progress(
-                PlayTracker(stage_recorder(cluster, state, view))
-            ),
+            progress=lambda: view.playbook_progress(tracker),
         )
-        not_ready = record_ready(cluster, state, view, down)
-    if down:
-        raise never_booted(down, plan.boot_timeout)
-    if not_ready:
-        raise PikubeError(
-            f"the playbook ran, but Kubernetes does not report {', '.join(not_ready)} Ready",
-            fix="run `pikube status` in a minute; `pikube doctor` names what is missing",
-        )
-    info(f"every node is Ready: kubectl --kubeconfig {kubeconfig_path(cluster)} get nodes")
+
+    return BuildSteps(
+        resolve_image=lambda: resolve_image(image_ref, cluster, catalog_file, cache_dir),
+        announce=info,
+        confirm=confirm,
+        open_view=lambda: build_view(cluster, state),
+        preflight=None if skip_doctor else (lambda limit: preflight(cluster, limit)),
+        provision=provision,
+    )
