@@ -173,10 +173,9 @@ def fake_sys(root: Path, disk: FakeDisk, *, holder: str | None = None) -> Path:
         (device / "type").write_text(disk.dev_type + "\n")
     (block / "holders").mkdir()
     links = sys_root / "dev" / "block"
-    links.mkdir(parents=True)
+    links.mkdir(parents=True, exist_ok=True)  # several disks may share one tree
     listing = sys_root / "block"
-    listing.mkdir()
-    (listing / disk.name).symlink_to(block)
+    listing.mkdir(exist_ok=True)
     (links / f"{major}:{minor}").symlink_to(block)
     for i in range(1, disk.partitions + 1):
         part = block / f"{disk.name}{i}"
@@ -193,6 +192,7 @@ def fake_sys(root: Path, disk: FakeDisk, *, holder: str | None = None) -> Path:
         (listing / holder).symlink_to(dm)
         (links / "254:0").symlink_to(dm)
         (block / f"{disk.name}2" / "holders" / holder).symlink_to(dm)
+    (listing / disk.name).symlink_to(block)  # last: the disk appears complete, as to udev
     return sys_root
 
 
@@ -215,6 +215,18 @@ def fake_proc(root: Path, mounts: list[tuple[str, str]] = (), swaps: list[str] =
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def loop_device(backing: Path) -> Iterator[str]:
+    """A loop device over ``backing`` (root only), detached even when the test fails."""
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
 
 
 def make_block_node(path: Path, devnum: tuple[int, int]) -> None:

@@ -110,20 +110,22 @@ def ssh(
     )
 
 
-def node_exec(lab: Any, *argv: str, timeout: float = 900) -> str:
-    proc = lab.exec("node-1", list(argv), timeout=timeout)
+def node_exec(lab: Any, *argv: str, timeout: float = 900, node: str = "node-1") -> str:
+    proc = lab.exec(node, list(argv), timeout=timeout)
     assert proc.returncode == 0, f"{argv}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return str(proc.stdout)
 
 
-def install_cloud_init(lab: Any) -> None:
+def install_cloud_init(lab: Any, node: str = "node-1") -> None:
     """Debian's cloud-init, netplan.io and udev from bookworm, through the lab's apt proxy."""
     apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]
     apt += ["-o", f"Acquire::http::Proxy={lab.apt_proxy}"]
-    node_exec(lab, *apt, "update")
-    node_exec(lab, *apt, "install", "--no-install-recommends", "cloud-init", "netplan.io", "udev")
-    node_exec(lab, "sed", "-i", "s/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/", "/etc/locale.gen")
-    node_exec(lab, "locale-gen")
+    node_exec(lab, *apt, "update", node=node)
+    packages = ("cloud-init", "netplan.io", "udev")
+    node_exec(lab, *apt, "install", "--no-install-recommends", *packages, node=node)
+    locale = "s/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/"
+    node_exec(lab, "sed", "-i", locale, "/etc/locale.gen", node=node)
+    node_exec(lab, "locale-gen", node=node)
 
 
 def flash_seed(cluster: Path, image: BuiltImage, work: Path) -> dict[str, bytes]:
@@ -140,12 +142,12 @@ def flash_seed(cluster: Path, image: BuiltImage, work: Path) -> dict[str, bytes]
         target.unlink()
 
 
-def write_seed(lab: Any, seed: dict[str, bytes]) -> None:
+def write_seed(lab: Any, seed: dict[str, bytes], node: str = "node-1") -> None:
     """Put the seed into NoCloud's seed folder in the node (root only: private host keys)."""
-    node_exec(lab, "install", "-d", "-m", "0700", SEED_DIR)
+    node_exec(lab, "install", "-d", "-m", "0700", SEED_DIR, node=node)
     for name, content in seed.items():
-        (lab.node_dir("node-1") / "merged" / SEED_DIR.lstrip("/") / name).write_bytes(content)
-    node_exec(lab, "chmod", "0600", *(f"{SEED_DIR}/{n}" for n in SEED_FILES))
+        (lab.node_dir(node) / "merged" / SEED_DIR.lstrip("/") / name).write_bytes(content)
+    node_exec(lab, "chmod", "0600", *(f"{SEED_DIR}/{n}" for n in SEED_FILES), node=node)
 
 
 def reboot(lab: Any, node: str) -> None:

@@ -6,14 +6,12 @@ built-in reader would. Each test detaches its loop devices even when it fails.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,22 +22,11 @@ from pikube.image.blockmap import StreamMap
 from pikube.image.flash import image_chunks
 from pikube.image.writer import verify_image, write_image
 from tests.factories import base_cluster, write_cluster
-from tests.image_support import BuiltImage, fill, is_root, mtype
+from tests.image_support import BuiltImage, fill, is_root, loop_device, mtype
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="loop devices need root")
 
 PIKUBE = [sys.executable, "-m", "pikube"]
-
-
-@contextlib.contextmanager
-def loop_device(backing: Path) -> Iterator[str]:
-    dev = subprocess.run(
-        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        yield dev
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
 
 
 @pytest.fixture

@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pikube.cli.flash:flash",
         "Write the image and each node's first-boot config to SD cards.",
     ),
+    "build": (
+        "pikube.cli.build:build",
+        "Insert cards, power the Pis on: written, booted, provisioned, Ready.",
+    ),
     "add-node": ("pikube.cli.day2:add_node", "Prepare and join a node added to cluster.yaml."),
     "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one worker."),
     "reset": ("pikube.cli.day2:reset", "Tear the cluster down to freshly prepared nodes."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from pikube.errors import PikubeError
 from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
 if TYPE_CHECKING:
+    from pikube.cli.board import EventHandler, OutputHandler
     from pikube.config.model import Cluster, Node
 
 SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
@@ -101,10 +103,13 @@ def run_site(
     limit: str | None = None,
     extra_vars: dict[str, object] | None = None,
     retry: Callable[[list[str]], str] | None = None,
+    progress: Callable[[], AbstractContextManager[tuple[EventHandler, OutputHandler]]]
+    | None = None,
 ) -> Any:
     """Run one lifecycle playbook: live board or progress lines, then the per-host table.
 
-    ``limit`` defaults to the user's --limit; the outcome is kept for --json.
+    ``limit`` defaults to the user's --limit; the outcome is kept for --json. ``progress``
+    replaces the playbook board (``pikube build`` shows its own).
     """
     from pikube.cli.board import run_progress
     from pikube.errors import HostsUnreachable, PlaybookFailed
@@ -114,7 +119,7 @@ def run_site(
     state_dir = Path(str(cluster.state_dir))
     kubeconfig = kubeconfig_path(cluster)
     try:
-        with run_progress() as (on_event, on_output):
+        with (progress or run_progress)() as (on_event, on_output):
             result = run_playbook(
                 playbook,
                 inventory_files=render_inventory_files(cluster),

@@ -173,3 +173,57 @@ def notable_line(event: Mapping[str, Any]) -> str | None:
         return None
     line = describe_event(event)
     return redact(line) if line is not None else None
+
+
+# --- the build board: one row per node, the time each stage was reached --------------------
+
+
+@dataclass
+class StageRow:
+    """One node on a board of stages (``pikube build``): stage -> time reached, and a note."""
+
+    address: str = ""
+    reached: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+    failed: bool = False
+
+
+def stage_cells(
+    stages: tuple[str, ...], node: str, row: StageRow, started: float, now: float
+) -> tuple[str, ...]:
+    """NODE, ADDRESS, STAGE, a time per stage (since ``started``), NOTE; all redacted."""
+    current = next((s for s in reversed(stages) if s in row.reached), "no card")
+    times = (format_elapsed(row.reached[s] - started) if s in row.reached else "-" for s in stages)
+    return (redact(node), row.address, current, *times, redact(row.note))
+
+
+def render_stage_board(
+    title: str,
+    stages: tuple[str, ...],
+    headers: tuple[str, ...],
+    rows: Mapping[str, StageRow],
+    started: float,
+    now: float,
+) -> Table:
+    """The build board as a rich table (``headers``: one short title per stage, so the
+    board fits 80 columns); the elapsed time of the whole build in the title."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"{title} ({format_elapsed(now - started)})",
+        title_justify="left",
+        expand=False,
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    cells = [stage_cells(stages, node, row, started, now) for node, row in rows.items()]
+    for index, name in enumerate(("NODE", "ADDRESS", "STAGE", *headers)):
+        widest = max([len(name), *(len(c[index]) for c in cells)])
+        table.add_column(name, justify="right" if index > 2 else "left", min_width=widest)
+    table.add_column("NOTE", no_wrap=True, overflow="ellipsis", max_width=60)
+    for row, row_cells_ in zip(rows.values(), cells, strict=True):
+        style = "red" if row.failed else ("green" if stages[-1] in row.reached else "")
+        table.add_row(*row_cells_, style=style)
+    return table
