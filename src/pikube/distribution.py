@@ -190,6 +190,7 @@ class Distribution:
         network = self.pod_network(cluster.kubernetes.cni)
         return {
             "pikube_distribution_role": self.role,
+            "pikube_kubectl": list(self.kubectl),
             "pikube_distribution_checks": {
                 self.version_var: anchored(self.pattern),
                 **self.extra_checks(),
@@ -350,7 +351,7 @@ MICROK8S = MicroK8s(
     site_playbook="site_microk8s.yml",
     role="pikube_microk8s",
     ports=(16443, 25000, 10250),
-    kubectl=("microk8s", "kubectl"),
+    kubectl=("/snap/bin/microk8s", "kubectl"),
     default_pod_cidr="10.1.0.0/16",
     default_service_cidr="10.152.183.0/24",
     version_var="pikube_microk8s_channel",
