@@ -323,7 +323,9 @@ KUBEADM_CONTROL_PLANE_MIN_CPUS = 2
 # 512 MB board gets it: no control plane, and `microk8s status` fails until a worker join.
 MICROK8S_LOW_MEMORY_GUARD_MB = 512
 
-_MINOR = r"1\.(?P<minor>\d{2})"
+# No `{n}` quantifiers: a pattern rendered into group_vars stays free of '{', so it needs no
+# !unsafe tag (pikube's inventory holds '{' only in its own expressions).
+_MINOR = r"1\.(?P<minor>\d\d)"
 KUBEADM = Kubeadm(
     name="kubeadm",
     title="kubeadm",
@@ -337,8 +339,8 @@ KUBEADM = Kubeadm(
     default_pod_cidr="10.244.0.0/16",
     default_service_cidr="10.96.0.0/12",
     version_var="pikube_kubernetes_version",
-    pattern=re.compile(r"1\.(\d{2})(\.\d{1,3})?"),
-    upgrade_pattern=re.compile(r"1\.(\d{2})(\.\d{1,3})?"),
+    pattern=re.compile(r"1\.(\d\d)(\.\d\d?\d?)?"),
+    upgrade_pattern=re.compile(r"1\.(\d\d)(\.\d\d?\d?)?"),
     example=f'"1.{DEFAULT_MINOR}"',
     control_plane_minimum=(KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB, KUBEADM_CONTROL_PLANE_MIN_CPUS),
 )
