@@ -33,6 +33,8 @@ CLUSTER_WIDE = {
     "pikube_service_cidr",
     "pikube_network_subnet",
     "pikube_kubeconfig",
+    "pikube_state_dir",
+    "pikube_node_iface",
     # host_vars
     "pikube_node_ip",
     "pikube_node_role",
