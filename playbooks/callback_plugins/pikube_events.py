@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ansible.plugins.callback import CallbackBase
@@ -30,22 +31,23 @@ DOCUMENTATION = """
 EVENT_MARKER = "pikube_event"
 HIDDEN = "the output has been hidden due to no_log"
 MAX_TEXT = 2000
-# kubeadm bootstrap tokens ([a-z0-9]{6}.[a-z0-9]{16}) and 64-hex certificate keys / hashes.
-SECRET_PATTERNS = (
-    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),
-    re.compile(r"(?i)(certificate[-_ ]key[\"'=: ]+)[0-9a-f]{64}"),
-    # MicroK8s join strings (IP:25000/<32 hex token>/...) and PEM private keys.
-    re.compile(r"(:\d+/)[0-9a-f]{32}\b"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL),
-)
+
+
+def _secret_patterns() -> tuple[re.Pattern[str], ...]:
+    """The secret shapes pikube's runner masks too: one list, next to this plugin."""
+    path = Path(__file__).with_name("secret_patterns.json")
+    entries = json.loads(path.read_text(encoding="utf-8"))["patterns"]
+    return tuple(re.compile(e["regex"], re.DOTALL if e.get("dotall") else 0) for e in entries)
+
+
+SECRET_PATTERNS = _secret_patterns()
 
 
 def redact(text: str) -> str:
-    """Replace anything shaped like a join token or certificate key."""
-    text = SECRET_PATTERNS[0].sub("<redacted>", text)
-    text = SECRET_PATTERNS[2].sub(r"\1<redacted>", text)
-    text = SECRET_PATTERNS[3].sub("<redacted>", text)
-    return SECRET_PATTERNS[1].sub(r"\1<redacted>", text)
+    """Replace anything shaped like a join token, certificate key or private key."""
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(r"\1<redacted>" if pattern.groups else "<redacted>", text)
+    return text
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str:

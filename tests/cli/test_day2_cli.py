@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 import pikube.cli.day2 as day2
 from pikube.cli.main import cli
-from pikube.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE
+from pikube.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.factories import loopback_cluster_data, write_cluster
 
 
@@ -240,3 +240,57 @@ def test_upgrade_passes_the_ready_timeout_to_the_playbook(cluster: Path) -> None
     argv = recorded_argv(run_dir)
     extra = json.loads(argv[argv.index("--extra-vars") + 1])
     assert extra == {"pikube_upgrade_ready_timeout": 45, "pikube_upgrade_to": "1.31"}
+
+
+def microk8s_cluster(tmp_path: Path, ssh_key: Path, channel: str) -> Path:
+    data = loopback_cluster_data(tmp_path, ssh_key, 2)
+    data["distribution"] = "microk8s"
+    data["kubernetes"] = {"channel": channel}
+    return write_cluster(tmp_path, data)
+
+
+def test_upgrade_of_a_latest_channel_cluster_is_refused_with_the_fix(
+    tmp_path: Path, ssh_key: Path
+) -> None:
+    """`channel: latest/stable` names no minor: `upgrade --to 1.32` refuses it with exit 3 and
+    says how to name the track (it used to end in a raw IndexError traceback)."""
+    cluster = microk8s_cluster(tmp_path, ssh_key, "latest/stable")
+    assert run("validate", "--cluster", str(cluster)).exit_code == 0
+    result = run("upgrade", "--to", "1.32", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_CONFIG, result.stderr
+    assert "latest/stable has no version track" in result.stderr
+    assert "fix: set kubernetes.channel to the track the cluster runs" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert runs(cluster) == []
+
+
+def test_microk8s_upgrade_targets_follow_the_channel_grammar(
+    tmp_path: Path, ssh_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--to 1.32 means 1.32/stable; a strict or latest target is a usage error with a fix."""
+    seen: list[object] = []
+    monkeypatch.setattr(day2, "run_site", lambda *a, **k: seen.append(k["extra_vars"]))
+    cluster = microk8s_cluster(tmp_path, ssh_key, "1.31/stable")
+    result = run("upgrade", "--to", "1.32", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == 0, result.stderr
+    assert seen[-1]["pikube_upgrade_to"] == "1.32/stable"  # type: ignore[index]
+    assert 'channel: "1.32/stable"' in cluster.read_text()
+    for target, message in (
+        ("1.33-strict/stable", "strictly confined"),
+        ("latest/stable", "not a MicroK8s version or channel"),
+    ):
+        result = run("upgrade", "--to", target, "--yes", "--cluster", str(cluster))
+        assert result.exit_code == EXIT_USAGE, result.stderr
+        assert message in result.stderr
+
+
+def test_a_strict_channel_cluster_gets_the_validation_error_not_report_it(
+    tmp_path: Path, ssh_key: Path
+) -> None:
+    """`channel: 1.31-strict/stable` stops every command at validation with the classic track
+    as the fix (`pikube upgrade` used to fail with a ValueError and "report it")."""
+    cluster = microk8s_cluster(tmp_path, ssh_key, "1.31-strict/stable")
+    result = run("upgrade", "--to", "1.32", "--yes", "--cluster", str(cluster))
+    assert result.exit_code == EXIT_CONFIG, result.stderr
+    assert "strictly confined" in result.stderr and "channel: 1.31/stable" in result.stderr
+    assert "report it" not in result.stderr

@@ -236,11 +236,25 @@ def test_malformed_microk8s_channel(tmp_path: Path, ssh_key: Path, channel: str)
 
 
 def test_microk8s_channels_accepted(tmp_path: Path, ssh_key: Path) -> None:
-    for channel in ("1.31/stable", "latest/edge", "1.30-strict/candidate"):
+    for channel in ("1.31/stable", "latest/edge", "1.30-eksd/candidate"):
         data = edited(
             base_cluster(ssh_key, distribution="microk8s"), **{"kubernetes.channel": channel}
         )
         assert load_cluster(write_cluster(tmp_path, data)).microk8s_channel == channel
+
+
+@pytest.mark.parametrize("channel", ["1.31-strict/stable", "1.30-strict/candidate"])
+def test_strict_microk8s_channel_is_refused_with_the_classic_track(
+    tmp_path: Path, ssh_key: Path, channel: str
+) -> None:
+    """pikube installs MicroK8s with --classic: a strict track is refused at validation,
+    naming the classic channel of the same version (it used to pass validation and then end
+    `pikube upgrade` in a "report it" error)."""
+    data = edited(base_cluster(ssh_key, distribution="microk8s"), **{"kubernetes.channel": channel})
+    problem = only(problems_for(tmp_path, data)[0], "kubernetes.channel")
+    assert "strictly confined" in problem.message
+    track, risk = channel.replace("-strict", "").split("/")
+    assert f"channel: {track}/{risk}" in problem.fix
 
 
 def test_settings_of_the_other_distribution_are_rejected(tmp_path: Path, ssh_key: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pikube.config import Cluster, load_cluster
+from pikube.inventory import group_vars
 from pikube.probe.doctor import Finding, diagnose, pod_network_modules
 from pikube.probe.facts import FACTS_SCRIPT, NodeFacts, clock_offset, parse_facts
 from pikube.probe.status import parse_kube_nodes
@@ -160,23 +161,13 @@ def test_older_facts_without_a_module_key_are_not_flagged(tmp_path: Path, ssh_ke
     assert diagnose(cluster, facts, "arm64") == []
 
 
-def render_with_ansible(expression: str, variables: dict[str, str]) -> object:
-    """``expression`` templated by Ansible's own Templar, as the role's defaults are."""
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar, trust_as_template
-
-    # Ansible templates only strings trusted as templates (role files are).
-    expression = trust_as_template(expression)
-    return Templar(loader=DataLoader(), variables=variables).template(expression)
-
-
 def test_node_prep_checks_the_modules_doctor_checks(tmp_path: Path, ssh_key: Path) -> None:
-    """The role's default (a Jinja expression) and doctor agree for every cluster kind."""
+    """The modules rendered for node prep and doctor's agree for every cluster kind; the
+    role's own default (a plain list) is the default pod network's."""
     defaults = yaml.safe_load(
         data_path("roles", "pikube_node_prep", "defaults", "main.yml").read_text()
     )
-    expression = defaults["pikube_node_prep_required_modules"]
-    assert render_with_ansible(expression, {}) == ["vxlan"]  # no group_vars: flannel on kubeadm
+    assert defaults["pikube_node_prep_required_modules"] == ["vxlan"]  # flannel on kubeadm
     kinds = {
         "kubeadm-flannel": edited(base_cluster(ssh_key, nodes=2)),
         "kubeadm-calico": edited(base_cluster(ssh_key, nodes=2), **{"kubernetes.cni": "calico"}),
@@ -185,8 +176,7 @@ def test_node_prep_checks_the_modules_doctor_checks(tmp_path: Path, ssh_key: Pat
     seen = set()
     for kind, data in kinds.items():
         cluster = load_cluster(write_cluster(tmp_path, data, name=f"{kind}.yaml"))
-        group_vars = {"pikube_distribution": cluster.distribution, "pikube_cni": cluster.cni}
-        modules = render_with_ansible(expression, group_vars)
+        modules = group_vars(cluster)["pikube_node_prep_required_modules"]
         assert isinstance(modules, list) and modules == list(pod_network_modules(cluster)), kind
         seen.add(tuple(modules))
     assert seen == {("vxlan",), ("ipip",)}

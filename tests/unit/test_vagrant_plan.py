@@ -119,3 +119,15 @@ def test_vm_inventory_is_the_pi_inventory_plus_the_vm_flag(keydir: Path) -> None
     vm_files = render_vagrant_inventory_files(cluster)
     assert {k: v for k, v in vm_files.items() if k != "group_vars/all.yml"} == pi_files
     assert yaml.safe_load(vm_files["group_vars/all.yml"]) == {"pikube_node_is_vm": True}
+
+
+@pytest.mark.parametrize(
+    ("distribution", "playbook"), [("kubeadm", "site.yml"), ("microk8s", "site_microk8s.yml")]
+)
+def test_vagrant_provisions_with_the_site_playbook_of_the_clusters_flavour(
+    keydir: Path, distribution: str, playbook: str
+) -> None:
+    """A MicroK8s rehearsal runs the MicroK8s site playbook, as `pikube up` does (it used to
+    get site.yml, whose first play refuses anything but a kubeadm inventory)."""
+    plan = render_vagrant_plan(load(keydir, cluster_text(distribution=distribution)))
+    assert plan["playbook"] == str(data_path("playbooks", playbook))

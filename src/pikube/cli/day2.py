@@ -15,10 +15,16 @@ import click
 
 from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load, run_options
 from pikube.cli.up import run_site
-from pikube.errors import EXIT_USAGE, HostsUnreachable, PikubeError
+from pikube.errors import EXIT_CONFIG, EXIT_USAGE, HostsUnreachable, PikubeError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
+
+
+class UntrackedChannel(PikubeError):
+    """The cluster file's channel has no version track, so no upgrade rule applies."""
+
+    exit_code = EXIT_CONFIG
 
 
 class ConfirmationRequired(PikubeError):
@@ -70,22 +76,6 @@ def control_plane(cluster: Cluster) -> Node:
     return next(n for n in cluster.nodes if n.role == "control-plane")
 
 
-def playbook_for(cluster: Cluster, name: str, cluster_file: Path) -> str:
-    """The lifecycle playbook; MicroK8s needs its site playbook in this build."""
-    from pikube.resources import data_path
-
-    if (
-        cluster.distribution == "microk8s"
-        and not data_path("playbooks", "site_microk8s.yml").is_file()
-    ):
-        raise PikubeError(
-            "this pikube build cannot manage MicroK8s clusters yet (site_microk8s.yml is missing)",
-            where=str(cluster_file),
-            fix="use a pikube release with MicroK8s support",
-        )
-    return name
-
-
 def checked(check: bool, message: str) -> str:
     return "check mode: nothing was changed" if check else message
 
@@ -112,7 +102,7 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
             fix="use `pikube up` to build the control plane",
         )
     cp = control_plane(cluster)
-    playbook = playbook_for(cluster, "add_node.yml", cluster_file)
+    playbook = "add_node.yml"
     run_site(
         cluster,
         command="add-node",
@@ -171,7 +161,7 @@ def remove_node(
         yes or flags.check,
         "remove-node",
     )
-    playbook = playbook_for(cluster, "remove_node.yml", cluster_file)
+    playbook = "remove_node.yml"
     cp = control_plane(cluster)
     try:
         run_site(
@@ -227,7 +217,7 @@ def reset(cluster_file: Path, purge: bool, yes: bool, flags: RunFlags) -> None:
         yes or flags.check,
         "reset",
     )
-    playbook = playbook_for(cluster, "reset.yml", cluster_file)
+    playbook = "reset.yml"
     run_site(
         cluster,
         command="reset",
@@ -246,36 +236,22 @@ def reset(cluster_file: Path, purge: bool, yes: bool, flags: RunFlags) -> None:
 # --- upgrade -------------------------------------------------------------------------------
 
 
-def check_upgrade_target(cluster: Cluster, target: str) -> str:
-    """The target as the playbook wants it; refuse skipping or going back minors."""
-    if cluster.distribution == "microk8s":
-        match = re.fullmatch(r"1\.(\d+)(/[a-z]+)?", target)
-        if not match:
-            raise click.BadParameter(
-                f"{target!r} is not a MicroK8s version or channel, e.g. 1.31 or 1.31/stable",
-                param_hint="'--to'",
-            )
-        current = int(cluster.microk8s_channel.split("/")[0].split(".")[1])
-        wanted = int(match.group(1))
-        channel = target if match.group(2) else f"{target}/stable"
-    else:
-        match = re.fullmatch(r"1\.(\d+)(\.\d+)?", target)
-        if not match:
-            raise click.BadParameter(
-                f"{target!r} is not a Kubernetes version, e.g. 1.31 or 1.31.2", param_hint="'--to'"
-            )
-        current = int(cluster.kubernetes_version.split(".")[1])
-        wanted = int(match.group(1))
-        channel = target
-    if wanted - current not in (0, 1):
-        raise PikubeError(
-            f"cannot upgrade from 1.{current} to 1.{wanted}: Kubernetes upgrades one minor "
-            "version at a time and never downgrades",
-            fix=f"upgrade to 1.{current + 1} first"
-            if wanted > current
-            else "restore from a backup to go back",
-        )
-    return channel
+def check_upgrade_target(cluster: Cluster, target: str, cluster_file: Path) -> str:
+    """The target as the playbook wants it; refuse skipping or going back minors.
+
+    Exit codes: 2 for a target that is not a version of the cluster's flavour, 1 for one
+    that skips or goes back minors, 3 when the cluster file's channel has no version track.
+    """
+    from pikube.distribution import NoVersionTrack, UpgradeStepError, VersionError
+
+    try:
+        return cluster.flavour.upgrade_target(cluster.release, target).text
+    except NoVersionTrack as err:
+        raise UntrackedChannel(err.message, where=str(cluster_file), fix=err.fix) from None
+    except UpgradeStepError as err:
+        raise PikubeError(err.message, fix=err.fix) from None
+    except VersionError as err:
+        raise click.BadParameter(f"{err.message}; {err.fix}", param_hint="'--to'") from None
 
 
 def update_cluster_file(cluster_file: Path, key: str, old: str, new: str) -> bool:
@@ -320,19 +296,15 @@ def upgrade(
     cluster.yaml is updated in place (comments kept).
     """
     cluster = load(cluster_file)
-    to = check_upgrade_target(cluster, target)
-    old = (
-        cluster.microk8s_channel
-        if cluster.distribution == "microk8s"
-        else cluster.kubernetes_version
-    )
+    to = check_upgrade_target(cluster, target, cluster_file)
+    old = cluster.release.text
     confirm_destruction(
         cluster,
         f"upgrade cluster {cluster.name} from {old} to {to} (nodes are drained)",
         yes or flags.check,
         "upgrade",
     )
-    playbook = playbook_for(cluster, "upgrade.yml", cluster_file)
+    playbook = "upgrade.yml"
     run_site(
         cluster,
         command="upgrade",
@@ -341,7 +313,7 @@ def upgrade(
         extra_vars={"pikube_upgrade_to": to, "pikube_upgrade_ready_timeout": ready_timeout},
         retry=lambda _hosts: f"pikube upgrade --to {target} --yes",
     )
-    key = "channel" if cluster.distribution == "microk8s" else "version"
+    key = cluster.flavour.version_key
     if flags.check:
         info("check mode: nothing was changed")
     elif (

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from pikube.cli.common import cluster_option, info
+from pikube.distribution import DISTRIBUTIONS, KUBEADM
 from pikube.errors import PikubeError
 
 KEY_CANDIDATES = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -20,6 +21,7 @@ def render_cluster_template(name: str, distribution: str, private_key: str) -> s
         "cluster.yaml.j2",
         name=name,
         distribution=distribution,
+        flavour=DISTRIBUTIONS[distribution],
         private_key=private_key,
         public_key=private_key + ".pub",
     )
@@ -37,8 +39,8 @@ def find_ssh_key(home: Path) -> str | None:
 @click.option("--name", default="homelab", show_default=True, help="Cluster name.")
 @click.option(
     "--distribution",
-    type=click.Choice(["kubeadm", "microk8s"]),
-    default="kubeadm",
+    type=click.Choice(list(DISTRIBUTIONS)),
+    default=KUBEADM.name,
     show_default=True,
     help="Kubernetes flavour.",
 )

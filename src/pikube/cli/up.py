@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from pikube.cli.board import EventHandler, OutputHandler
     from pikube.config.model import Cluster, Node
 
-SITE_PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
-
 
 def playbook_options(flags: RunFlags, limit: str | None, extra_vars: dict[str, object]) -> Any:
     from pikube.runner import PlaybookOptions
@@ -164,16 +162,7 @@ def up(cluster_file: Path, skip_doctor: bool, wait_boot: float | None, flags: Ru
     """
     cluster = load(cluster_file)
     check_limit(cluster, flags.limit, cluster_file)
-    playbook = SITE_PLAYBOOKS[cluster.distribution]
-    from pikube.resources import data_path
-
-    if not data_path("playbooks", playbook).is_file():
-        raise PikubeError(
-            f"this pikube build cannot provision {cluster.distribution} clusters yet "
-            f"(playbooks/{playbook} is missing)",
-            where=str(cluster_file),
-            fix="use distribution: kubeadm, or a pikube release with MicroK8s support",
-        )
+    playbook = cluster.flavour.site_playbook
     if wait_boot is not None:
         from pikube.cli.status import wait_for_boot
 

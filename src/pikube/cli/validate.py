@@ -18,11 +18,7 @@ def validate(cluster_file: Path, as_json: bool) -> None:
     cluster = load(cluster_file)
     if as_json:
         click.echo(json.dumps(cluster.model_dump(mode="json"), indent=2, sort_keys=True))
-    flavour = (
-        f"kubeadm {cluster.kubernetes_version}"
-        if cluster.distribution == "kubeadm"
-        else f"MicroK8s {cluster.microk8s_channel}"
-    )
+    flavour = f"{cluster.flavour.title} {cluster.release.text}"
     info(
         f"{cluster_file}: OK: cluster {cluster.name!r}, {flavour}, {len(cluster.nodes)} nodes "
         f"(control plane {cluster.control_plane.name}, {len(cluster.workers)} workers)"

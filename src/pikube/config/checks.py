@@ -15,31 +15,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from pikube.config.model import (
-    CONTROL_PLANE_COUNTS,
-    DEFAULT_POD_CIDR,
-    DEFAULT_SERVICE_CIDR,
-    DEFAULT_STATE_DIR,
-)
-from pikube.config.pimodels import (
-    KUBEADM_CONTROL_PLANE_MIN_CPUS,
-    KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
-    MICROK8S_LOW_MEMORY_GUARD_MB,
-    PI_MODELS,
-)
+from pikube.config.model import CONTROL_PLANE_COUNTS, DEFAULT_STATE_DIR
+from pikube.config.pimodels import PI_MODELS
+from pikube.distribution import DISTRIBUTIONS, KUBEADM, owner_of_setting
 
 # (path, message, fix)
 Finding = tuple[tuple[str | int, ...], str, str]
-
-# Settings that belong to one distribution only.
-DISTRIBUTION_ONLY = {
-    "version": "kubeadm",
-    "cni": "kubeadm",
-    "kubeadm_config": "kubeadm",
-    "package_repo": "kubeadm",
-    "channel": "microk8s",
-    "addons": "microk8s",
-}
 
 
 def _ip(value: Any) -> IPv4Address | None:
@@ -84,7 +65,7 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
     yield from _check_roles(distribution, nodes)
     yield from _check_control_plane_count(network, nodes)
     yield from _check_ha_not_yet_supported(distribution, nodes)
-    yield from _check_microk8s_memory(distribution, nodes)
+    yield from _check_low_memory_guard(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
     state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
     if isinstance(state_dir, str) and state_dir:
@@ -138,14 +119,16 @@ def check_strings(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[Find
 
 
 def _check_distribution_keys(distribution: Any, kubernetes: dict[str, Any]) -> Iterator[Finding]:
-    if distribution not in ("kubeadm", "microk8s"):
+    if distribution not in DISTRIBUTIONS:
         return
-    for key, owner in DISTRIBUTION_ONLY.items():
-        if key in kubernetes and owner != distribution:
+    for key in kubernetes:
+        owner = owner_of_setting(str(key))
+        if owner is not None and owner.name != distribution:
             yield (
                 ("kubernetes", key),
-                f"kubernetes.{key} applies to {owner} only, but distribution is {distribution}",
-                f"remove kubernetes.{key}, or set distribution: {owner}",
+                f"kubernetes.{key} applies to {owner.name} only, but distribution is "
+                f"{distribution}",
+                f"remove kubernetes.{key}, or set distribution: {owner.name}",
             )
 
 
@@ -199,9 +182,9 @@ def _check_nodes(
 def _check_cidrs(
     distribution: Any, kubernetes: dict[str, Any], subnet: IPv4Network | None
 ) -> Iterator[Finding]:
-    key = distribution if distribution in DEFAULT_POD_CIDR else "kubeadm"
-    pod = _net(kubernetes.get("pod_cidr", DEFAULT_POD_CIDR[key]))
-    service = _net(kubernetes.get("service_cidr", DEFAULT_SERVICE_CIDR[key]))
+    flavour = DISTRIBUTIONS.get(str(distribution), KUBEADM)
+    pod = _net(kubernetes.get("pod_cidr", flavour.default_pod_cidr))
+    service = _net(kubernetes.get("service_cidr", flavour.default_service_cidr))
     if pod and service and pod.overlaps(service):
         yield (
             ("kubernetes", "service_cidr"),
@@ -232,24 +215,26 @@ def _check_roles(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Fin
             "no node has role: control-plane",
             "mark exactly one node (your Pi with the most memory) as role: control-plane",
         )
-    if distribution != "kubeadm":
+    flavour = DISTRIBUTIONS.get(str(distribution))
+    if flavour is None or flavour.control_plane_minimum is None:
         return
+    min_memory_mb, min_cpus = flavour.control_plane_minimum
     for index, node in control:
         model = PI_MODELS.get(str(node.get("model")))
         if model is None:
             continue
-        if model.memory_mb < KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB:
+        if model.memory_mb < min_memory_mb:
             yield (
                 ("nodes", index, "model"),
-                f"{model.description} has {model.memory_mb} MiB of memory, below kubeadm's "
-                f"control-plane minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MiB",
+                f"{model.description} has {model.memory_mb} MiB of memory, below "
+                f"{flavour.title}'s control-plane minimum of {min_memory_mb} MiB",
                 "use a Pi with 2 GB or more as control plane, and this one as a worker",
             )
-        if model.cpus < KUBEADM_CONTROL_PLANE_MIN_CPUS:
+        if model.cpus < min_cpus:
             yield (
                 ("nodes", index, "model"),
-                f"{model.description} has {model.cpus} CPU, below kubeadm's minimum of "
-                f"{KUBEADM_CONTROL_PLANE_MIN_CPUS}",
+                f"{model.description} has {model.cpus} CPU, below {flavour.title}'s minimum "
+                f"of {min_cpus}",
                 "use a Pi with 2 or more cores",
             )
 
@@ -338,17 +323,19 @@ def _check_ha_not_yet_supported(
         )
 
 
-def _check_microk8s_memory(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
+def _check_low_memory_guard(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
     """MicroK8s's low memory guard stops every 512 MB board before pikube can join it."""
-    if distribution != "microk8s":
+    flavour = DISTRIBUTIONS.get(str(distribution))
+    guard = flavour.low_memory_guard_mb if flavour else None
+    if guard is None:
         return
     for index, node in enumerate(nodes):
         model = PI_MODELS.get(str(node.get("model")))
-        if model is not None and model.memory_mb <= MICROK8S_LOW_MEMORY_GUARD_MB:
+        if model is not None and model.memory_mb <= guard:
             yield (
                 ("nodes", index, "model"),
                 f"{model.description} has {model.memory_mb} MiB of memory: MicroK8s turns on "
-                f"its low memory guard on boards with {MICROK8S_LOW_MEMORY_GUARD_MB} MiB or "
+                f"its low memory guard on boards with {guard} MiB or "
                 "less, and then `microk8s status` fails, which pikube waits on before the join",
                 "use a Pi with 1 GB or more for MicroK8s, or distribution: kubeadm "
                 "(where this board can be a worker)",

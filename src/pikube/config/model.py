@@ -13,17 +13,26 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from pikube.config.pimodels import PI_MODELS
+from pikube.distribution import (
+    KUBEADM,
+    MICROK8S,
+    Distribution,
+    DistributionName,
+    PodNetworkName,
+    Release,
+    VersionError,
+    by_version_key,
+    distribution,
+)
 
 # Every pattern is used with fullmatch: `re.match` with `$` also accepts a final "\n", and a
 # name ending in a newline breaks every file it lands in (user-data, known_hosts, YAML).
 HOSTNAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-KUBEADM_VERSION_RE = re.compile(r"1\.(\d{2})(\.\d{1,3})?")
-MICROK8S_CHANNEL_RE = re.compile(r"(latest|1\.\d{2}(-strict|-eksd)?)/(stable|candidate|beta|edge)")
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # An addon and its optional argument (`metallb:10.64.140.43-10.64.140.49`): printable, no
 # spaces or quotes, since it becomes one `microk8s enable` argument.
@@ -44,12 +53,6 @@ KUBEADM_CONFIG_KINDS = (
     "KubeletConfiguration",
     "KubeProxyConfiguration",
 )
-MIN_KUBEADM_MINOR = 28  # pkgs.k8s.io serves 1.24+; pikube's roles are tested from 1.28 on.
-
-DEFAULT_KUBEADM_VERSION = "1.31"
-DEFAULT_MICROK8S_CHANNEL = "1.31/stable"
-DEFAULT_POD_CIDR = {"kubeadm": "10.244.0.0/16", "microk8s": "10.1.0.0/16"}
-DEFAULT_SERVICE_CIDR = {"kubeadm": "10.96.0.0/12", "microk8s": "10.152.183.0/24"}
 DEFAULT_PACKAGE_REPO = "https://pkgs.k8s.io/core:/stable:"
 DEFAULT_STATE_DIR = ".pikube"  # relative to the cluster file's folder
 # Control-plane counts a cluster may have: etcd (kubeadm's stacked etcd) and dqlite (MicroK8s)
@@ -140,41 +143,23 @@ class Ssh(Section):
 class Kubernetes(Section):
     version: str | None = None
     channel: str | None = None
-    cni: Literal["flannel", "calico"] | None = None
+    cni: PodNetworkName | None = None
     pod_cidr: IPv4Network | None = None
     service_cidr: IPv4Network | None = None
     addons: list[str] = Field(default_factory=list)
     kubeadm_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     package_repo: str = DEFAULT_PACKAGE_REPO
 
-    @field_validator("version")
+    # The version and the channel are each parsed by the one flavour they belong to.
+    @field_validator("version", "channel")
     @classmethod
-    def _version(cls, value: str | None) -> str | None:
+    def _release(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return value
-        match = KUBEADM_VERSION_RE.fullmatch(str(value))
-        if not match:
-            raise fail(
-                f"{value!r} is not a Kubernetes version",
-                'write the minor version as a quoted string, e.g. version: "1.31"',
-            )
-        if int(match.group(1)) < MIN_KUBEADM_MINOR:
-            raise fail(
-                f"Kubernetes {value} is older than pikube supports (1.{MIN_KUBEADM_MINOR})",
-                f'choose 1.{MIN_KUBEADM_MINOR} or newer, e.g. version: "{DEFAULT_KUBEADM_VERSION}"',
-            )
-        return str(value)
-
-    @field_validator("channel")
-    @classmethod
-    def _channel(cls, value: str | None) -> str | None:
-        if value is not None and not MICROK8S_CHANNEL_RE.fullmatch(value):
-            raise fail(
-                f"{value!r} is not a MicroK8s snap channel",
-                f"write TRACK/RISK, e.g. channel: {DEFAULT_MICROK8S_CHANNEL} "
-                "(see `snap info microk8s`)",
-            )
-        return value
+        try:
+            return by_version_key(str(info.field_name)).parse(str(value)).text
+        except VersionError as err:
+            raise fail(err.message, err.fix) from None
 
     @field_validator("addons")
     @classmethod
@@ -254,7 +239,7 @@ class Node(Section):
 
 class Cluster(Section):
     name: str
-    distribution: Literal["kubeadm", "microk8s"]
+    distribution: DistributionName
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     network: Network
     ssh: Ssh
@@ -321,24 +306,37 @@ class Cluster(Section):
         raise KeyError(name)
 
     @property
+    def flavour(self) -> Distribution:
+        """The cluster's ``Distribution``: everything that depends on the flavour asks it."""
+        return distribution(self.distribution)
+
+    @property
+    def release(self) -> Release:
+        """The version (kubeadm) or channel (MicroK8s) the cluster runs, or the default."""
+        return self.flavour.release(self.kubernetes)
+
+    @property
     def pod_cidr(self) -> IPv4Network:
-        return self.kubernetes.pod_cidr or IPv4Network(DEFAULT_POD_CIDR[self.distribution])
+        return self.kubernetes.pod_cidr or IPv4Network(self.flavour.default_pod_cidr)
 
     @property
     def service_cidr(self) -> IPv4Network:
-        return self.kubernetes.service_cidr or IPv4Network(DEFAULT_SERVICE_CIDR[self.distribution])
+        return self.kubernetes.service_cidr or IPv4Network(self.flavour.default_service_cidr)
 
     @property
     def kubernetes_version(self) -> str:
-        return self.kubernetes.version or DEFAULT_KUBEADM_VERSION
+        """kubernetes.version, or kubeadm's default."""
+        return KUBEADM.release(self.kubernetes).text
 
     @property
     def microk8s_channel(self) -> str:
-        return self.kubernetes.channel or DEFAULT_MICROK8S_CHANNEL
+        """kubernetes.channel, or MicroK8s' default."""
+        return MICROK8S.release(self.kubernetes).text
 
     @property
     def cni(self) -> str:
-        return self.kubernetes.cni or "flannel"
+        """The pod network's name (flannel unless kubernetes.cni says otherwise)."""
+        return self.flavour.pod_network(self.kubernetes.cni).name
 
     @property
     def dns_domain(self) -> str | None:

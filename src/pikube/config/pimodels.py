@@ -4,15 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# kubeadm's preflight minimums for a control-plane node (kubeadm docs, "Before you begin").
-KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB = 1700
-KUBEADM_CONTROL_PLANE_MIN_CPUS = 2
-
-# MicroK8s's install hook turns on its low memory guard when MemTotal <= 524288 kB (512 MiB)
-# (canonical/microk8s snap/hooks/install). MemTotal is below the board's RAM, so every
-# 512 MB board gets it: no control plane, and `microk8s status` fails until a worker join.
-MICROK8S_LOW_MEMORY_GUARD_MB = 512
-
 
 @dataclass(frozen=True)
 class PiModel:

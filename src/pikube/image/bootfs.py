@@ -18,7 +18,6 @@ from pathlib import Path
 from pikube.errors import PikubeError
 from pikube.image.catalog import BootLayout
 
-CGROUP_ARGS = ("cgroup_enable=memory", "cgroup_memory=1")
 FAT_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
 
 
@@ -133,8 +132,15 @@ def write_boot_files(part: BootPartition, files: dict[str, str | bytes], folder:
         _mtools(mcopy_argv(part, sources, folder), what="writing first-boot files")
 
 
-def add_kernel_args(cmdline: str, args: tuple[str, ...] = CGROUP_ARGS) -> str:
-    """Append ``args`` to the single-line kernel command line, each once, keeping the rest."""
+def add_kernel_args(cmdline: str, args: tuple[str, ...] | None = None) -> str:
+    """Append ``args`` to the single-line kernel command line, each once, keeping the rest.
+
+    ``args`` defaults to the memory cgroup flags node preparation also adds.
+    """
+    if args is None:
+        from pikube.distribution import memory_cgroup_flags
+
+        args = memory_cgroup_flags()
     lines = cmdline.split("\n")
     tokens = lines[0].split()
     tokens += [arg for arg in args if arg not in tokens]

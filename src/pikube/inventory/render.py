@@ -51,22 +51,7 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "ansible_ssh_private_key_file": str(login.private_key),
         "ansible_ssh_common_args": shlex.join(ssh_common_args(login)),
     }
-    if cluster.distribution == "kubeadm":
-        values.update(
-            {
-                "pikube_kubernetes_version": cluster.kubernetes_version,
-                "pikube_kubernetes_package_repo": cluster.kubernetes.package_repo,
-                "pikube_cni": cluster.cni,
-                "pikube_kubeadm_config": cluster.kubernetes.kubeadm_config,
-            }
-        )
-    else:
-        values.update(
-            {
-                "pikube_microk8s_channel": cluster.microk8s_channel,
-                "pikube_microk8s_addons": list(cluster.kubernetes.addons),
-            }
-        )
+    values.update(cluster.flavour.group_vars(cluster))
     return dict(sorted(values.items()))
 
 

@@ -126,7 +126,8 @@ def render_vagrant_plan(cluster: Cluster, *, file: str = "") -> dict[str, Any]:
         "distribution": cluster.distribution,
         "release": os_release(cluster.image, file=file),
         "subnet": str(cluster.network.subnet),
-        "playbook": str(data_path("playbooks", "site.yml")),
+        # The flavour's own site playbook (site.yml asserts a kubeadm inventory).
+        "playbook": str(data_path("playbooks", cluster.flavour.site_playbook)),
         "inventory": str(vagrant_dir(cluster) / "inventory"),
         "known_hosts": str(cluster.ssh.known_hosts),
         "ssh_user": cluster.ssh.user,

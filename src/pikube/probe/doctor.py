@@ -12,33 +12,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pikube.config.model import Cluster
-from pikube.config.pimodels import (
-    KUBEADM_CONTROL_PLANE_MIN_CPUS,
-    KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB,
-)
+from pikube.distribution import memory_cgroup_flags
 from pikube.probe.facts import NodeFacts
 
-CGROUP_FLAGS = ("cgroup_enable=memory", "cgroup_memory=1")
 MAX_CLOCK_OFFSET_S = 5.0
 MIN_FREE_DISK_MB = 2048
 ARCH_NAMES = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "amd64", "armv7l": "armhf"}
-KUBE_PORTS = {"kubeadm": (6443, 10250), "microk8s": (16443, 25000, 10250)}
 
 
 def pod_network_modules(cluster: Cluster) -> dict[str, str]:
     """Kernel module -> what needs it: the tunnel the cluster's pod network encapsulates in.
 
-    flannel: the vxlan backend of pikube's manifest (``net-conf.json``). calico (kubeadm):
-    pikube's calico-typha manifest keeps upstream's default IP pool, ``CALICO_IPV4POOL_IPIP``
-    ``Always`` and ``CALICO_IPV4POOL_VXLAN`` ``Never``, so calico-node needs an IP-in-IP
-    tunnel. MicroK8s: its bundled Calico runs the vxlan backend. Node preparation checks the
-    same list (``pikube_node_prep_required_modules``).
+    The cluster's ``PodNetwork`` says; node preparation checks the same list
+    (``pikube_node_prep_required_modules``, rendered from it into group_vars).
     """
-    if cluster.distribution == "microk8s":
-        return {"vxlan": "MicroK8s' Calico (vxlan)"}
-    if cluster.cni == "calico":
-        return {"ipip": "calico's default IP pool (IP-in-IP)"}
-    return {"vxlan": "flannel's vxlan backend"}
+    return dict(cluster.flavour.pod_network(cluster.kubernetes.cni).tunnel_modules)
 
 
 @dataclass(frozen=True)
@@ -112,19 +100,19 @@ def _node_checks(
             name,
             "memory-cgroup",
             "the memory cgroup is not enabled (/proc/cgroups)",
-            "`pikube up` adds cgroup_enable=memory cgroup_memory=1 to cmdline.txt and reboots once",
+            f"`pikube up` adds {' '.join(memory_cgroup_flags())} to cmdline.txt and reboots once",
             False,
         )
     cmdline = facts.get("cmdline_txt")
     if (
         is_raspberry_pi(facts)
         and facts.get("cmdline_file")
-        and not all(flag in cmdline.split() for flag in CGROUP_FLAGS)
+        and not all(flag in cmdline.split() for flag in memory_cgroup_flags())
     ):
         yield Finding(
             name,
             "memory-cgroup",
-            f"{facts.get('cmdline_file')} lacks {' '.join(CGROUP_FLAGS)}: the memory "
+            f"{facts.get('cmdline_file')} lacks {' '.join(memory_cgroup_flags())}: the memory "
             "cgroup will be off after the next boot",
             "`pikube up` adds the flags once and reboots the node",
             False,
@@ -204,22 +192,24 @@ def _node_checks(
             "choose an image of the node's architecture (`pikube image list`)",
             True,
         )
-    if role == "control-plane" and cluster.distribution == "kubeadm":
-        if facts.memory_mb and facts.memory_mb < KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB:
+    minimum = cluster.flavour.control_plane_minimum
+    if role == "control-plane" and minimum is not None:
+        min_memory_mb, min_cpus = minimum
+        if facts.memory_mb and facts.memory_mb < min_memory_mb:
             yield Finding(
                 name,
                 "resources",
-                f"{facts.memory_mb} MiB of memory, below kubeadm's control-plane "
-                f"minimum of {KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB} MiB",
+                f"{facts.memory_mb} MiB of memory, below {cluster.flavour.title}'s "
+                f"control-plane minimum of {min_memory_mb} MiB",
                 "use a Pi with 2 GB or more as control plane",
                 True,
             )
-        if facts.integer("cpus") and facts.integer("cpus") < KUBEADM_CONTROL_PLANE_MIN_CPUS:
+        if facts.integer("cpus") and facts.integer("cpus") < min_cpus:
             yield Finding(
                 name,
                 "resources",
-                f"{facts.integer('cpus')} CPU, below kubeadm's minimum of "
-                f"{KUBEADM_CONTROL_PLANE_MIN_CPUS}",
+                f"{facts.integer('cpus')} CPU, below {cluster.flavour.title}'s minimum of "
+                f"{min_cpus}",
                 "use a Pi with 2 or more cores as control plane",
                 True,
             )
@@ -239,7 +229,7 @@ def _ports(cluster: Cluster, facts: NodeFacts) -> Iterator[Finding]:
     if is_kubernetes_member(facts):
         return
     listeners = facts.listeners
-    for port in KUBE_PORTS[cluster.distribution]:
+    for port in cluster.flavour.ports:
         process = listeners.get(port)
         if process is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from pikube.distribution import all_tunnel_modules
 from pikube.probe.ssh import ProbeError, SshConnections, SshTarget, run_command
 
 # POSIX sh: runs on Ubuntu, Raspberry Pi OS and Debian with coreutils, iproute2 and systemd.
@@ -46,7 +47,7 @@ done
 kv cmdline_file "$cmdline_file"
 kv cmdline_txt "$( [ -n "$cmdline_file" ] && head -n1 "$cmdline_file")"
 builtin="/lib/modules/$(uname -r)/modules.builtin"
-for module in vxlan ipip; do
+for module in @TUNNEL_MODULES@; do
   if modinfo -n "$module" >/dev/null 2>&1 || grep -qF "/$module.ko" "$builtin" 2>/dev/null; then
     kv "$module" 1
   else
@@ -60,6 +61,8 @@ kv kubeadm_initialised "$( [ -e /etc/kubernetes/admin.conf ] && echo 1 || echo 0
 kv kubelet_joined "$( [ -e /etc/kubernetes/kubelet.conf ] && echo 1 || echo 0)"
 kv microk8s "$(snap list microk8s 2>/dev/null | awk 'NR == 2 {print $2 " " $4}')"
 """
+# Every pod network's tunnel modules (doctor picks the cluster's own from the answers).
+FACTS_SCRIPT = FACTS_SCRIPT.replace("@TUNNEL_MODULES@", " ".join(all_tunnel_modules()))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +13,6 @@ from pikube.inventory import ssh_login
 from pikube.probe.facts import NodeFacts, gather_facts
 from pikube.probe.ssh import ProbeError, SshConnections, SshTarget
 
-KUBECTL = {
-    "kubeadm": "sudo -n kubectl --kubeconfig /etc/kubernetes/admin.conf",
-    "microk8s": "sudo -n microk8s kubectl",
-}
 STATUS_SCHEMA_VERSION = 1
 
 
@@ -116,7 +113,7 @@ def kubernetes_view(
 ) -> tuple[bool | None, str, dict[str, KubeNode]]:
     """(API healthy?, detail, nodes) as the control plane sees them."""
     target = ssh_target(cluster, cluster.control_plane, timeout)
-    kubectl = KUBECTL[cluster.distribution]
+    kubectl = shlex.join(["sudo", "-n", *cluster.flavour.kubectl])
     try:
         health = connections.run(target, f"{kubectl} get --raw /readyz")
         if health.exit_status != 0:

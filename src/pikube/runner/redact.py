@@ -2,28 +2,37 @@
 
 The playbooks mark secret tasks ``no_log`` and the callback never emits task arguments; this
 filter additionally masks anything shaped like a secret in text pikube passes on or stores.
-Keep the patterns in sync with ``playbooks/callback_plugins/pikube_events.py``.
+The shapes live once, in ``playbooks/callback_plugins/secret_patterns.json``, which the
+``pikube_events`` callback reads too.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from typing import Any
 
-BOOTSTRAP_TOKEN = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b")
-CERTIFICATE_KEY = re.compile(r"(?i)(certificate[-_ ]key[\"'=: ]+)[0-9a-f]{64}")
-# MicroK8s join strings: `microk8s join IP:25000/<32 hex token>/<fingerprint>`.
-MICROK8S_TOKEN = re.compile(r"(:\d+/)[0-9a-f]{32}\b")
-PRIVATE_KEY = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL
-)
+from pikube.resources import data_path
+
+MASK = "<redacted>"
+
+
+@functools.cache
+def secret_patterns() -> tuple[re.Pattern[str], ...]:
+    """The secret shapes, in the order they are applied."""
+    path = data_path("playbooks", "callback_plugins", "secret_patterns.json")
+    entries = json.loads(path.read_text(encoding="utf-8"))["patterns"]
+    return tuple(
+        re.compile(entry["regex"], re.DOTALL if entry.get("dotall") else 0) for entry in entries
+    )
 
 
 def redact(text: str) -> str:
-    text = BOOTSTRAP_TOKEN.sub("<redacted>", text)
-    text = MICROK8S_TOKEN.sub(r"\1<redacted>", text)
-    text = PRIVATE_KEY.sub("<redacted>", text)
-    return CERTIFICATE_KEY.sub(r"\1<redacted>", text)
+    """``text`` with every secret-shaped part masked (a pattern's group is kept)."""
+    for pattern in secret_patterns():
+        text = pattern.sub(rf"\1{MASK}" if pattern.groups else MASK, text)
+    return text
 
 
 def redact_event(value: Any) -> Any:
