@@ -39,6 +39,7 @@ COLLECTION_PARTS = {
     "meta",
     "docs",
     "playbooks",
+    "plugins",
     "roles",
 }
 
@@ -111,8 +112,12 @@ def test_collection_archive_holds_only_the_collection(collection: tuple[Path, Pa
         assert f"playbooks/{playbook.name}" in names
     assert "meta/runtime.yml" in names
     assert "docs/ansible.md" in names
+    # the collection's modules are in, found by the roles' tasks under their short names
+    modules = sorted(p.name for p in (REPO / "plugins" / "modules").glob("*.py"))
+    assert modules and all(f"plugins/modules/{m}" in names for m in modules)
     # the CLI's own callback, molecule scenarios and the Python package stay out
-    assert not [n for n in names if "callback_plugins" in n or "/molecule" in n or ".py" in n]
+    outside = [n for n in names if not n.startswith("plugins/modules/")]
+    assert not [n for n in outside if "callback_plugins" in n or "/molecule" in n or ".py" in n]
 
 
 def test_an_unpacked_sdist_builds_the_same_collection(
