@@ -85,24 +85,33 @@ class PodNetwork:
     title: str
     # kernel module -> what needs it
     tunnel_modules: dict[str, str]
-    # The role that installs it; None when the distribution brings its own network.
-    role: str | None = None
+    # The role that owns it: tasks/main.yml installs it (kubeadm's site playbook), tasks/reset.yml
+    # removes what it leaves on a node (reset.yml). Rendered as pikube_pod_network_role.
+    role: str
 
 
 POD_NETWORKS: dict[str, PodNetwork] = {
     # The vxlan backend of pikube's manifest (net-conf.json).
     "flannel": PodNetwork(
-        "flannel", "flannel", {"vxlan": "flannel's vxlan backend"}, role="pikube_cni"
+        "flannel", "flannel", {"vxlan": "flannel's vxlan backend"}, role="pikube_cni_flannel"
     ),
     # pikube's calico-typha manifest keeps upstream's default IP pool,
     # CALICO_IPV4POOL_IPIP Always and CALICO_IPV4POOL_VXLAN Never: an IP-in-IP tunnel.
     "calico": PodNetwork(
-        "calico", "Calico", {"ipip": "calico's default IP pool (IP-in-IP)"}, role="pikube_cni"
+        "calico",
+        "Calico",
+        {"ipip": "calico's default IP pool (IP-in-IP)"},
+        role="pikube_cni_calico",
     ),
 }
-# MicroK8s brings its own Calico, which runs the vxlan backend.
+# MicroK8s brings its own Calico, which runs the vxlan backend. MicroK8s installs it; what it
+# leaves on a node after the snap is gone (interfaces, /var/lib/calico, cali- chains) is
+# Calico's, so Calico's role resets it.
 MICROK8S_CALICO = PodNetwork(
-    "microk8s-calico", "MicroK8s' Calico", {"vxlan": "MicroK8s' Calico (vxlan)"}
+    "microk8s-calico",
+    "MicroK8s' Calico",
+    {"vxlan": "MicroK8s' Calico (vxlan)"},
+    role="pikube_cni_calico",
 )
 DEFAULT_POD_NETWORK = "flannel"
 
@@ -197,6 +206,7 @@ class Distribution:
             },
             "pikube_upgrade_pattern": anchored(self.upgrade_pattern),
             "pikube_node_prep_required_modules": list(network.tunnel_modules),
+            "pikube_pod_network_role": network.role,
             **self.flavour_vars(cluster),
         }
 

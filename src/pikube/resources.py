@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-DATA_DIRS = ("playbooks", "roles", "templates", "images")
+DATA_DIRS = ("playbooks", "roles", "plugins", "templates", "images")
 DATA_FILES = ("ansible.cfg",)  # pikube's Ansible settings, used through ANSIBLE_CONFIG
 
 
 @functools.cache
 def data_root() -> Path:
-    """Return the directory holding ``playbooks/``, ``roles/``, ``templates/``, ``images/``."""
+    """Return the directory holding ``playbooks/``, ``roles/``, ``plugins/``, ``templates/``,
+    ``images/``."""
     package_dir = Path(__file__).resolve().parent
     bundled = package_dir / "_data"
     if (bundled / "playbooks").is_dir():

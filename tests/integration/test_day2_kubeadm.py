@@ -115,6 +115,10 @@ def test_reset_leaves_prepared_nodes_firewall_and_ssh_and_a_second_reset_changes
         ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
         ["iptables", "-N", "KUBE-SERVICES"],
         ["iptables", "-A", "INPUT", "-j", "KUBE-SERVICES"],
+        # ... and what flanneld leaves (the stand-in runs none): its chain and interface.
+        ["iptables", "-N", "FLANNEL-FWD"],
+        ["iptables", "-A", "FORWARD", "-j", "FLANNEL-FWD"],
+        ["ip", "link", "add", "flannel.1", "type", "bridge"],  # only the name matters
     ):
         assert lab.exec("node-2", argv).returncode == 0, argv
     pk.ok("reset", "--yes")
@@ -129,6 +133,8 @@ def test_reset_leaves_prepared_nodes_firewall_and_ssh_and_a_second_reset_changes
     assert "-P FORWARD DROP" in rules  # default policy untouched
     assert "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT" in rules  # SSH access kept
     assert not [r for r in rules if "KUBE-" in r]  # the Kubernetes chain and its jump gone
+    assert not [r for r in rules if "FLANNEL-" in r]  # pikube_cni_flannel's reset ran
+    assert "flannel.1" not in lab.exec("node-2", ["ip", "-o", "link", "show"]).stdout
     pk.ok("reset", "--yes")  # over SSH again: access survived the reset
     assert pk.changed("reset") == {"node-1": 0, "node-2": 0, "node-3": 0}
     lab.exec("node-2", ["iptables", "-P", "FORWARD", "ACCEPT"])  # flannel's pods need it

@@ -1,7 +1,7 @@
 """The API emulator takes pikube's pinned calico manifest from Debian's real kubectl.
 
-The manifest is the one the pikube_cni role copies: the pinned file with the role's
-substitutions (pikube_cni_edits) filled in. Like a real cluster, the node turns Ready once the
+The manifest is the one the pikube_cni_calico role copies: the pinned file with the role's
+patches (pikube_cni_calico_patches) applied. Like a real cluster, the node turns Ready once the
 calico-node DaemonSet exists, and the first running calico-node creates the default IP pool
 from CALICO_IPV4POOL_CIDR (https://docs.tigera.io/calico/latest/reference/configure-calico-node).
 """
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from _standins import requires_standin_prereqs, testing
 
-from pikube.resources import data_path
+from tests.cni import patched_manifest
 
 pytestmark = requires_standin_prereqs
 FakeNode = testing.FakeNode
@@ -26,16 +26,10 @@ POD_CIDR = "10.99.0.0/16"  # differs from the init config's podSubnet (10.244.0.
 
 
 def rendered_calico_manifest(path: Path) -> Path:
-    """What the role writes for pod_cidr POD_CIDR (the role's own edits, values filled in)."""
-    role = data_path("roles", "pikube_cni")
-    variables = yaml.safe_load((role / "vars" / "main.yml").read_text())
-    text = (role / "files" / variables["pikube_cni_manifests"]["calico"]).read_text()
-    for edit in variables["pikube_cni_edits"]["calico"]:
-        new = edit["new"].replace("{{ pikube_cni_pod_cidr }}", POD_CIDR)
-        new = new.replace("{{ pikube_cni_calico_ip_autodetection }}", "cidr=127.0.0.0/8")
-        assert "{{" not in new, new  # every value of the edit is filled in here
-        text = text.replace(edit["old"], new)
-    path.write_text(text)
+    """What the role writes for pod_cidr POD_CIDR (the role's own patches, values filled in)."""
+    path.write_text(
+        patched_manifest("calico", pikube_pod_cidr=POD_CIDR, pikube_network_subnet="127.0.0.0/8")
+    )
     return path
 
 

@@ -125,3 +125,32 @@ def test_control_plane_tag_runs_alone(calico_lab: tuple[Any, Path]) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = changed_per_host(lab)
     assert changed.get("node-1") == 0 and set(changed.values()) == {0}
+
+
+def test_reset_removes_what_calico_leaves_and_a_second_reset_changes_nothing(
+    calico_lab: tuple[Any, Path],
+) -> None:
+    """reset.yml runs pikube_cni_calico's reset: calico's interfaces, firewall chains (with the
+    rules jumping to them) and state go; an administrator's rules stay. The API emulator runs
+    no calico-node, so node-2 gets what a real one leaves first."""
+    lab, cluster = calico_lab
+    for argv in (
+        ["ip", "link", "add", "vxlan.calico", "type", "bridge"],  # only the name matters
+        ["iptables", "-N", "cali-FORWARD"],
+        ["iptables", "-A", "FORWARD", "-j", "cali-FORWARD"],
+        ["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
+        ["mkdir", "-p", "/var/lib/calico", "/etc/cni/net.d"],
+        ["touch", "/var/lib/calico/nodename", "/etc/cni/net.d/10-calico.conflist"],
+    ):
+        assert lab.exec("node-2", argv).returncode == 0, argv
+    pk = Pikube(lab, cluster, "kubeadm")
+    pk.ok("reset", "--yes")
+    links = lab.exec("node-2", ["ip", "-o", "link", "show"]).stdout
+    assert "vxlan.calico" not in links
+    rules = lab.exec("node-2", ["iptables", "-S"]).stdout.splitlines()
+    assert not [r for r in rules if "cali-" in r]
+    assert "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT" in rules
+    for path in ("/var/lib/calico", "/etc/cni/net.d", "/etc/kubernetes/kubelet.conf"):
+        assert not pk.exists("node-2", path), path
+    pk.ok("reset", "--yes")
+    assert pk.changed("reset") == {"node-1": 0, "node-2": 0}

@@ -4,6 +4,7 @@ facts the collection repeats from pyproject.toml: version, license, ansible-core
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -39,6 +40,7 @@ COLLECTION_PARTS = {
     "meta",
     "docs",
     "playbooks",
+    "plugins",
     "roles",
 }
 
@@ -111,8 +113,12 @@ def test_collection_archive_holds_only_the_collection(collection: tuple[Path, Pa
         assert f"playbooks/{playbook.name}" in names
     assert "meta/runtime.yml" in names
     assert "docs/ansible.md" in names
+    # the collection's modules are in, found by the roles' tasks under their short names
+    modules = sorted(p.name for p in (REPO / "plugins" / "modules").glob("*.py"))
+    assert modules and all(f"plugins/modules/{m}" in names for m in modules)
     # the CLI's own callback, molecule scenarios and the Python package stay out
-    assert not [n for n in names if "callback_plugins" in n or "/molecule" in n or ".py" in n]
+    outside = [n for n in names if not n.startswith("plugins/modules/")]
+    assert not [n for n in outside if "callback_plugins" in n or "/molecule" in n or ".py" in n]
 
 
 def test_an_unpacked_sdist_builds_the_same_collection(
@@ -188,3 +194,57 @@ def test_documented_example_playbooks_resolve_against_the_installed_collection(
         env=ansible_env(installed.parents[2]),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def role_task_files_playbook(role_prefix: str) -> str:
+    """One play importing each tasks file of every role (static: every task gets parsed)."""
+    plays = [
+        {
+            "name": f"{role.name} {tasks.stem}",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ansible.builtin.import_role": {
+                        "name": f"{role_prefix}{role.name}",
+                        "tasks_from": tasks.stem,
+                    }
+                }
+            ],
+        }
+        for role in sorted((REPO / "roles").iterdir())
+        for tasks in sorted((role / "tasks").glob("*.yml"))
+    ]
+    return yaml.safe_dump(plays, sort_keys=False)
+
+
+def test_every_module_a_role_uses_resolves_in_the_collection_and_the_checkout(
+    collection: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The roles call the collection's own modules (plugins/modules) by short name: the
+    installed collection finds them as its roles' own, a checkout through ansible.cfg's
+    library (pikube's runs). --syntax-check fails on a task whose module is not found."""
+    _, installed = collection
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    node-1:\n")
+    user = tmp_path / "collection.yml"
+    user.write_text(role_task_files_playbook("pikube.cluster."))
+    checkout = tmp_path / "checkout.yml"
+    checkout.write_text(role_task_files_playbook(""))
+    runs = {
+        user: ansible_env(installed.parents[2]),
+        checkout: {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")},
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        },
+    }
+    for playbook, env in runs.items():
+        proc = subprocess.run(
+            [str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(inventory), str(playbook)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert proc.returncode == 0, (playbook.name, proc.stdout + proc.stderr)

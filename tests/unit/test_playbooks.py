@@ -22,7 +22,8 @@ KUBEADM_ROLES = [
     "pikube_kubeadm_packages",
     "pikube_kubeadm_control_plane",
     "pikube_kubeadm_worker",
-    "pikube_cni",
+    "pikube_cni_flannel",
+    "pikube_cni_calico",
     "pikube_kubeconfig",
     "pikube_verify",
 ]

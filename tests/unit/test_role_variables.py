@@ -35,6 +35,7 @@ CLUSTER_WIDE = {
     "pikube_kubeconfig",
     "pikube_state_dir",
     "pikube_node_iface",
+    "pikube_pod_network_role",
     # host_vars
     "pikube_node_ip",
     "pikube_node_role",

@@ -85,6 +85,8 @@ def test_paths_come_from_the_state_dir_and_pikubes_playbooks(keydir: Path) -> No
     assert plan["ssh_user"] == "pi"
     assert plan["ansible_env"] == {
         "ANSIBLE_ROLES_PATH": str(data_path("roles")),
+        # the modules the roles call (pikube_manifest_patch, ...), from the same install
+        "ANSIBLE_LIBRARY": str(data_path("plugins", "modules")),
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state / "facts"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(state / "vagrant" / "cp"),
     }

@@ -141,13 +141,15 @@ def render_vagrant_plan(cluster: Cluster, *, file: str = "") -> dict[str, Any]:
 def ansible_env(cluster: Cluster) -> dict[str, str]:
     """Environment for the provisioner's ansible-playbook, as pikube's runner sets it.
 
-    Roles from the same pikube install as the playbook; facts cached per cluster state dir
+    Roles and the modules they call (plugins/modules) from the same pikube install as the
+    playbook; facts cached per cluster state dir
     (a VM named pi-cp1 must never lend its cached facts to the real pi-cp1); SSH control
     sockets of the rehearsal's own, so none outlives a destroyed VM into a new one.
     """
     state_dir = Path(str(cluster.state_dir))
     return {
         "ANSIBLE_ROLES_PATH": str(data_path("roles")),
+        "ANSIBLE_LIBRARY": str(data_path("plugins", "modules")),
         "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(state_dir / "facts"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(vagrant_dir(cluster) / "cp"),
     }
