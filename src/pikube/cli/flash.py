@@ -26,16 +26,17 @@ from pikube.errors import FlashRefused, PikubeError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
-    from pikube.image.catalog import BootLayout
+    from pikube.image.catalog import BootLayout, OsFamily
     from pikube.image.session import FlashTarget
 
 
 def resolve_image(
     image_ref: str | None, cluster: Cluster, catalog_file: Path | None, cache_dir: Path | None
-) -> tuple[Path, BootLayout, str]:
-    """(image file, boot layout, label for people) for --image ID|PATH or cluster.image."""
+) -> tuple[Path, BootLayout, str, OsFamily]:
+    """(image file, boot layout, label for people, OS family) for --image ID|PATH or
+    cluster.image. A file the catalog does not know gets the family of cluster.image."""
     from pikube.cli.image import byte_progress
-    from pikube.image.catalog import BootLayout, find_image, load_catalog
+    from pikube.image.catalog import BootLayout, find_image, image_family, load_catalog
     from pikube.image.download import fetch_image
 
     catalog = load_catalog(catalog_file)
@@ -51,8 +52,8 @@ def resolve_image(
         # A file from the catalog (e.g. copied by hand) keeps its entry's boot layout.
         for entry in catalog:
             if entry.filename == as_path.name:
-                return as_path, entry.boot, f"{as_path} ({entry.id})"
-        return as_path, BootLayout(label=""), str(as_path)
+                return as_path, entry.boot, f"{as_path} ({entry.id})", entry.os_family
+        return as_path, BootLayout(label=""), str(as_path), image_family(cluster.image, catalog)
     entry = find_image(ref, catalog)
     if not entry.sd_card:
         raise FlashRefused(
@@ -64,7 +65,7 @@ def resolve_image(
         cached = fetch_image(entry, resolve_cache_dir(cache_dir), progress=progress)
     if cached.downloaded:
         info(f"downloaded and verified {entry.id}")
-    return cached.path, entry.boot, entry.id
+    return cached.path, entry.boot, entry.id, entry.os_family
 
 
 @contextmanager
@@ -89,8 +90,9 @@ def flash_progress() -> Iterator[Callable[[FlashTarget, str, int, int], None]]:
         yield update
 
 
-def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget) -> None:
-    """The node's first-boot files, and the host keys they carry (pinned once written)."""
+def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget, family: OsFamily) -> None:
+    """The node's first-boot files for an image of OS ``family``, and the host keys they
+    carry (pinned once written)."""
     from pikube.cloudinit import new_instance_id, read_public_key, render_seed
     from pikube.hostkeys import ensure_host_keys
 
@@ -102,6 +104,7 @@ def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget) -> None:
         host_keys=target.keys,
         public_key=read_public_key(cluster),
         instance_id=new_instance_id(node.name),
+        family=family,
     )
 
 
@@ -228,7 +231,7 @@ def _flash(
         targets.append(FlashTarget(name=name, path=path, is_device=bool(devices)))
 
     # Every safety check, for every target, before anything is written.
-    image, layout, image_label = resolve_image(image_ref, cluster, catalog_file, cache_dir)
+    image, layout, image_label, family = resolve_image(image_ref, cluster, catalog_file, cache_dir)
     size = image_size(image)
     check_image(image, layout, size)  # a gzip file or any non-image never reaches a card
     for target in targets:
@@ -248,7 +251,7 @@ def _flash(
 
     # First-boot files before writing, so a missing key cannot leave half a card.
     for target in targets:
-        prepare_seed(cluster, cluster.node(target.name), target)
+        prepare_seed(cluster, cluster.node(target.name), target, family)
     with flash_progress() as update:
         flash_targets(
             targets,
