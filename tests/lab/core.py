@@ -543,12 +543,14 @@ class Lab:
                 0o644,
             ),
         }
-        if spec.pi and spec.os == "raspios":
-            for name in ("cmdline.txt", "config.txt"):
-                files[f"/boot/firmware/{name}"] = ((RASPIOS_FILES / name).read_bytes(), 0o755)
-        elif spec.pi:
-            files["/boot/firmware/cmdline.txt"] = (PI_CMDLINE.encode(), 0o755)
-            files["/boot/firmware/config.txt"] = (PI_CONFIG_TXT.encode(), 0o755)
+        if spec.pi:
+            if spec.os == "raspios":
+                for name in ("cmdline.txt", "config.txt"):
+                    boot = (RASPIOS_FILES / name).read_bytes()
+                    files[f"/boot/firmware/{name}"] = (boot, 0o755)
+            else:
+                files["/boot/firmware/cmdline.txt"] = (PI_CMDLINE.encode(), 0o755)
+                files["/boot/firmware/config.txt"] = (PI_CONFIG_TXT.encode(), 0o755)
             files["/etc/pikube-lab/device-tree-model"] = (PI_MODEL_STRING.encode() + b"\0", 0o444)
             # The file bind-mounted over the node's /sys/firmware/devicetree/base/model.
             (ndir / "model").write_bytes(PI_MODEL_STRING.encode() + b"\0")
