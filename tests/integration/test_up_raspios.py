@@ -36,7 +36,6 @@ def flash_and_boot(lab: Any, flavour: str, work: Path, image: BuiltImage) -> Pat
     data = lab.cluster_data(flavour)
     data.update(
         image="raspios-trixie-lite-arm64",
-        state_dir=str(work / "state"),
         ssh={
             "user": USER,
             "public_key": f"{key}.pub",
