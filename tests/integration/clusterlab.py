@@ -43,8 +43,11 @@ def require_kubectl() -> None:
 
 
 @contextmanager
-def cluster_lab(suffix: str, count: int, distribution: str, pi: int = 1) -> Iterator[Any]:
-    """A fresh lab of `count` nodes (the first `pi` with the Pi personality), torn down after.
+def cluster_lab(
+    suffix: str, count: int, distribution: str, pi: int = 1, pi_os: str = "ubuntu"
+) -> Iterator[Any]:
+    """A fresh lab of `count` nodes (the first `pi` with the Pi personality, running `pi_os`),
+    torn down after.
 
     Skips when the lab cannot run here (not root, tools missing); kubeadm labs get the
     stand-in package repository (two minors) in their web root.
@@ -58,7 +61,7 @@ def cluster_lab(suffix: str, count: int, distribution: str, pi: int = 1) -> Iter
     lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-{suffix}", second_half)
     lab.down()  # left over by a crashed run of the same name
     try:
-        lab.up(count, distribution=distribution, pi=pi)
+        lab.up(count, distribution=distribution, pi=pi, pi_os=pi_os)
         if distribution == "kubeadm" and not any(
             lab.www_dir.glob("core:/stable:/v*/deb/Release.key")
         ):

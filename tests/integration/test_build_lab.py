@@ -32,14 +32,8 @@ import yaml
 from pikube.build import STAGES
 from tests.image_support import BuiltImage, mtype
 from tests.integration.clusterlab import LAB_TASK_TIMEOUT, cluster_lab
+from tests.integration.firstboot import SEED_DIR, SEED_FILES, install_cloud_init
 from tests.integration.test_build_cards import Readers, Transcript, blank
-from tests.integration.test_cloudinit_seed_lab import (
-    NOCLOUD_ONLY,
-    SEED_DIR,
-    SEED_FILES,
-    install_cloud_init,
-    node_exec,
-)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -54,10 +48,7 @@ def pis() -> Iterator[Any]:
 
         def prepare(node: str) -> None:
             try:
-                install_cloud_init(lab, node)
-                config = lab.node_dir(node) / "merged/etc/cloud/cloud.cfg.d/99-pikube-lab.cfg"
-                config.write_text(NOCLOUD_ONLY)
-                node_exec(lab, "systemctl", "enable", "systemd-networkd.service", node=node)
+                install_cloud_init(lab, node)  # NoCloud only, networkd as Ubuntu has it
             except BaseException as err:  # reported below, in the test's thread
                 errors.append(err)
 

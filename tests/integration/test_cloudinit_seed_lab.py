@@ -1,23 +1,22 @@
 """Real cloud-init applies the NoCloud seed `pikube flash` writes: hostname, user + key,
 password login off, pinned host keys and the static address, seen from outside over real SSH.
 
+Twice, once per OS personality of a lab Pi node (tests/lab/core.py PI_OSES): Ubuntu's Pi
+image, and Raspberry Pi OS (sshd disabled until enabled, raspberrypi-sys-mods' host-key
+regeneration enabled, NetworkManager rendering netplan; tests/lab/raspios/README.md).
 One lab node plays a freshly flashed Pi:
 1. `pikube flash pi-seeded --output IMG` writes a Pi image for a node named ``pi-seeded`` at
    the lab node's address, with a new admin user and key pair (not the lab's), and pins the
    node's pre-generated host keys in its known_hosts; user-data, meta-data and network-config
-   are read back from the image's FAT partition (as the Pi would find them).
-2. Debian's real cloud-init (22.4, bookworm), netplan.io and udev are installed in the node
-   through the lab's apt proxy; Ubuntu's Pi images ship all three, with systemd-networkd
-   enabled, en_US.UTF-8 generated (cloud-init's default locale; Debian's locale-gen ignores
-   the name cloud-init passes) and cloud-init limited to NoCloud
-   (`datasource_list: [NoCloud, None]`), and so does the node. The seed goes to
-   /var/lib/cloud/seed/nocloud/, NoCloud's seed folder: a container sees no block devices, so
-   the label lookup of the `system-boot` partition cannot happen here; the files are byte for
-   byte those in the image.
+   are read back from the image's FAT partition (as the Pi would find them). The cluster's
+   `image` is the personality's catalog image, so the seed is the one for that OS.
+2. Real cloud-init is installed in the node as that OS ships it (tests/integration/firstboot.py:
+   Debian's cloud-init 22.4, netplan.io, udev; networkd for Ubuntu, NetworkManager for
+   Raspberry Pi OS) and the seed goes to NoCloud's seed folder.
 3. The lab's IPv4 address is removed from the node's interface and the node reboots:
    cloud-init runs at boot (local, network, config, final stages) before sshd. The node is
    reachable again only if the address came back from pikube's network-config (netplan v2,
-   rendered by cloud-init's netplan renderer, applied by networkd).
+   rendered by cloud-init's netplan renderer, applied by networkd or NetworkManager).
 The node's cluster entry has no `mac`: netplan matches `macaddress` against the permanent MAC
 address (networkd's PermanentMACAddress=), which a veth does not have, so a MAC-matched config
 never applies in the lab; on a Pi the NIC's own address is its permanent one.
@@ -29,8 +28,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +37,15 @@ import pytest
 import yaml
 
 from tests.factories import make_key_pair
-from tests.image_support import BuiltImage, mtype
+from tests.image_support import BuiltImage
+from tests.integration.firstboot import (
+    flash_seed,
+    forget_address,
+    install_cloud_init,
+    reboot,
+    write_seed,
+)
+from tests.integration.firstboot import node_exec as exec_on
 
 pytestmark = pytest.mark.lab
 
@@ -50,11 +55,7 @@ lab_fixtures = pytest.importorskip("tests.lab.fixtures")
 NODE = "pi-seeded"  # pikube's name for the node; the lab booted it as node-1
 USER = "piadmin"  # not the lab's user (ubuntu), so a login proves cloud-init created it
 DOMAIN = "home.arpa"
-SEED_DIR = "/var/lib/cloud/seed/nocloud"
-SEED_FILES = ("user-data", "meta-data", "network-config")
-# As /etc/cloud/cloud.cfg.d/99-fake_cloud.cfg on Ubuntu's preinstalled Pi images, minus the
-# fs_label (the seed folder is used instead, see the module docstring).
-NOCLOUD_ONLY = "datasource_list: [NoCloud, None]\n"
+IMAGES = {"ubuntu": "ubuntu-24.04-server-arm64", "raspios": "raspios-trixie-lite-arm64"}
 
 
 @dataclass
@@ -68,12 +69,7 @@ class Seeded:
     before: dict[str, subprocess.CompletedProcess[str]]  # probes before cloud-init ran
     cluster: Path
     image: BuiltImage
-
-
-def pikube(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pikube", *args], capture_output=True, text=True, check=False
-    )
+    os: str  # the lab node's OS personality
 
 
 def ssh(
@@ -110,72 +106,28 @@ def ssh(
     )
 
 
-def node_exec(lab: Any, *argv: str, timeout: float = 900, node: str = "node-1") -> str:
-    proc = lab.exec(node, list(argv), timeout=timeout)
-    assert proc.returncode == 0, f"{argv}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    return str(proc.stdout)
+def node_exec(lab: Any, *argv: str, timeout: float = 900) -> str:
+    return exec_on(lab, "node-1", *argv, timeout=timeout)
 
 
-def install_cloud_init(lab: Any, node: str = "node-1") -> None:
-    """Debian's cloud-init, netplan.io and udev from bookworm, through the lab's apt proxy."""
-    apt = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-q", "-y"]
-    apt += ["-o", f"Acquire::http::Proxy={lab.apt_proxy}"]
-    node_exec(lab, *apt, "update", node=node)
-    packages = ("cloud-init", "netplan.io", "udev")
-    node_exec(lab, *apt, "install", "--no-install-recommends", *packages, node=node)
-    locale = "s/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/"
-    node_exec(lab, "sed", "-i", locale, "/etc/locale.gen", node=node)
-    node_exec(lab, "locale-gen", node=node)
-
-
-def flash_seed(cluster: Path, image: BuiltImage, work: Path) -> dict[str, bytes]:
-    """`pikube flash NODE --output`, then the seed files as the Pi would read them."""
-    target = work / f"{NODE}.img"
-    flashed = pikube(
-        "flash", "--cluster", str(cluster), "--image", str(image.xz), NODE,
-        "--output", str(target),
-    )  # fmt: skip
-    assert flashed.returncode == 0, flashed.stderr
-    try:
-        return {name: mtype(target, image.layout.boot_offset, name) for name in SEED_FILES}
-    finally:
-        target.unlink()
-
-
-def write_seed(lab: Any, seed: dict[str, bytes], node: str = "node-1") -> None:
-    """Put the seed into NoCloud's seed folder in the node (root only: private host keys)."""
-    node_exec(lab, "install", "-d", "-m", "0700", SEED_DIR, node=node)
-    for name, content in seed.items():
-        (lab.node_dir(node) / "merged" / SEED_DIR.lstrip("/") / name).write_bytes(content)
-    node_exec(lab, "chmod", "0600", *(f"{SEED_DIR}/{n}" for n in SEED_FILES), node=node)
-
-
-def reboot(lab: Any, node: str) -> None:
-    """Reboot through systemd; the lab's supervisor boots the node again (exit 133)."""
-    boots = lab.reboot_count(node)
-    lab.exec(node, ["systemctl", "reboot"], timeout=60)
-    deadline = time.monotonic() + 180
-    while lab.reboot_count(node) == boots:
-        assert time.monotonic() < deadline, f"{node} did not boot again"
-        time.sleep(0.5)
-    lab.wait_ready([node], timeout=300)
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> Iterator[Seeded]:
+@pytest.fixture(scope="module", params=["ubuntu", "raspios"])
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage
+) -> Iterator[Seeded]:
+    personality: str = request.param
     lab_fixtures.skip_unless_lab_possible()
     _, second_half = lab_fixtures.lab_halves()
     lab = lab_core.Lab(f"{lab_fixtures.lab_name()}-ci", second_half)
     lab.down()
-    work = tmp_path_factory.mktemp("cloudinit-seed")
+    work = tmp_path_factory.mktemp(f"cloudinit-seed-{personality}")
     try:
-        lab.up(1, pi=1)
+        lab.up(1, pi=1, pi_os=personality)
         spec = lab.node("node-1")
         key = make_key_pair(work / "admin", "id_ed25519")
         data = lab.cluster_data("kubeadm")
         data.update(
             name="seedlab",
-            image="ubuntu-24.04-server-arm64",
+            image=IMAGES[personality],
             apt_proxy=lab.apt_proxy,
             state_dir=str(work / "state"),
             ssh={
@@ -196,9 +148,18 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> It
         data["network"]["domain"] = DOMAIN
         cluster = work / "cluster.yaml"
         cluster.write_text(yaml.safe_dump(data, sort_keys=False))
-        seed = flash_seed(cluster, pi_image, work)
+        seed = flash_seed(cluster, pi_image, work, NODE)
         seeded = Seeded(
-            lab, spec.ip, key, work / "known_hosts", work / "state", seed, {}, cluster, pi_image
+            lab,
+            spec.ip,
+            key,
+            work / "known_hosts",
+            work / "state",
+            seed,
+            {},
+            cluster,
+            pi_image,
+            personality,
         )
         # Before cloud-init: the node still has the lab's host keys, user and name.
         seeded.before["login"] = ssh(seeded, "true")
@@ -206,15 +167,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> It
         as_lab = Seeded(**{**seeded.__dict__, "known_hosts": lab.known_hosts})
         seeded.before["auth"] = ssh(as_lab, "true", options=("-o", "PreferredAuthentications=none"))
 
-        install_cloud_init(lab)
-        write_seed(lab, seed)
-        (lab.node_dir("node-1") / "merged/etc/cloud/cloud.cfg.d/99-pikube-lab.cfg").write_text(
-            NOCLOUD_ONLY
-        )
-        node_exec(lab, "systemctl", "enable", "systemd-networkd.service")
-        # Only cloud-init can bring the address back: take the lab's away (IPv4 only: the
-        # kernel's IPv6 link-local address stays, as on a Pi, and networkd waits for it).
-        subprocess.run(["ip", "-n", spec.netns, "-4", "addr", "flush", "dev", "eth0"], check=True)
+        install_cloud_init(lab, "node-1")
+        write_seed(lab, "node-1", seed)
+        # Only cloud-init can bring the address back: take the lab's away.
+        forget_address(lab, "node-1")
         reboot(lab, "node-1")
         yield seeded
     finally:
@@ -222,9 +178,35 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, pi_image: BuiltImage) -> It
 
 
 def test_before_cloud_init_the_pinned_keys_do_not_match(seeded: Seeded) -> None:
-    # The control for every SSH check below: the lab's own host keys are not pikube's.
+    # The control for every SSH check below: the lab's own host keys are not pikube's, and
+    # Raspberry Pi OS does not even listen (sshd ships disabled).
     assert seeded.before["login"].returncode == 255
-    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in seeded.before["login"].stderr
+    if seeded.os == "raspios":
+        assert "Connection refused" in seeded.before["login"].stderr
+    else:
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in seeded.before["login"].stderr
+
+
+def test_raspberry_pi_os_sshd_is_enabled_for_good(seeded: Seeded) -> None:
+    # The seed enables it (as Imager does): it answers now and comes back at every boot.
+    if seeded.os != "raspios":
+        pytest.skip("Ubuntu's image ships sshd enabled")
+    assert node_exec(seeded.lab, "systemctl", "is-enabled", "ssh.service").strip() == "enabled"
+    assert ssh(seeded, "true").returncode == 0
+
+
+def test_raspberry_pi_os_host_key_regeneration_never_ran(seeded: Seeded) -> None:
+    # Enabled in the image, ordered after cloud-init wrote the pinned keys: the seed masked it
+    # before its turn, so it neither ran nor stays enabled for a later boot.
+    if seeded.os != "raspios":
+        pytest.skip("Ubuntu's image has no host-key regeneration service")
+    unit = "regenerate_ssh_host_keys.service"
+    show = node_exec(
+        seeded.lab, "systemctl", "show", "-p", "UnitFileState,ExecMainStartTimestampMonotonic", unit
+    )
+    props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    assert props["UnitFileState"] == "masked", props
+    assert props["ExecMainStartTimestampMonotonic"] == "0", props  # never started this boot
 
 
 def test_cloud_init_ran_every_stage_from_the_nocloud_seed(seeded: Seeded) -> None:
@@ -279,8 +261,9 @@ def test_admin_user_logs_in_with_the_cluster_key_only(seeded: Seeded) -> None:
 
 
 def test_password_login_is_off(seeded: Seeded) -> None:
-    before = seeded.before["auth"].stderr
-    assert "Permission denied (publickey,password)" in before  # Debian's sshd default
+    if seeded.os == "ubuntu":  # Raspberry Pi OS answered nothing before cloud-init
+        before = seeded.before["auth"].stderr
+        assert "Permission denied (publickey,password)" in before  # Debian's sshd default
     # Ask for no method: the server answers with the methods it would accept.
     proc = ssh(seeded, "true", options=("-o", "PreferredAuthentications=none"))
     assert proc.returncode == 255
@@ -306,6 +289,15 @@ def test_static_address_comes_from_the_network_config(seeded: Seeded) -> None:
     assert eth0["addresses"] == ours["addresses"] == [f"{seeded.ip}/{seeded.lab.subnet.prefixlen}"]
     assert eth0["routes"] == [{"to": "default", "via": seeded.lab.bridge_ip}]
     assert eth0["nameservers"]["addresses"] == [seeded.lab.bridge_ip]
+    if seeded.os == "raspios":  # NetworkManager applied netplan's connection, networkd is off
+        assert rendered["network"]["renderer"] == "NetworkManager"
+        connection = node_exec(
+            seeded.lab, "nmcli", "-g", "GENERAL.CONNECTION,GENERAL.STATE", "device", "show", "eth0"
+        ).split("\n")
+        assert connection[0] == "netplan-eth0" and connection[1].startswith("100"), connection
+        networkd = seeded.lab.exec("node-1", ["systemctl", "is-active", "systemd-networkd"])
+        assert networkd.stdout.strip() == "inactive"
+        return
     status = json.loads(node_exec(seeded.lab, "networkctl", "--json=short", "status", "eth0"))
     assert status["AdministrativeState"] == "configured", status
     assert "netplan" in status["NetworkFile"], status
@@ -334,11 +326,11 @@ def test_reflash_is_a_new_instance_with_the_same_host_keys(seeded: Seeded) -> No
     data["ssh"].update(public_key=f"{second_key}.pub", private_key=str(second_key))
     seeded.cluster.write_text(yaml.safe_dump(data, sort_keys=False))
     pinned = seeded.known_hosts.read_text()
-    seed = flash_seed(seeded.cluster, seeded.image, seeded.state_dir.parent)
+    seed = flash_seed(seeded.cluster, seeded.image, seeded.state_dir.parent, NODE)
     second = yaml.safe_load(seed["meta-data"])["instance-id"]
     assert second != first
     assert seeded.known_hosts.read_text() == pinned  # same keys, nothing re-pinned
-    write_seed(seeded.lab, seed)
+    write_seed(seeded.lab, "node-1", seed)
     reboot(seeded.lab, "node-1")
     instance = node_exec(seeded.lab, "cat", "/var/lib/cloud/data/instance-id").strip()
     assert instance == second

@@ -57,6 +57,11 @@ PI_CONFIG_TXT = UBUNTU_CONFIG
 # to on a Pi) is provided by a bind mount over a tmpfs on /sys/firmware.
 DEVICE_TREE_MODEL_PATH = "/sys/firmware/devicetree/base/model"
 LAB_ENV_PATH = "/etc/pikube-lab/lab.env"
+# Operating-system personalities of Pi nodes: Ubuntu's Pi server image (the default) or
+# Raspberry Pi OS Lite, whose upstream files are in raspios/ (provenance in its README.md).
+PI_OSES = ("ubuntu", "raspios")
+RASPIOS_FILES = HERE / "raspios"
+RASPIOS_IMAGE = "raspios-trixie-lite-arm64"  # the catalog id lab cluster files name
 
 
 class LabError(RuntimeError):
@@ -73,6 +78,7 @@ class NodeSpec:
     netns: str
     veth: str
     machine: str
+    os: str = "ubuntu"  # a PI_OSES personality (non-Pi nodes: ubuntu)
 
     @property
     def role(self) -> str:
@@ -272,7 +278,7 @@ class Lab:
         known = ", ".join(n.name for n in self.nodes()) or "none (is the lab up?)"
         raise LabError(f"lab {self.name} has no node {name!r}; nodes: {known}")
 
-    def spec(self, index: int, pi: bool) -> NodeSpec:
+    def spec(self, index: int, pi: bool, os: str = "ubuntu") -> NodeSpec:
         name = f"node-{index}"
         digest = hashlib.sha1(f"{self.name}/{name}".encode(), usedforsecurity=False).digest()
         # Raspberry Pi Trading's OUI (dc:a6:32), as a Pi 4's onboard Ethernet reports.
@@ -286,6 +292,7 @@ class Lab:
             netns=f"{self.name}-{name}",
             veth=f"{self.bridge}-{index}",
             machine=f"{self.name}-{name}",
+            os=os if pi else "ubuntu",
         )
 
     # -- up ------------------------------------------------------------------------------
@@ -320,8 +327,10 @@ class Lab:
         cluster_out: Path | None = None,
         timeout: float = 240.0,
         log: Callable[[str], None] | None = None,
+        pi_os: str = "ubuntu",
     ) -> dict[str, float]:
-        """Start ``count`` nodes (the first ``pi`` with a Raspberry Pi personality).
+        """Start ``count`` nodes (the first ``pi`` with a Raspberry Pi personality, running
+        ``pi_os``: Ubuntu's Pi image, or Raspberry Pi OS with sshd disabled until enabled).
 
         Returns timings. On any failure or interrupt everything created so far is torn down.
         """
@@ -331,6 +340,8 @@ class Lab:
             raise LabError(f"cannot start {count} nodes in {self.subnet}")
         if distribution not in ("kubeadm", "microk8s"):
             raise LabError(f"unknown distribution {distribution!r}: use kubeadm or microk8s")
+        if pi_os not in PI_OSES:
+            raise LabError(f"unknown Pi OS personality {pi_os!r}: use {' or '.join(PI_OSES)}")
         if self._load_state() is not None or self._leftovers():
             raise LabError(
                 f"lab {self.name} already exists (state in {self.state_dir}); run "
@@ -350,7 +361,7 @@ class Lab:
             self.down()  # unregisters, and stops the proxy if no other lab uses it
             raise
         timings["rootfs_build"] = build_seconds
-        specs = [self.spec(i, pi=i <= pi) for i in range(1, count + 1)]
+        specs = [self.spec(i, pi=i <= pi, os=pi_os) for i in range(1, count + 1)]
         state: dict[str, Any] = {
             "name": self.name,
             "subnet": str(self.subnet),
@@ -374,11 +385,11 @@ class Lab:
             self._start_services()
             self._prepare_standins()
             self._make_keys()
-            node_files = self._standin_node_files()
+            node_files = {os: self._standin_node_files(os) for os in {s.os for s in specs}}
             boot_started = time.monotonic()
             for spec in specs:
                 self._make_netns(spec)
-                self._make_overlay(spec, base, specs, node_files)
+                self._make_overlay(spec, base, specs, node_files[spec.os])
                 self._start_supervisor(spec)
             say(f"booting {count} nodes")
             states = self.wait_ready([s.name for s in specs], timeout=timeout)
@@ -468,12 +479,14 @@ class Lab:
         if standins is not None and hasattr(standins, "prepare"):
             standins.prepare(self.www_dir, self.bridge_ip)
 
-    def _standin_node_files(self) -> dict[str, tuple[bytes, int]]:
+    def _standin_node_files(self, personality: str = "ubuntu") -> dict[str, tuple[bytes, int]]:
         standins = self._standins()
-        if standins is not None and hasattr(standins, "node_files"):
-            files: dict[str, tuple[bytes, int]] = standins.node_files()
-            return files
-        return {}
+        files: dict[str, tuple[bytes, int]] = {}
+        if personality != "ubuntu" and hasattr(standins, "personality_node_files"):
+            files = standins.personality_node_files(personality, self.http_url)
+        elif standins is not None and hasattr(standins, "node_files"):
+            files = standins.node_files()
+        return files
 
     def _make_keys(self) -> None:
         _run(
@@ -559,14 +572,23 @@ class Lab:
             ),
         }
         if spec.pi:
-            files["/boot/firmware/cmdline.txt"] = (PI_CMDLINE.encode(), 0o755)
-            files["/boot/firmware/config.txt"] = (PI_CONFIG_TXT.encode(), 0o755)
+            if spec.os == "raspios":
+                for name in ("cmdline.txt", "config.txt"):
+                    boot = (RASPIOS_FILES / name).read_bytes()
+                    files[f"/boot/firmware/{name}"] = (boot, 0o755)
+            else:
+                files["/boot/firmware/cmdline.txt"] = (PI_CMDLINE.encode(), 0o755)
+                files["/boot/firmware/config.txt"] = (PI_CONFIG_TXT.encode(), 0o755)
             files["/etc/pikube-lab/device-tree-model"] = (PI_MODEL_STRING.encode() + b"\0", 0o444)
             # The file bind-mounted over the node's /sys/firmware/devicetree/base/model.
             (ndir / "model").write_bytes(PI_MODEL_STRING.encode() + b"\0")
         files.update(node_files)
+        if spec.os == "raspios":
+            files.update(_raspios_files())
         for path, (data, mode) in files.items():
             _write_inside(root, path, data, mode)
+        if spec.os == "raspios":
+            _raspios_units(root)
         ssh = _write_inside(
             root, f"/home/{rootfs.USER}/.ssh/authorized_keys", self.public_key.read_bytes(), 0o600
         )
@@ -710,7 +732,9 @@ class Lab:
         while pending:
             for node in list(pending):
                 state = self.system_state(node)
-                if state in ("running", "degraded") and self._ssh_ready(node):
+                if state in ("running", "degraded") and (
+                    self._ssh_ready(node) or not self._ssh_enabled(node)
+                ):
                     states[node] = (
                         state
                         if state == "running"
@@ -728,6 +752,13 @@ class Lab:
                     raise LabError(f"nodes not ready after {timeout:.0f}s: {detail}")
                 time.sleep(0.25)
         return states
+
+    def _ssh_enabled(self, node: str) -> bool:
+        """Whether sshd starts at boot: always on Ubuntu; on Raspberry Pi OS once enabled."""
+        if self.node(node).os != "raspios":
+            return True
+        out = self.exec(node, ["systemctl", "is-enabled", "ssh.service"], timeout=15).stdout
+        return out.strip() == "enabled"
 
     def _ssh_ready(self, node: str) -> bool:
         spec = self.node(node)
@@ -855,6 +886,7 @@ class Lab:
                     "ip": spec.ip,
                     "role": spec.role,
                     "pi": spec.pi,
+                    "os": spec.os,
                     "state": system,
                     "failed_units": self.failed_units(spec.name) if system == "degraded" else [],
                     "isolated": spec.name in state.get("isolated", []),
@@ -1137,6 +1169,36 @@ def _user_ids(root: Path, user: str) -> tuple[int, int]:
         if fields[0] == user:
             return int(fields[2]), int(fields[3])
     raise LabError(f"user {user} missing from the lab rootfs")
+
+
+REGENERATE_UNIT = "regenerate_ssh_host_keys.service"
+
+
+def _raspios_files() -> dict[str, tuple[bytes, int]]:
+    """raspberrypi-sys-mods' host-key regeneration, as the package installs it."""
+    return {
+        f"/usr/lib/systemd/system/{REGENERATE_UNIT}": (
+            (RASPIOS_FILES / REGENERATE_UNIT).read_bytes(),
+            0o644,
+        ),
+        "/usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys": (
+            (RASPIOS_FILES / "regenerate_ssh_host_keys").read_bytes(),
+            0o755,
+        ),
+    }
+
+
+def _raspios_units(root: Path) -> None:
+    """What Raspberry Pi OS's image build leaves enabled: `systemctl disable ssh` (no
+    multi-user.target.wants/ssh.service, no sshd.service alias) and, as pi-gen did until
+    2025-08, `systemctl enable regenerate_ssh_host_keys` (see raspios/README.md)."""
+    system = root / "etc/systemd/system"
+    for link in (system / "multi-user.target.wants/ssh.service", system / "sshd.service"):
+        if link.is_symlink() or link.exists():
+            link.unlink()
+    wants = system / "multi-user.target.wants" / REGENERATE_UNIT
+    if not wants.is_symlink():
+        wants.symlink_to(f"/lib/systemd/system/{REGENERATE_UNIT}")
 
 
 def _write_inside(root: Path, path: str, data: bytes, mode: int) -> Path:

@@ -33,6 +33,12 @@ def cluster(tmp_path: Path, ssh_key: Path) -> Cluster:
     return load_cluster(write_cluster(tmp_path, data))
 
 
+@pytest.fixture
+def raspios(tmp_path: Path, ssh_key: Path) -> Cluster:
+    data = edited(base_cluster(ssh_key), image="raspios-trixie-lite-arm64")
+    return load_cluster(write_cluster(tmp_path, data))
+
+
 def seed(cluster: Cluster, name: str = "pi-w1") -> dict[str, str]:
     node = cluster.node(name)
     keys = ensure_host_keys(Path(str(cluster.state_dir)), name)
@@ -118,3 +124,49 @@ def test_missing_or_wrong_public_key_is_a_clear_error(cluster: Cluster, ssh_key:
     )
     with pytest.raises(PikubeError, match="cannot read the SSH public key"):
         read_public_key(missing)
+
+
+def test_raspberry_pi_os_seed_enables_sshd_as_imager_does(raspios: Cluster) -> None:
+    # Pi OS ships ssh.service disabled; cloud-init's ssh module never enables it.
+    data = yaml.safe_load(seed(raspios)["user-data"])
+    assert ["systemctl", "enable", "--now", "ssh"] in data["runcmd"]
+
+
+def test_raspberry_pi_os_seed_masks_host_key_regeneration_first(raspios: Cluster) -> None:
+    # bootcmd runs in cloud-init's network stage before the ssh module writes the pinned
+    # keys; the regeneration service, ordered after sysinit.target, must never run.
+    data = yaml.safe_load(seed(raspios)["user-data"])
+    assert data["bootcmd"] == [
+        [
+            "cloud-init-per",
+            "instance",
+            "pikube-mask-regenerate_ssh_host_keys.service",
+            "systemctl",
+            "mask",
+            "regenerate_ssh_host_keys.service",
+        ]
+    ]
+    assert set(data["ssh_keys"]) == {
+        "ed25519_private", "ed25519_public", "ecdsa_private", "ecdsa_public",
+    }  # fmt: skip
+
+
+def test_raspberry_pi_os_network_config_names_networkmanager(raspios: Cluster) -> None:
+    net = yaml.safe_load(seed(raspios)["network-config"])
+    assert net["renderer"] == "NetworkManager" and net["version"] == 2
+    assert net["ethernets"]["eth0"]["addresses"] == ["192.168.1.102/24"]
+
+
+def test_raspberry_pi_os_user_data_passes_cloud_init_schema(
+    raspios: Cluster, tmp_path: Path
+) -> None:
+    path = tmp_path / "user-data"
+    path.write_text(seed(raspios)["user-data"])
+    result = cloud_init_schema(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ubuntu_seed_has_no_raspberry_pi_os_workarounds(cluster: Cluster) -> None:
+    data = yaml.safe_load(seed(cluster)["user-data"])
+    assert "runcmd" not in data and "bootcmd" not in data
+    assert "renderer" not in yaml.safe_load(seed(cluster)["network-config"])

@@ -52,3 +52,31 @@ def test_bad_catalog_lists_every_problem(tmp_path: Path) -> None:
     assert "neither `checksums:` nor `sha256:`" in text
     assert "missing url" in text
     assert "images[2].sha256" in text
+
+
+def test_raspberry_pi_os_is_its_own_family_and_ubuntu_the_default() -> None:
+    catalog = load_catalog()
+    raspios = find_image("raspios-trixie-lite-arm64", catalog)
+    assert raspios.family == "raspios" and raspios.to_json()["family"] == "raspios"
+    assert raspios.os_family.ssh_enabled is False
+    assert raspios.os_family.netplan_renderer == "NetworkManager"
+    assert raspios.os_family.host_key_regenerators == ("regenerate_ssh_host_keys.service",)
+    ubuntu = find_image("ubuntu-24.04-server-arm64", catalog).os_family
+    assert (ubuntu.ssh_enabled, ubuntu.netplan_renderer, ubuntu.host_key_regenerators) == (
+        True,
+        None,
+        (),
+    )
+
+
+def test_unknown_os_family_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "images:\n  - id: a\n    url: https://x/a.img.xz\n    arch: arm64\n"
+        f"    sha256: {'0' * 64}\n    family: raspbian\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_catalog(path)
+    text = err.value.render()
+    assert "images[0].family" in text and "unknown OS family 'raspbian'" in text
+    assert "raspios" in text and "ubuntu" in text

@@ -259,7 +259,7 @@ def build_steps(
     """What ``pikube.build.run_build`` asks of the CLI: image, question, view, playbook."""
     from pikube.build import BuildSteps
     from pikube.cli.flash import confirm_overwrite, resolve_image
-    from pikube.cli.up import SITE_PLAYBOOKS, preflight, run_site
+    from pikube.cli.up import preflight, run_site
 
     def confirm() -> None:
         if not yes:
@@ -274,7 +274,7 @@ def build_steps(
         run_site(
             cluster,
             command="build",
-            playbook=SITE_PLAYBOOKS[cluster.distribution],
+            playbook=cluster.flavour.site_playbook,
             flags=RunFlags(),
             limit=limit,
             progress=lambda: view.playbook_progress(tracker),

@@ -9,6 +9,7 @@ from pathlib import Path
 from pikube.config.model import Cluster, Node
 from pikube.errors import PikubeError
 from pikube.hostkeys import HostKey
+from pikube.image.catalog import OsFamily, image_family
 from pikube.templating import render
 
 SEED_FILES = ("user-data", "network-config", "meta-data")
@@ -46,8 +47,11 @@ def render_seed(
     host_keys: list[HostKey],
     public_key: str,
     instance_id: str,
+    family: OsFamily | None = None,
 ) -> dict[str, str]:
-    """The three NoCloud files for ``node`` as text, by file name."""
+    """The three NoCloud files for ``node`` as text, by file name, for the OS ``family`` of
+    the image they go on (default: that of the cluster's ``image``)."""
+    family = family or image_family(cluster.image)
     network = cluster.network
     fqdn = f"{node.name}.{network.domain}" if network.domain else None
     context = {
@@ -65,6 +69,7 @@ def render_seed(
         "gateway": str(network.gateway),
         "dns": [str(d) for d in network.dns],
         "domain": network.domain,
+        "family": family,
     }
     return {
         "user-data": render("cloudinit/user-data.j2", **context),

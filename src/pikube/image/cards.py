@@ -24,7 +24,7 @@ from pikube.image.session import FlashTarget, TargetProgress
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
-    from pikube.image.catalog import BootLayout
+    from pikube.image.catalog import BootLayout, OsFamily
     from pikube.image.download import Progress
 
 
@@ -42,12 +42,14 @@ class FlashOptions:
 
 @dataclass(frozen=True)
 class ImageSource:
-    """The image to write: its file, boot layout, a label for people and decoded size."""
+    """The image to write: its file, boot layout, a label for people, decoded size and the
+    OS family its first-boot files are written for."""
 
     path: Path
     layout: BootLayout
     label: str
     size: int
+    family: OsFamily
     downloaded: bool = False
 
 
@@ -82,8 +84,9 @@ def resolve_image(
     progress: Callable[[str], contextlib.AbstractContextManager[Progress]],
 ) -> ImageSource:
     """``--image ID|PATH`` or the cluster's ``image:``; a catalog image is fetched (once)
-    and verified; the decoded image is checked so a non-image never reaches a card."""
-    from pikube.image.catalog import BootLayout, find_image, load_catalog
+    and verified; the decoded image is checked so a non-image never reaches a card.
+    A file the catalog does not know gets the OS family of the cluster's ``image:``."""
+    from pikube.image.catalog import BootLayout, find_image, image_family, load_catalog
     from pikube.image.download import fetch_image
     from pikube.image.flash import check_image
     from pikube.image.xz import image_size
@@ -103,6 +106,7 @@ def resolve_image(
         known = [e for e in catalog if e.filename == as_path.name]
         path, layout = as_path, known[0].boot if known else BootLayout(label="")
         label = f"{as_path} ({known[0].id})" if known else str(as_path)
+        family = known[0].os_family if known else image_family(cluster.image, catalog)
     else:
         entry = find_image(ref, catalog)
         if not entry.sd_card:
@@ -114,9 +118,10 @@ def resolve_image(
         with progress(f"fetch {entry.id}") as on_bytes:
             cached = fetch_image(entry, cache_dir, progress=on_bytes)
         path, layout, label, downloaded = cached.path, entry.boot, entry.id, cached.downloaded
+        family = entry.os_family
     size = image_size(path)
     check_image(path, layout, size)  # a gzip file or any non-image never reaches a card
-    return ImageSource(path, layout, label, size, downloaded)
+    return ImageSource(path, layout, label, size, family, downloaded)
 
 
 def check_target(target: FlashTarget, image: ImageSource, options: FlashOptions) -> None:
@@ -140,8 +145,9 @@ def check_known_hosts(cluster: Cluster) -> None:
     read_known_hosts(Path(str(cluster.ssh.known_hosts)))
 
 
-def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget) -> None:
-    """The node's first-boot files, and the host keys they carry (pinned once written)."""
+def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget, family: OsFamily) -> None:
+    """The node's first-boot files for an image of OS ``family``, and the host keys they
+    carry (pinned once written)."""
     from pikube.cloudinit import new_instance_id, read_public_key, render_seed
     from pikube.hostkeys import ensure_host_keys
 
@@ -153,6 +159,7 @@ def prepare_seed(cluster: Cluster, node: Node, target: FlashTarget) -> None:
         host_keys=target.keys,
         public_key=read_public_key(cluster),
         instance_id=new_instance_id(node.name),
+        family=family,
     )
 
 
@@ -170,7 +177,7 @@ def write_cards(
     from pikube.image.session import failure, flash_targets, incomplete_notes
 
     for target in targets:
-        prepare_seed(cluster, cluster.node(target.name), target)
+        prepare_seed(cluster, cluster.node(target.name), target, image.family)
     flash_targets(
         targets,
         image.path,

@@ -42,6 +42,45 @@ class BootLayout:
 
 
 @dataclass(frozen=True)
+class OsFamily:
+    """What an image's OS does at first boot that pikube's cloud-init seed must make up for.
+
+    The one place these OS differences live (the seed templates and docs ask for them). Each
+    fact was read in the upstream source named beside it.
+    """
+
+    name: str
+    # Ubuntu's preinstalled Pi images enable ssh.service. Raspberry Pi OS's pi-gen runs
+    # `systemctl disable ssh` unless ENABLE_SSH=1 (stage2/01-sys-tweaks/01-run.sh), and
+    # cloud-init's cc_ssh writes keys but never enables sshd, so Raspberry Pi Imager adds
+    # `runcmd: [systemctl, enable, --now, ssh]` (rpi-imager src/customization_generator.cpp).
+    ssh_enabled: bool = True
+    # Units that would delete the host keys cloud-init wrote: raspberrypi-sys-mods'
+    # regenerate_ssh_host_keys.service removes /etc/ssh/ssh_host_*_key* and runs ssh-keygen -A.
+    # It has default dependencies (after sysinit.target), and cloud-init's network stage,
+    # where cc_ssh writes pikube's keys, runs before sysinit.target: where the service is
+    # enabled, it runs after cloud-init and replaces the pinned keys. The seed masks it first.
+    host_key_regenerators: tuple[str, ...] = ()
+    # netplan's renderer for the seed's network-config; None: netplan's default (networkd,
+    # which Ubuntu enables). Raspberry Pi OS runs NetworkManager and leaves systemd-networkd
+    # disabled (pi-gen stage2/02-net-tweaks), and cloud-init's raspberry-pi-os variant renders
+    # through netplan (cloud-init config/cloud.cfg.tmpl), so the file must name NetworkManager.
+    netplan_renderer: str | None = None
+
+
+OS_FAMILIES: dict[str, OsFamily] = {
+    "ubuntu": OsFamily("ubuntu"),
+    "raspios": OsFamily(
+        "raspios",
+        ssh_enabled=False,
+        host_key_regenerators=("regenerate_ssh_host_keys.service",),
+        netplan_renderer="NetworkManager",
+    ),
+}
+DEFAULT_FAMILY = "ubuntu"
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     id: str
     description: str
@@ -53,6 +92,11 @@ class CatalogEntry:
     bmap: str | None = None
     default_user: str = ""
     sd_card: bool = True  # False: an image for VMs and rehearsals, never written to a card
+    family: str = DEFAULT_FAMILY  # a key of OS_FAMILIES (checked when the catalog is loaded)
+
+    @property
+    def os_family(self) -> OsFamily:
+        return OS_FAMILIES[self.family]
 
     @property
     def filename(self) -> str:
@@ -76,6 +120,7 @@ class CatalogEntry:
             "bmap": self.bmap,
             "arch": self.arch,
             "sd_card": self.sd_card,
+            "family": self.family,
             "boot": {
                 "partition": self.boot.partition,
                 "label": self.boot.label,
@@ -100,6 +145,7 @@ ENTRY_KEYS = {
     "boot",
     "default_user",
     "sd_card",
+    "family",
 }
 BOOT_KEYS = {"partition", "label", "cmdline", "seed_dir"}
 BOOT_PATH_RE = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")
@@ -265,6 +311,13 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
         sd_card = item.get("sd_card", True)
         if not isinstance(sd_card, bool):
             check.add((*where, "sd_card"), "sd_card must be true or false", "write true or false")
+        family = check.text(item, where, "family", required=False) or DEFAULT_FAMILY
+        if family not in OS_FAMILIES:
+            check.add(
+                (*where, "family"),
+                f"unknown OS family {family!r}",
+                f"use one of {', '.join(sorted(OS_FAMILIES))}",
+            )
         boot = _boot_layout(check, item.get("boot"), (*where, "boot"))
         if len(check.problems) > before or not (image_id and url and arch and boot):
             continue
@@ -282,12 +335,21 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
                 bmap=bmap,
                 default_user=default_user,
                 sd_card=bool(sd_card),
+                family=family,
                 boot=boot,
             )
         )
     if check.problems:
         raise check.error()
     return entries
+
+
+def image_family(image_id: str, catalog: list[CatalogEntry] | None = None) -> OsFamily:
+    """The OS family of a catalog image; an id the catalog lacks gets the default family."""
+    for entry in catalog if catalog is not None else load_catalog():
+        if entry.id == image_id:
+            return entry.os_family
+    return OS_FAMILIES[DEFAULT_FAMILY]
 
 
 def find_image(image_id: str, catalog: list[CatalogEntry]) -> CatalogEntry:

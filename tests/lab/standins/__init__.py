@@ -6,12 +6,24 @@ Entry points for the lab harness:
     node_files()             {absolute path: (content, mode)} to bake into every node rootfs
     rootfs_packages()        Debian packages the stand-ins need in the node rootfs
     build_repo(www)          just the apt repositories
+    personality_node_files(personality, http_url)   node_files() for a Raspberry Pi OS node
+                             (no snap; the raspi apt source with a stand-in snapd instead)
 """
 
 from __future__ import annotations
 
-from .build import node_files, prepare
+from pathlib import Path
+
+from .build import node_files
+from .build import prepare as _prepare_kubernetes
+from .raspi import build_raspi_repo, personality_node_files
 from .repo import build_repo
+
+
+def prepare(www: Path, bridge_ip: str) -> None:
+    """The Kubernetes repositories and snaps (cached), then the raspi repository (small)."""
+    _prepare_kubernetes(www, bridge_ip)
+    build_raspi_repo(www)
 
 
 def rootfs_packages() -> tuple[str, ...]:
@@ -22,4 +34,10 @@ def rootfs_packages() -> tuple[str, ...]:
     return ("python3-cffi-backend", "python3-cryptography", "python3-yaml")
 
 
-__all__ = ["build_repo", "node_files", "prepare", "rootfs_packages"]
+__all__ = [
+    "build_repo",
+    "node_files",
+    "personality_node_files",
+    "prepare",
+    "rootfs_packages",
+]

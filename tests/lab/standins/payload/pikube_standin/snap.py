@@ -413,7 +413,18 @@ def cmd_info(args: list[str]) -> int:
     return 0
 
 
+def cmd_wait(args: list[str]) -> int:
+    """`snap wait system seed.loaded`: returns once snapd has seeded (snapd's cmd_wait.go);
+    the stand-in has nothing to seed. Other snaps or keys are not modelled."""
+    if len(args) != 2:
+        return err("the required arguments `<snap>` and `<key>` were not provided")
+    if args != ["system", "seed.loaded"]:
+        return err(f"pikube lab stand-in models only `snap wait system seed.loaded`, not {args}")
+    return 0
+
+
 COMMANDS = {
+    "wait": cmd_wait,
     "install": cmd_install,
     "refresh": cmd_refresh,
     "remove": cmd_remove,
