@@ -115,5 +115,5 @@ def test_the_default_tier_runs_a_role_scenario() -> None:
 def test_molecule_test_passes_for_role_scenario(key: str) -> None:
     role, scenario = key.split("/")
     output = molecule_test(REPO / "roles" / role, scenario_lab_name(key), scenario)
-    # converge applied the role under test (not only what prepare.yml set up before it).
-    assert f"TASK [{role} : " in output.split("[default > converge] Executing")[-1]
+    # converge applied the role under test: prepare.yml only runs the roles before it.
+    assert f"TASK [{role} : " in output
