@@ -4,7 +4,10 @@ offline (no Galaxy) and with host key checking on.
 - the lab's scenario template, through its example role (tests/lab/molecule);
 - roles/pikube_microk8s/molecule/default: the MicroK8s role on two lab nodes with the snap and
   MicroK8s stand-ins (install, join the worker with a fresh token, addons, kubeconfig), whose
-  verify.yml reads the cluster back and whose idempotence step proves a re-run changes nothing.
+  verify.yml reads the cluster back and whose idempotence step proves a re-run changes nothing;
+- every other role's scenario, found on disk (``roles/*/molecule/*/molecule.yml``), so a new
+  role's scenario runs without touching this file: the cheapest one in the default tier, all
+  of them in the slow tier (PIKUBE_SLOW=1).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ EXAMPLE = REPO / "tests/lab/molecule/example/pikube_lab_example"
 MICROK8S = REPO / "roles/pikube_microk8s"
 
 
-def molecule_test(role_dir: Path, name: str) -> str:
-    """`molecule test` in ``role_dir`` on a lab named ``name``; returns its output."""
+def molecule_test(role_dir: Path, name: str, scenario: str = "default") -> str:
+    """`molecule test -s scenario` in ``role_dir`` on a lab named ``name``; returns its output."""
     skip_unless_lab_possible()
     molecule = Path(sys.executable).parent / "molecule"
     if not molecule.exists() and shutil.which("molecule") is None:
@@ -44,7 +47,7 @@ def molecule_test(role_dir: Path, name: str) -> str:
     )
     try:
         result = subprocess.run(
-            [str(molecule) if molecule.exists() else "molecule", "test"],
+            [str(molecule) if molecule.exists() else "molecule", "test", "-s", scenario],
             cwd=role_dir,
             env=env,
             capture_output=True,
@@ -72,3 +75,45 @@ def test_molecule_test_passes_for_pikube_microk8s() -> None:
     assert "TASK [pikube_microk8s : Install the microk8s snap]" in output
     assert "changed: [node-2]" in output.split("TASK [pikube_microk8s : Join the cluster]")[1]
     assert "microk8s join " not in output
+
+
+# Scenarios with a test of their own above (it checks more than molecule's verdict).
+DEDICATED = {"pikube_microk8s/default"}
+# The default tier runs the cheapest scenario, measured with `molecule test` on a loaded 2-core
+# machine: node_prep 66 s (one Pi node, one reboot); every other one first converges the roles
+# before it (containerd 196 s).
+DEFAULT_TIER = "pikube_node_prep/default"
+
+
+def scenario_keys() -> list[str]:
+    """Every role's molecule scenario as ``role/scenario``, but those tested on their own."""
+    found = (
+        f"{path.parents[2].name}/{path.parent.name}"
+        for path in (REPO / "roles").glob("*/molecule/*/molecule.yml")
+    )
+    return sorted(key for key in found if key not in DEDICATED)
+
+
+def scenario_lab_name(key: str) -> str:
+    """A lab name for one scenario: the test lab's name plus the role (lab names: 2-32 chars)."""
+    role, scenario = key.split("/")
+    slug = role.removeprefix("pikube_") + ("" if scenario == "default" else f"-{scenario}")
+    return f"{lab_name()}-{slug.replace('_', '-')}"[:32].rstrip("-")
+
+
+def test_the_default_tier_runs_a_role_scenario() -> None:
+    assert DEFAULT_TIER in scenario_keys()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(key, id=key, marks=() if key == DEFAULT_TIER else (pytest.mark.slow,))
+        for key in scenario_keys()
+    ],
+)
+def test_molecule_test_passes_for_role_scenario(key: str) -> None:
+    role, scenario = key.split("/")
+    output = molecule_test(REPO / "roles" / role, scenario_lab_name(key), scenario)
+    # converge applied the role under test: prepare.yml only runs the roles before it.
+    assert f"TASK [{role} : " in output
