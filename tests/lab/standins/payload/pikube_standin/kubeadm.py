@@ -574,18 +574,7 @@ def cmd_init(a: argparse.Namespace) -> int:
                 f"error execution phase mark-control-plane: timed out waiting for the condition: "
                 f'nodes "{node}" not found (is the kubelet running? see "journalctl -xeu kubelet")'
             )
-        client.patch(
-            f"/api/v1/nodes/{node}",
-            {
-                "metadata": {
-                    "labels": {
-                        "node-role.kubernetes.io/control-plane": "",
-                        "node.kubernetes.io/exclude-from-external-load-balancers": "",
-                    }
-                },
-                "spec": {"taints": taints},
-            },
-        )
+        label_control_plane(client, node, taints)
 
     # ---- bootstrap tokens + cluster-info
     if "bootstrap-token" not in skip:
@@ -1346,17 +1335,8 @@ def join_control_plane_prepare(
     del nodereg
 
 
-def mark_control_plane(node: str, nodereg: dict[str, Any]) -> None:
-    """Phase control-plane-join/mark-control-plane, with the admin.conf just written."""
-    taints = nodereg.get("taints")
-    if taints is None:
-        taints = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
-    out(
-        f"[mark-control-plane] Marking the node {node} as control-plane by adding the labels: "
-        "[node-role.kubernetes.io/control-plane "
-        "node.kubernetes.io/exclude-from-external-load-balancers]"
-    )
-    client = admin_client()
+def label_control_plane(client: Any, node: str, taints: Any) -> None:
+    """What kubeadm's mark-control-plane phase sets on the node (init and control-plane join)."""
     client.patch(
         f"/api/v1/nodes/{node}",
         {
@@ -1369,6 +1349,20 @@ def mark_control_plane(node: str, nodereg: dict[str, Any]) -> None:
             "spec": {"taints": taints},
         },
     )
+
+
+def mark_control_plane(node: str, nodereg: dict[str, Any]) -> None:
+    """Phase control-plane-join/mark-control-plane, with the admin.conf just written."""
+    taints = nodereg.get("taints")
+    if taints is None:
+        taints = [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    out(
+        f"[mark-control-plane] Marking the node {node} as control-plane by adding the labels: "
+        "[node-role.kubernetes.io/control-plane "
+        "node.kubernetes.io/exclude-from-external-load-balancers]"
+    )
+    client = admin_client()
+    label_control_plane(client, node, taints)
 
 
 # --------------------------------------------------------------------------- reset
