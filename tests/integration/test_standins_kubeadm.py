@@ -39,21 +39,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
         port=testing.free_port("127.0.3.1"),
         extra_env={"PIKUBE_STANDIN_KEY_ALGO": "rsa"},
     )  # kubeadm's default key type
-    cfg = base / "init.yaml"
-    cfg.write_text(testing.init_config(cp) + UNRELATED_DOCUMENT)
-    res = cp.kubeadm("init", "--config", str(cfg))
-    if res.returncode == 0:  # a pod network, as after `kubectl apply -f kube-flannel.yml`
-        cp.kubectl("apply", "-f", str(testing.FIXTURES / "kube-flannel.yml"))
-    workers: list[FakeNode] = []
-    yield {"cp": cp, "init": res, "base": base, "workers": workers}
-    for w in workers:
-        w.cleanup()
-    cp.cleanup()
+    config = testing.init_config(cp) + UNRELATED_DOCUMENT
+    with testing.initialised_cluster(cp, config) as cluster:
+        yield cluster
 
 
 def new_worker(cluster: dict[str, object], name: str, ip: str) -> FakeNode:
     w = FakeNode(cluster["base"], name, ip, port=0)  # type: ignore[arg-type]
-    cluster["workers"].append(w)  # type: ignore[attr-defined]
+    cluster["nodes"].append(w)  # type: ignore[attr-defined]
     return w
 
 
@@ -351,7 +344,7 @@ def test_join_succeeds_registers_node_and_refuses_second_join(cluster: dict[str,
     # the same name from another machine is refused while the node is Ready
     assert cp.kubectl("wait", "--for=condition=Ready", "node/w1", "--timeout=60s").returncode == 0
     twin = FakeNode(Path(cluster["base"]) / "twin", "w1", "127.0.3.22", port=0)  # type: ignore[arg-type]
-    cluster["workers"].append(twin)  # type: ignore[attr-defined]
+    cluster["nodes"].append(twin)  # type: ignore[attr-defined]
     r3 = twin.kubeadm(
         "join", m.group(1), "--token", m.group(2), "--discovery-token-ca-cert-hash", m.group(3)
     )

@@ -32,24 +32,15 @@ JOIN_RE = re.compile(
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     base = tmp_path_factory.mktemp("kubeadm-ha")
     cp = FakeNode(base, "cp1", "127.0.4.1", port=testing.free_port("127.0.4.1"))
-    cfg = base / "init.yaml"
     # The stable endpoint every control plane shares (pikube's VIP; here the first node).
-    cfg.write_text(
-        testing.init_config(cp, extra_cluster=f"controlPlaneEndpoint: {cp.ip}:{cp.port}\n")
-    )
-    res = cp.kubeadm("init", "--config", str(cfg), "--upload-certs")
-    if res.returncode == 0:
-        cp.kubectl("apply", "-f", str(testing.FIXTURES / "kube-flannel.yml"))
-    joiners: list[FakeNode] = []
-    yield {"cp": cp, "init": res, "base": base, "joiners": joiners}
-    for n in joiners:
-        n.cleanup()
-    cp.cleanup()
+    config = testing.init_config(cp, extra_cluster=f"controlPlaneEndpoint: {cp.ip}:{cp.port}\n")
+    with testing.initialised_cluster(cp, config, "--upload-certs") as cluster:
+        yield cluster
 
 
 def joiner(cluster: dict[str, object], name: str, ip: str) -> FakeNode:
     n = FakeNode(cluster["base"], name, ip, port=0)  # type: ignore[arg-type]
-    cluster["joiners"].append(n)  # type: ignore[attr-defined]
+    cluster["nodes"].append(n)  # type: ignore[attr-defined]
     return n
 
 

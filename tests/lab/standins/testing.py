@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .repo import cache_dir, kubectl_debs, run
@@ -186,3 +186,22 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
 """
+
+
+@contextlib.contextmanager
+def initialised_cluster(cp: FakeNode, config: str, *init_args: str) -> Iterator[dict[str, object]]:
+    """``kubeadm init`` on ``cp`` from ``config``, then (if it worked) a pod network, as after
+    ``kubectl apply -f kube-flannel.yml``. Yields {"cp", "init", "base", "nodes"}: nodes
+    added to "nodes" are cleaned up with ``cp``."""
+    cfg = cp.dir.parent / "init.yaml"
+    cfg.write_text(config)
+    res = cp.kubeadm("init", "--config", str(cfg), *init_args)
+    if res.returncode == 0:
+        cp.kubectl("apply", "-f", str(FIXTURES / "kube-flannel.yml"))
+    nodes: list[FakeNode] = []
+    try:
+        yield {"cp": cp, "init": res, "base": cp.dir.parent, "nodes": nodes}
+    finally:
+        for node in nodes:
+            node.cleanup()
+        cp.cleanup()
