@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load
-from pikube.cli.image import cache_dir_option, catalog_option
+from pikube.cli.flash import card_options, image_options
+from pikube.cli.up import skip_doctor_option
 from pikube.errors import PikubeError
 from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
@@ -130,9 +131,7 @@ def build_view(cluster: Cluster, state: BuildState) -> Iterator[BuildBoard]:
 
 @click.command()
 @cluster_option
-@click.option("--image", "image_ref", help="Catalog id or .img.xz file (default: cluster.image).")
-@catalog_option
-@cache_dir_option
+@image_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before overwriting inserted cards.")
 @click.option(
     "--reflash",
@@ -141,12 +140,7 @@ def build_view(cluster: Cluster, state: BuildState) -> Iterator[BuildBoard]:
     shell_complete=complete_node_name,
     help="Ask for NODE's card and write it again, although it was written (repeatable).",
 )
-@click.option(
-    "--allow-non-removable",
-    is_flag=True,
-    help="Also use devices the kernel does not call removable (e.g. some built-in readers).",
-)
-@click.option("--no-verify", is_flag=True, help="Skip reading each card back after writing.")
+@card_options
 @click.option(
     "--boot-timeout",
     type=click.FloatRange(min=1),
@@ -156,10 +150,8 @@ def build_view(cluster: Cluster, state: BuildState) -> Iterator[BuildBoard]:
     help="How long a Pi may take to answer on SSH after its card is written.",
 )
 @click.option("--cards-only", is_flag=True, help="Write the cards, then stop.")
-@click.option("--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first.")
+@skip_doctor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the build's result as JSON.")
-@click.option("--sys-root", type=click.Path(path_type=Path), default="/sys", hidden=True)
-@click.option("--proc-root", type=click.Path(path_type=Path), default="/proc", hidden=True)
 @click.option("--dev-root", type=click.Path(path_type=Path), default="/dev", hidden=True)
 def build(
     cluster_file: Path,

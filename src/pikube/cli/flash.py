@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pikube.cli.common import cluster_option, complete_node_name, info, load
+from pikube.cli.common import F, cluster_option, complete_node_name, info, load
 from pikube.cli.image import cache_dir_option, catalog_option, resolve_cache_dir
 from pikube.errors import FlashRefused
 
@@ -63,6 +63,34 @@ def flash_progress() -> Iterator[Callable[[FlashTarget, str, int, int], None]]:
         yield update
 
 
+def image_options(func: F) -> F:
+    """--image, --catalog and --cache-dir: the image a card gets (flash and build)."""
+    func = cache_dir_option(func)
+    func = catalog_option(func)
+    return click.option(
+        "--image", "image_ref", help="Catalog id or .img.xz file (default: cluster.image)."
+    )(func)
+
+
+def card_options(func: F) -> F:
+    """How cards are checked and written (flash and build): --allow-non-removable,
+    --no-verify, and the hidden roots the tests point at a fake sysfs/procfs."""
+    func = click.option(
+        "--proc-root", type=click.Path(path_type=Path), default="/proc", hidden=True
+    )(func)
+    func = click.option("--sys-root", type=click.Path(path_type=Path), default="/sys", hidden=True)(
+        func
+    )
+    func = click.option(
+        "--no-verify", is_flag=True, help="Skip reading each card back after writing."
+    )(func)
+    return click.option(
+        "--allow-non-removable",
+        is_flag=True,
+        help="Also use devices the kernel does not call removable (e.g. some built-in readers).",
+    )(func)
+
+
 @click.command()
 @cluster_option
 @click.argument("nodes", nargs=-1, required=True, shell_complete=complete_node_name)
@@ -74,24 +102,15 @@ def flash_progress() -> Iterator[Callable[[FlashTarget, str, int, int], None]]:
     type=click.Path(path_type=Path),
     help="Write an image file instead of a card (repeatable).",
 )
-@click.option("--image", "image_ref", help="Catalog id or .img.xz file (default: cluster.image).")
-@catalog_option
-@cache_dir_option
+@image_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before overwriting a device.")
 @click.option(
     "--force",
     is_flag=True,
     help="Replace an existing --output file (once the new image is complete and verified).",
 )
-@click.option(
-    "--allow-non-removable",
-    is_flag=True,
-    help="Allow devices the kernel does not call removable (e.g. some built-in readers).",
-)
-@click.option("--no-verify", is_flag=True, help="Skip reading the card back after writing.")
+@card_options
 @click.option("--parallel", is_flag=True, help="Write all targets at the same time.")
-@click.option("--sys-root", type=click.Path(path_type=Path), default="/sys", hidden=True)
-@click.option("--proc-root", type=click.Path(path_type=Path), default="/proc", hidden=True)
 def flash(
     cluster_file: Path,
     nodes: tuple[str, ...],

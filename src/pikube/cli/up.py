@@ -140,9 +140,14 @@ def run_site(
     return result
 
 
+skip_doctor_option = click.option(
+    "--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first."
+)
+
+
 @click.command()
 @cluster_option
-@click.option("--skip-doctor", is_flag=True, help="Do not run `pikube doctor`'s checks first.")
+@skip_doctor_option
 @click.option(
     "--wait-boot",
     type=click.FloatRange(min=1),
