@@ -1,12 +1,15 @@
-"""Merge one cluster's kubeconfig into a kubeconfig on the admin machine (e.g. ~/.kube/config).
+"""Merge one cluster's kubeconfig into a kubeconfig on the admin machine (e.g. ~/.kube/config),
+or remove it from there again (``state: absent``, pikube reset).
 
 The clusters, users and contexts of the existing file are kept; entries named like the new
 ones are replaced. ``current-context`` stays what the file says; a file without one gets the
-new context. The result is written with mode 0600 through a temporary file in the same folder
-and an atomic rename, so the file is either the old or the new one, never half-written; a
-symlinked kubeconfig keeps its link and the file it points to is replaced. An existing file
-that is not a kubeconfig is left as it is, with an error naming the line. No message carries
-the files' content: they hold client keys.
+new context. Removing a context also removes the cluster and user it names unless another
+context still uses them, and clears ``current-context`` when it pointed there. The result is
+written with mode 0600 through a temporary file in the same folder and an atomic rename, so
+the file is either the old or the new one, never half-written; a symlinked kubeconfig keeps
+its link and the file it points to is replaced. An existing file that is not a kubeconfig is
+left as it is, with an error naming the line. No message carries the files' content: they
+hold client keys.
 """
 
 from __future__ import annotations
@@ -29,15 +32,25 @@ description:
     C(current-context) is kept, or set to the new context when O(dest) has none.
   - Writes O(dest) (and its folder, mode 0700) only when its content or mode changes, with mode
     0600, atomically. Supports check mode. Never returns or prints the files' content.
+  - With O(state=absent), removes the context O(name) from O(dest), with the cluster and user
+    it names unless another context still uses them; C(current-context) is cleared when it was
+    O(name). Other entries are kept; a missing O(dest) or context changes nothing.
 options:
   src:
-    description: The kubeconfig to merge in (pikube's fetched kubeconfig).
+    description: The kubeconfig to merge in (pikube's fetched kubeconfig); for O(state=present).
     type: path
-    required: true
   dest:
-    description: The kubeconfig to merge into; created when missing.
+    description: The kubeconfig to merge into (created when missing) or remove from.
     type: path
     required: true
+  state:
+    description: V(present) merges O(src) in, V(absent) removes the context O(name).
+    type: str
+    choices: [present, absent]
+    default: present
+  name:
+    description: The context to remove; for O(state=absent).
+    type: str
 author: pikube
 """
 
@@ -99,6 +112,28 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def without(old: dict[str, Any], name: str) -> dict[str, Any]:
+    """``old`` without the context ``name`` and the cluster and user only it used."""
+    contexts = old.get("contexts") or []
+    gone = [e for e in contexts if e["name"] == name]
+    if not gone:
+        return old
+    kept = [e for e in contexts if e["name"] != name]
+
+    def refs(entries: list[dict[str, Any]], field: str) -> set[str]:
+        values = (e.get("context") for e in entries)
+        return {v[field] for v in values if isinstance(v, dict) and isinstance(v.get(field), str)}
+
+    result = {**old, "contexts": kept}
+    for key, field in (("clusters", "cluster"), ("users", "user")):
+        drop = refs(gone, field) - refs(kept, field)
+        if key in old:
+            result[key] = [e for e in old[key] or [] if e["name"] not in drop]
+    if old.get("current-context") == name:
+        result["current-context"] = ""
+    return result
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -113,6 +148,27 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
+def _update(dest: Path, result_of: Any, check_mode: bool, create: bool) -> bool:
+    """Write ``result_of(old)`` to ``dest`` when content or mode changes; whether it did."""
+    target = Path(os.path.realpath(dest))  # a symlinked ~/.kube/config keeps its link
+    exists = target.exists()
+    if not exists and not create:
+        return False
+    old = _load(target, "existing kubeconfig") if exists else {}
+    result = result_of(old)
+    mode_ok = exists and stat.S_IMODE(target.stat().st_mode) == 0o600
+    if exists and result == old and mode_ok:
+        return False
+    if not check_mode:
+        _write(target, yaml.safe_dump(result, sort_keys=False, default_flow_style=False))
+    return True
+
+
+def remove_context(dest: Path, name: str, check_mode: bool = False) -> bool:
+    """Remove the context ``name`` (and what only it used) from ``dest``; whether it changed."""
+    return _update(dest, lambda old: without(old, name), check_mode, create=False)
+
+
 def merge_kubeconfig(src: Path, dest: Path, check_mode: bool = False) -> bool:
     """Merge ``src`` into ``dest``; whether ``dest`` changed (or would, in check mode)."""
     if check_mode and not src.exists():
@@ -123,30 +179,26 @@ def merge_kubeconfig(src: Path, dest: Path, check_mode: bool = False) -> bool:
             raise KubeconfigMergeError(
                 f"kubeconfig {src} must hold exactly one of {', '.join(ENTRIES)} to merge"
             )
-    target = Path(os.path.realpath(dest))  # a symlinked ~/.kube/config keeps its link
-    exists = target.exists()
-    old = _load(target, "existing kubeconfig") if exists else {}
-    result = merged(old, new)
-    mode_ok = exists and stat.S_IMODE(target.stat().st_mode) == 0o600
-    if exists and result == old and mode_ok:
-        return False
-    if not check_mode:
-        _write(target, yaml.safe_dump(result, sort_keys=False, default_flow_style=False))
-    return True
+    return _update(dest, lambda old: merged(old, new), check_mode, create=True)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "src": {"type": "path", "required": True},
+            "src": {"type": "path"},
             "dest": {"type": "path", "required": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "name": {"type": "str"},
         },
+        required_if=[("state", "present", ["src"]), ("state", "absent", ["name"])],
         supports_check_mode=True,
     )
+    dest = Path(module.params["dest"])
     try:
-        changed = merge_kubeconfig(
-            Path(module.params["src"]), Path(module.params["dest"]), module.check_mode
-        )
+        if module.params["state"] == "absent":
+            changed = remove_context(dest, module.params["name"], module.check_mode)
+        else:
+            changed = merge_kubeconfig(Path(module.params["src"]), dest, module.check_mode)
     except (KubeconfigMergeError, OSError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=changed, dest=module.params["dest"])

@@ -204,3 +204,135 @@ def test_the_role_merges_through_ansible_and_prints_no_key(tmp_path: Path) -> No
     assert names(result, "contexts") == ["work", "pi"]
     assert result["clusters"][1]["cluster"]["server"] == "https://10.77.52.11:6443"
     assert result["users"][1]["user"]["client-key-data"] == KEY
+
+
+def merged_pair(tmp_path: Path) -> Path:
+    """~/.kube/config after pikube merged cluster pi into a file holding cluster work."""
+    dest = write(tmp_path / "config", kubeconfig("work", "https://w:6443", key="other-key"))
+    module.merge_kubeconfig(write(tmp_path / "pi.yml", kubeconfig("pi", "https://p:6443")), dest)
+    return dest
+
+
+def test_removing_a_context_drops_its_cluster_and_user_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    dest = merged_pair(tmp_path)
+    data = load(dest)
+    data["current-context"] = "pi"
+    write(dest, data, mode=0o644)
+    assert module.remove_context(dest, "pi") is True
+    result = load(dest)
+    assert names(result, "clusters") == ["work"]
+    assert names(result, "users") == ["work-admin"]
+    assert names(result, "contexts") == ["work"]
+    assert result["users"][0]["user"]["client-key-data"] == "other-key"
+    assert result["current-context"] == ""  # it pointed at the removed context
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["config", "pi.yml"]  # no temporary file left
+
+
+def test_removing_keeps_the_users_current_context_and_what_other_contexts_use(
+    tmp_path: Path,
+) -> None:
+    dest = merged_pair(tmp_path)
+    data = load(dest)
+    shared = {"cluster": "pi", "user": "pi-admin", "namespace": "apps"}
+    data["contexts"].append({"name": "pi-apps", "context": shared})
+    write(dest, data)
+    assert module.remove_context(dest, "pi") is True
+    result = load(dest)
+    assert result["current-context"] == "work"
+    assert names(result, "contexts") == ["work", "pi-apps"]
+    assert names(result, "clusters") == ["work", "pi"]  # pi-apps still uses them
+    assert names(result, "users") == ["work-admin", "pi-admin"]
+
+
+def test_removing_what_is_not_there_changes_and_writes_nothing(tmp_path: Path) -> None:
+    dest = merged_pair(tmp_path)
+    assert module.remove_context(dest, "pi") is True
+    inode, before = dest.stat().st_ino, dest.read_bytes()
+    assert module.remove_context(dest, "pi") is False
+    assert (dest.stat().st_ino, dest.read_bytes()) == (inode, before)
+    assert module.remove_context(tmp_path / "missing", "pi") is False
+    assert not (tmp_path / "missing").exists()
+
+
+def test_removing_in_check_mode_writes_nothing(tmp_path: Path) -> None:
+    dest = merged_pair(tmp_path)
+    before = dest.read_bytes()
+    assert module.remove_context(dest, "pi", check_mode=True) is True
+    assert dest.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"contexts:\n- name: pi\n  user: {{client-key-data: {KEY}\n",
+        f"- {KEY}\n",
+        f"users:\n- user: {{client-key-data: {KEY}}}\ncontexts: [{{name: pi}}]\n",
+    ],
+)
+def test_removing_from_a_malformed_kubeconfig_is_refused_untouched(
+    tmp_path: Path, text: str
+) -> None:
+    dest = write(tmp_path / "config", text, mode=0o644)
+    with pytest.raises(module.KubeconfigMergeError) as caught:
+        module.remove_context(dest, "pi")
+    assert str(dest) in str(caught.value)
+    assert KEY not in str(caught.value)
+    assert dest.read_text() == text
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["config"]
+
+
+def reset_kubeconfig_play(tmp_path: Path) -> Path:
+    """reset.yml's play on the admin machine, verbatim, for an inventory of localhost alone
+    (the plays before it reset real nodes)."""
+    plays = yaml.safe_load(data_path("playbooks", "reset.yml").read_text())
+    (play,) = [
+        p for p in plays if p.get("name") == "Remove the fetched kubeconfig on the admin machine"
+    ]
+    path = tmp_path / "reset_admin.yml"
+    path.write_text(yaml.safe_dump([play]))
+    return path
+
+
+def test_reset_drops_the_cluster_from_the_merged_kubeconfig_through_ansible(
+    tmp_path: Path,
+) -> None:
+    """reset.yml's play removes the fetched file and the cluster's context from the merged
+    kubeconfig (shared entries kept), is idempotent, prints no key, and stops on a malformed
+    merged file, leaving it as it was."""
+    dest = merged_pair(tmp_path)
+    fetched = write(tmp_path / "state" / "kubeconfig", kubeconfig("pi", "https://p:6443"))
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[cluster]\nlocalhost ansible_connection=local\n[control_plane]\nlocalhost\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env |= {"ANSIBLE_CONFIG": str(data_path("ansible.cfg")), "ANSIBLE_NOCOLOR": "1"}
+    argv = [str(BIN / "ansible-playbook"), "-i", str(inventory), "-v"]
+    argv += [
+        str(reset_kubeconfig_play(tmp_path)),
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+    ]
+    argv += ["-e", f"pikube_kubeconfig={fetched}", "-e", f"pikube_kubeconfig_merge_path={dest}"]
+    argv += ["-e", "pikube_kubeconfig_merge=true", "-e", "pikube_cluster_name=pi"]
+    for run, changed in ((1, 2), (2, 0)):
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert proc.returncode == 0, (run, proc.stdout[-3000:], proc.stderr[-3000:])
+        assert f"changed={changed} " in proc.stdout, (run, proc.stdout[-2000:])
+        assert KEY not in proc.stdout + proc.stderr
+    assert not fetched.exists()
+    result = load(dest)
+    assert names(result, "contexts") == ["work"]
+    assert names(result, "clusters") == ["work"]
+    assert names(result, "users") == ["work-admin"]
+    malformed = f"clusters: {KEY}\ncontexts: [{{name: pi}}]\n"
+    write(dest, malformed, mode=0o644)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode != 0
+    assert "clusters is not a list of named entries" in proc.stdout + proc.stderr
+    assert KEY not in proc.stdout + proc.stderr
+    assert dest.read_text() == malformed
