@@ -7,28 +7,25 @@ measured on the 2-core CI machine under a load average of 10-14), the re-run and
 run. The role is not wired into `pikube up` yet; the default tier gets one HA `up` plus its
 failover when it is.
 
-Each node runs the lab's Kubernetes API emulator (tests/lab/standins, TLS with a real CA) as
-its "API server" on :6443, so haproxy's TLS /healthz checks and keepalived's health script
-meet a real TLS server. The failover gaps are measured and printed (``-s`` shows them);
-nothing asserts on time.
+Each node runs the lab's Kubernetes API emulator as its "API server" on :6443
+(tests/lab/standins/vip.py, shared with the role's molecule scenario), so haproxy's TLS
+/healthz checks and keepalived's health script meet a real TLS server. The failover gaps are
+measured and printed (``-s`` shows them); nothing asserts on time.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from pikube.vrrp import ensure_auth_pass
 from tests.lab import Lab
 from tests.lab.fixtures import (
     lab_halves,
@@ -37,27 +34,11 @@ from tests.lab.fixtures import (
     run_playbook,
     skip_unless_lab_possible,
 )
+from tests.lab.standins import vip as vip_standin
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-PAYLOAD = REPO / "tests/lab/standins/payload/pikube_standin"
-API_PORT = 6443
 VIP_PORT = 8443
-
-# The stand-in API server on each node: the lab's API emulator with a serving certificate for
-# the node's address and the VIP, signed by one CA (as kubeadm's apiserver certificate is).
-# Written straight into the node's disk and started with systemctl: no SSH run needed.
-STANDIN_LIB = "/usr/lib/pikube-vip-standin"
-STANDIN_PKI = "/etc/pikube-vip-standin"
-STANDIN_UNIT = """[Service]
-Environment=PYTHONPATH={lib}
-ExecStart=/usr/bin/python3 -m pikube_standin.apiserver --secure-port={port} \\
-  --advertise-address={ip} \\
-  --tls-cert-file={pki}/apiserver.crt --tls-private-key-file={pki}/apiserver.key \\
-  --client-ca-file={pki}/ca.crt --standin-state-file=/var/lib/pikube-vip-standin/state.json
-StateDirectory=pikube-vip-standin
-"""
 
 VIP_PLAY = """---
 - name: The control-plane VIP
@@ -129,43 +110,10 @@ def measure_gap(vip: str, ca: Path, limit: float = 90.0) -> tuple[float, int]:
     pytest.fail(f"the VIP {vip} did not answer again within {limit:.0f} s")
 
 
-def start_standin_apiserver(
-    lab: Lab, node: str, ip: str, vip: str, ca_crt: bytes, ca_key: bytes
-) -> None:
-    """The lab's API emulator as this node's API server on :6443, and the apt proxy that
-    pikube's node prep would have configured (the role installs through it)."""
-    from tests.lab.core import _write_inside
-    from tests.lab.standins.payload.pikube_standin import pki
-
-    crt, key = pki.issue(
-        ca_crt, ca_key, "kube-apiserver", sans=[ip, vip, "127.0.0.1"], server=True, client=False
-    )
-    unit = STANDIN_UNIT.format(lib=STANDIN_LIB, port=API_PORT, ip=ip, pki=STANDIN_PKI)
-    files = {
-        f"{STANDIN_PKI}/ca.crt": (ca_crt, 0o644),
-        f"{STANDIN_PKI}/apiserver.crt": (crt, 0o644),
-        f"{STANDIN_PKI}/apiserver.key": (key, 0o600),
-        "/etc/systemd/system/pikube-vip-standin-apiserver.service": (unit.encode(), 0o644),
-        "/etc/apt/apt.conf.d/81pikube-proxy": (
-            f'Acquire::http::Proxy "{lab.apt_proxy}";\n'.encode(),
-            0o644,
-        ),
-    }
-    for module in ("__init__.py", "common.py", "apiserver.py"):
-        files[f"{STANDIN_LIB}/pikube_standin/{module}"] = ((PAYLOAD / module).read_bytes(), 0o644)
-    root = lab.node_dir(node) / "merged"
-    for where, (data, mode) in files.items():
-        _write_inside(root, where, data, mode)
-    lab.exec(node, ["systemctl", "daemon-reload"], check=True)
-    lab.exec(node, ["systemctl", "start", "pikube-vip-standin-apiserver"], check=True)
-
-
 @pytest.fixture(scope="module")
 def vip_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Three lab nodes, all control planes, with stand-in API servers; the VIP not yet set up."""
     skip_unless_lab_possible()
-    from tests.lab.standins.payload.pikube_standin import pki
-
     _, subnet = lab_halves()
     lab = Lab(f"{lab_name()}-vip", subnet)
     if lab.owner() is not None:
@@ -182,29 +130,17 @@ def vip_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         groups = hosts["all"]["children"]["cluster"]["children"]
         groups["control_plane"]["hosts"].update(groups.pop("workers")["hosts"])
         hosts_file.write_text(yaml.safe_dump(hosts))
-        vip = str(IPv4Network(lab.subnet).network_address + 100)
-        state_dir = work / "state"
-        auth_pass_file = ensure_auth_pass(state_dir)
         group_vars = hosts_file.parent / "group_vars" / "cluster.yml"
-        with group_vars.open("a") as handle:
-            handle.write(f"\npikube_vip_address: {json.dumps(vip)}\n")
-            handle.write(f"pikube_vip_auth_pass_file: {json.dumps(str(auth_pass_file))}\n")
-
-        pki_dir = work / "pki"
-        pki_dir.mkdir()
-        ca_crt, ca_key = pki.make_ca()
-        (pki_dir / "ca.crt").write_bytes(ca_crt)
-        for spec in lab.nodes():
-            start_standin_apiserver(lab, spec.name, spec.ip, vip, ca_crt, ca_key)
+        setup = vip_standin.prepare(lab, group_vars, work)
         playbook = work / "vip.yml"
         playbook.write_text(VIP_PLAY)
         yield {
             "lab": lab,
             "inventory": hosts_file,
             "playbook": playbook,
-            "vip": vip,
-            "ca": pki_dir / "ca.crt",
-            "auth_pass": auth_pass_file.read_text().strip(),
+            "vip": setup.vip,
+            "ca": setup.ca,
+            "auth_pass": setup.auth_pass_file.read_text().strip(),
         }
     finally:
         lab.down()
