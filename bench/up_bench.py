@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from pikube.config import load_cluster
+from pikube.distribution import DISTRIBUTIONS, SITE_PLAYBOOK
 from pikube.errors import PikubeError
 from pikube.inventory import render_inventory_files
 from pikube.runner import run_playbook
 from tests.lab.core import Lab
 
 STOCK_CFG = "[defaults]\n# stock Ansible settings: everything at its default\n"
-PLAYBOOKS = {"kubeadm": "site.yml", "microk8s": "site_microk8s.yml"}
 
 
 def say(message: str) -> None:
@@ -48,12 +48,12 @@ def pikube_up(cluster: Path) -> float:
 
 
 def runner_up(cluster_file: Path, config: Path | None) -> tuple[float, int]:
-    """The flavour's site playbook through the runner, with a chosen ansible.cfg."""
+    """The site playbook through the runner, with a chosen ansible.cfg."""
     cluster = load_cluster(cluster_file)
     start = time.perf_counter()
     try:
         result = run_playbook(
-            PLAYBOOKS[cluster.distribution],
+            SITE_PLAYBOOK,
             inventory_files=render_inventory_files(cluster),
             state_dir=Path(str(cluster.state_dir)),
             command="bench",
@@ -77,7 +77,7 @@ def with_lab(name: str, subnet: str, nodes: int, work: Path, flavour: str) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--flavour", choices=sorted(PLAYBOOKS), default="kubeadm")
+    parser.add_argument("--flavour", choices=sorted(DISTRIBUTIONS), default="kubeadm")
     parser.add_argument("--small", type=int, default=3)
     parser.add_argument("--big", type=int, default=10)
     parser.add_argument("--name", default="pkl4-bench")

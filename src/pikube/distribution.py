@@ -66,6 +66,11 @@ class UpgradeStepError(VersionError):
     """The upgrade target skips a minor or goes back."""
 
 
+# The one site playbook `pikube up` runs for every flavour: it calls the flavour's role
+# (``Distribution.role``) through its entry points, so a flavour brings no playbook.
+SITE_PLAYBOOK = "site.yml"
+
+
 @dataclass(frozen=True)
 class Release:
     """A parsed version or channel: ``text`` as the playbooks want it, and its minor.
@@ -85,7 +90,7 @@ class PodNetwork:
     title: str
     # kernel module -> what needs it
     tunnel_modules: dict[str, str]
-    # The role that owns it: tasks/main.yml installs it (kubeadm's site playbook), tasks/reset.yml
+    # The role that owns it: tasks/main.yml installs it (kubeadm's bootstrap), tasks/reset.yml
     # removes what it leaves on a node (reset.yml). Rendered as pikube_pod_network_role.
     role: str
 
@@ -133,7 +138,6 @@ class Distribution:
     default_version: str
     # kubernetes.* settings that belong to this flavour only.
     settings: tuple[str, ...]
-    site_playbook: str
     role: str
     ports: tuple[int, ...]
     # argv prefix of kubectl on the control plane (run as root)
@@ -322,6 +326,12 @@ class MicroK8s(Distribution):
         return {
             self.version_var: cluster.release.text,
             "pikube_microk8s_addons": list(cluster.kubernetes.addons),
+            # Each node names itself and the control node in /etc/hosts: adding a worker
+            # leaves the others untouched.
+            "pikube_node_prep_etc_hosts_nodes": [
+                "{{ inventory_hostname }}",
+                "{{ pikube_control_plane_host }}",
+            ],
         }
 
 
@@ -342,7 +352,6 @@ KUBEADM = Kubeadm(
     version_key="version",
     default_version=f"1.{DEFAULT_MINOR}",
     settings=("version", "cni", "kubeadm_config", "package_repo"),
-    site_playbook="site.yml",
     role="pikube_kubeadm",
     ports=(6443, 10250),
     kubectl=("kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"),
@@ -360,7 +369,6 @@ MICROK8S = MicroK8s(
     version_key="channel",
     default_version=f"1.{DEFAULT_MINOR}/stable",
     settings=("channel", "addons"),
-    site_playbook="site_microk8s.yml",
     role="pikube_microk8s",
     ports=(16443, 25000, 10250),
     kubectl=("/snap/bin/microk8s", "kubectl"),

@@ -67,4 +67,4 @@ def test_microk8s_cluster_runs_its_site_playbook_with_the_same_table(
     assert result.exit_code == EXIT_UNREACHABLE, result.stderr
     assert "HOST" in result.stderr and "UNREACHABLE" in result.stderr
     runs = sorted((tmp_path / ".pikube" / "runs").iterdir())
-    assert "site_microk8s.yml" in (runs[-1] / "command.txt").read_text()
+    assert "site.yml" in (runs[-1] / "command.txt").read_text()

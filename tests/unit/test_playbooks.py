@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from pikube.config import load_cluster
+from pikube.distribution import DISTRIBUTIONS, MICROK8S_CALICO, POD_NETWORKS, SITE_PLAYBOOK
 from pikube.inventory import render_inventory_files, write_files
 from pikube.resources import data_path
 from tests.factories import base_cluster, write_cluster
@@ -84,6 +86,29 @@ def test_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Path) -> Non
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_site_playbook_names_no_role_of_a_specific_flavour() -> None:
+    """One site playbook drives every flavour through {{ pikube_distribution_role }}'s entry
+    points: a new flavour brings a Distribution and a role, never a playbook or a play.
+
+    Flavour roles are each Distribution's role, its helpers (pikube_kubeadm_*) and the pod
+    network roles (kubeadm's bootstrap installs one; MicroK8s brings its own).
+    """
+    networks = [*POD_NETWORKS.values(), MICROK8S_CALICO]
+    owners = {d.role for d in DISTRIBUTIONS.values()} | {n.role for n in networks}
+    roles = {p.name for p in data_path("roles").iterdir()}
+    flavour_roles = owners | {r for r in roles if any(r.startswith(o + "_") for o in owners)}
+    plays = yaml.safe_load(data_path("playbooks", SITE_PLAYBOOK).read_text())
+    texts = [data_path("playbooks", SITE_PLAYBOOK).read_text()]
+    texts += [
+        data_path("playbooks", play["ansible.builtin.import_playbook"]).read_text()
+        for play in plays
+        if "ansible.builtin.import_playbook" in play
+    ]
+    named = {r for r in flavour_roles for t in texts if re.search(rf"\b{r}\b", t)}
+    assert not named, f"the site playbook names flavour roles {sorted(named)}"
+    assert [p.name for p in data_path("playbooks").glob("site*.yml")] == [SITE_PLAYBOOK]
+
+
 def test_microk8s_role_has_the_standard_layout() -> None:
     test_every_role_has_the_standard_layout("pikube_microk8s")
 
@@ -102,7 +127,7 @@ def test_microk8s_site_playbook_passes_syntax_check(tmp_path: Path, ssh_key: Pat
             "--syntax-check",
             "-i",
             str(tmp_path / "inventory" / "hosts.yml"),
-            str(data_path("playbooks", "site_microk8s.yml")),
+            str(data_path("playbooks", "site.yml")),
         ],
         capture_output=True,
         text=True,
@@ -126,7 +151,7 @@ def test_microk8s_join_token_tasks_are_no_log() -> None:
     assert config[0]["no_log"] is True  # `microk8s config` holds the admin client key
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", "site_microk8s.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml"])
 def test_control_plane_guard_holds_whichever_tags_run(playbook: str) -> None:
     """`pikube up --tags control_plane` (no prepare play) must still pass the guard.
 

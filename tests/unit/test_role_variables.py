@@ -99,7 +99,7 @@ def test_role_reads_only_its_own_and_cluster_wide_variables(role: str) -> None:
     assert not foreign, f"{role} reads other roles' variables: {foreign}"
 
 
-LIFECYCLE = ("site.yml", "site_microk8s.yml", "add_node.yml", "remove_node.yml", "reset.yml")
+LIFECYCLE = ("site.yml", "add_node.yml", "remove_node.yml", "reset.yml")
 
 
 @pytest.mark.parametrize("playbook", [*LIFECYCLE, "upgrade.yml"])

@@ -124,12 +124,11 @@ def test_vm_inventory_is_the_pi_inventory_plus_the_vm_flag(keydir: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("distribution", "playbook"), [("kubeadm", "site.yml"), ("microk8s", "site_microk8s.yml")]
+    ("distribution", "playbook"), [("kubeadm", "site.yml"), ("microk8s", "site.yml")]
 )
 def test_vagrant_provisions_with_the_site_playbook_of_the_clusters_flavour(
     keydir: Path, distribution: str, playbook: str
 ) -> None:
-    """A MicroK8s rehearsal runs the MicroK8s site playbook, as `pikube up` does (it used to
-    get site.yml, whose first play refuses anything but a kubeadm inventory)."""
+    """A rehearsal runs the one site playbook, as `pikube up` does, for every flavour."""
     plan = render_vagrant_plan(load(keydir, cluster_text(distribution=distribution)))
     assert plan["playbook"] == str(data_path("playbooks", playbook))

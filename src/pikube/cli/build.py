@@ -19,6 +19,7 @@ import click
 from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load
 from pikube.cli.flash import card_options, image_options
 from pikube.cli.up import skip_doctor_option
+from pikube.distribution import SITE_PLAYBOOK
 from pikube.errors import PikubeError
 from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
@@ -266,7 +267,7 @@ def build_steps(
         run_site(
             cluster,
             command="build",
-            playbook=cluster.flavour.site_playbook,
+            playbook=SITE_PLAYBOOK,
             flags=RunFlags(),
             limit=limit,
             progress=lambda: view.playbook_progress(tracker),

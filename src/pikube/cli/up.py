@@ -18,6 +18,7 @@ from pikube.cli.common import (
     record_outcome,
     run_options,
 )
+from pikube.distribution import SITE_PLAYBOOK
 from pikube.errors import PikubeError
 from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
@@ -167,7 +168,7 @@ def up(cluster_file: Path, skip_doctor: bool, wait_boot: float | None, flags: Ru
     """
     cluster = load(cluster_file)
     check_limit(cluster, flags.limit, cluster_file)
-    playbook = cluster.flavour.site_playbook
+    playbook = SITE_PLAYBOOK
     if wait_boot is not None:
         from pikube.cli.status import wait_for_boot
 

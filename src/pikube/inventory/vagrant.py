@@ -19,6 +19,7 @@ from typing import Any
 
 from pikube.config.model import Cluster, Node
 from pikube.config.pimodels import PI_MODELS
+from pikube.distribution import SITE_PLAYBOOK
 from pikube.errors import ConfigError, Problem
 from pikube.hostkeys import KEY_TYPES, host_key_dir
 from pikube.inventory.render import GROUPS, render_inventory_files
@@ -126,8 +127,8 @@ def render_vagrant_plan(cluster: Cluster, *, file: str = "") -> dict[str, Any]:
         "distribution": cluster.distribution,
         "release": os_release(cluster.image, file=file),
         "subnet": str(cluster.network.subnet),
-        # The flavour's own site playbook (site.yml asserts a kubeadm inventory).
-        "playbook": str(data_path("playbooks", cluster.flavour.site_playbook)),
+        # The one site playbook; it drives the cluster's flavour through its role.
+        "playbook": str(data_path("playbooks", SITE_PLAYBOOK)),
         "inventory": str(vagrant_dir(cluster) / "inventory"),
         "known_hosts": str(cluster.ssh.known_hosts),
         "ssh_user": cluster.ssh.user,
