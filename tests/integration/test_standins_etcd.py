@@ -12,6 +12,7 @@ Nodes are FakeNodes on loopback; etcdctl is Debian's (etcd-client).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -30,11 +31,19 @@ JOIN_RE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[FakeNode]]:
-    base = tmp_path_factory.mktemp("kubeadm-etcd")
-    cp1 = FakeNode(base, "cp1", "127.0.6.1", port=testing.free_port("127.0.6.1"))
+@contextlib.contextmanager
+def three_control_planes(
+    base: Path, subnet: str, version: str = "1.31.13"
+) -> Iterator[list[FakeNode]]:
+    """cp1 inits (--upload-certs, controlPlaneEndpoint = cp1), cp2 and cp3 join as control
+    planes with the certificate key."""
+    env = {"PIKUBE_STANDIN_VERSION": version}
+    cp1 = FakeNode(base, "cp1", f"{subnet}.1", port=testing.free_port(f"{subnet}.1"), extra_env=env)
     config = testing.init_config(cp1, extra_cluster=f"controlPlaneEndpoint: {cp1.ip}:{cp1.port}\n")
+    if version != "1.31.13":
+        config = config.replace("kubeadm.k8s.io/v1beta4", "kubeadm.k8s.io/v1beta3").replace(
+            "v1.31.13", f"v{version}"
+        )
     with testing.initialised_cluster(cp1, config, "--upload-certs") as c:
         init: subprocess.CompletedProcess[str] = c["init"]  # type: ignore[assignment]
         assert init.returncode == 0, init.stderr
@@ -42,8 +51,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[FakeNode]
         assert key, init.stdout
         nodes = [cp1]
         for i in (2, 3):
-            ip = f"127.0.6.{i}"
-            n = FakeNode(base, f"cp{i}", ip, port=testing.free_port(ip))
+            ip = f"{subnet}.{i}"
+            n = FakeNode(base, f"cp{i}", ip, port=testing.free_port(ip), extra_env=env)
             c["nodes"].append(n)  # type: ignore[attr-defined]
             join = cp1.kubeadm("token", "create", "--print-join-command")
             m = JOIN_RE.match(join.stdout.rstrip("\n"))
@@ -61,6 +70,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[FakeNode]
             )
             assert r.returncode == 0, r.stdout + r.stderr
             nodes.append(n)
+        yield nodes
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[FakeNode]]:
+    with three_control_planes(tmp_path_factory.mktemp("kubeadm-etcd"), "127.0.6") as nodes:
         yield nodes
 
 
@@ -203,3 +218,26 @@ def test_reset_of_a_control_plane_removes_its_member_first(cluster: list[FakeNod
     assert not any((cp3.root / "var/lib/etcd").iterdir())
     # Two members left, both up: still a quorum.
     assert kubectl_via(cp1, "create", "configmap", "after-reset").returncode == 0
+
+
+@pytest.mark.slow
+def test_upgrade_apply_then_node_upgrades_each_control_planes_api_server(tmp_path: Path) -> None:
+    """kubeadm's HA upgrade: `upgrade apply` on the first control plane, `upgrade node` on the
+    others (each restarts its own API server on the shared etcd; objects survive)."""
+    new = {"PIKUBE_STANDIN_VERSION": "1.31.13"}
+    with three_control_planes(tmp_path, "127.0.7", version="1.30.14") as (cp1, cp2, cp3):
+        assert kubectl_via(cp2, "create", "configmap", "before-upgrade").returncode == 0
+        ok = cp1.kubeadm("upgrade", "apply", "v1.31.13", "-y", env=new)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+
+        def server_version(n: FakeNode) -> str:
+            r = kubectl_via(n, "get", "--raw", "/version")
+            return str(json.loads(r.stdout)["gitVersion"]) if r.returncode == 0 else ""
+
+        assert [server_version(n) for n in (cp1, cp2, cp3)] == ["v1.31.13", "v1.30.14", "v1.30.14"]
+        for n in (cp2, cp3):
+            r = n.kubeadm("upgrade", "node", env=new)
+            assert r.returncode == 0, r.stdout + r.stderr
+        assert [server_version(n) for n in (cp1, cp2, cp3)] == ["v1.31.13"] * 3
+        assert kubectl_via(cp3, "get", "configmap", "before-upgrade").returncode == 0
+        assert set(members(cp1)) == {"cp1", "cp2", "cp3"}
