@@ -16,6 +16,7 @@ import base64
 import http.client
 import json
 import os
+import platform
 import signal
 import ssl
 import subprocess
@@ -212,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         return common.die(f"{manifest} does not exist (kubeadm has not configured etcd)", 1)
     pod = yaml.safe_load(manifest.read_text())
     command = [str(c) for c in pod["spec"]["containers"][0]["command"]]
-    proc = subprocess.Popen([etcd_binary(), *command[1:]], stdin=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if platform.machine() in ("aarch64", "arm64"):  # etcd 3.4 runs on arm64 only when told to
+        env["ETCD_UNSUPPORTED_ARCH"] = "arm64"
+    proc = subprocess.Popen([etcd_binary(), *command[1:]], stdin=subprocess.DEVNULL, env=env)
     watched = os.environ.get("PIKUBE_STANDIN_WATCH_PID")
     if watched:  # tests: etcd goes when the test process goes (even after SIGKILL)
 
