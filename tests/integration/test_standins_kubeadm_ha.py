@@ -205,3 +205,24 @@ def test_expired_uploaded_certs_are_refused(cluster: dict[str, object]) -> None:
         'error downloading the secret: Secret "kubeadm-certs" was not found in the '
         '"kube-system" Namespace. This Secret might have expired.'
     ) in late.stderr
+
+
+def test_skip_certificate_key_print_uploads_without_printing_the_key(
+    cluster: dict[str, object],
+) -> None:
+    """kubeadm's --skip-certificate-key-print (phases/init/uploadcerts.go): the upload happens,
+    the key given is not printed (pikube passes both, with the key in its config file)."""
+    cp: FakeNode = cluster["cp"]  # type: ignore[assignment]
+    key = cp.kubeadm("certs", "certificate-key").stdout.strip()
+    r = cp.kubeadm(
+        "init",
+        "phase",
+        "upload-certs",
+        "--upload-certs",
+        "--skip-certificate-key-print",
+        "--certificate-key",
+        key,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "[upload-certs] Storing the certificates" in r.stdout
+    assert key not in r.stdout + r.stderr and not KEY_RE.search(r.stdout)
