@@ -53,6 +53,9 @@ class Lab:
                 "PIKUBE_LAB_HTTP": self.store,
                 "PIKUBE_STANDIN_MICROK8S_API_PORT": str(testing.free_port(ip)),
                 "PIKUBE_STANDIN_MICROK8S_AGENT_PORT": str(testing.free_port(ip)),
+                # the datastore (etcd in dqlite's place): dqlite's peer port, kine's client port
+                "PIKUBE_STANDIN_MICROK8S_DQLITE_PORT": str(testing.free_port(ip)),
+                "PIKUBE_STANDIN_MICROK8S_KINE_PORT": str(testing.free_port(ip)),
             },
         )
         if mem_kb is not None:  # the board's /proc/meminfo (a Pi Zero 2 W has 512 MB)
@@ -94,6 +97,11 @@ def lab(tmp_path: Path, store: str) -> Iterator[Lab]:
 
 def mk(n: FakeNode, *args: str) -> subprocess.CompletedProcess[str]:
     return n.run("microk8s", *args)
+
+
+def dqlite_address(n: FakeNode) -> str:
+    """The node's datastore address as `microk8s status` lists it (dqlite's IP:PORT)."""
+    return f"{n.ip}:{n.env['PIKUBE_STANDIN_MICROK8S_DQLITE_PORT']}"
 
 
 def add_node(n: FakeNode, *args: str) -> re.Match[str]:
@@ -233,7 +241,7 @@ def test_control_plane_join_leave_and_remove_node(lab: Lab) -> None:
     assert r.returncode == 0 and "Successfully joined the cluster." in r.stdout, r.stdout + r.stderr
     status = mk(cp, "status").stdout
     assert "high-availability: no" in status  # MicroK8s needs three control-plane nodes for HA
-    assert "datastore master nodes: 127.0.7.50:19001 127.0.7.51:19001" in status
+    assert f"datastore master nodes: {dqlite_address(cp)} {dqlite_address(other)}" in status
     # a joined control-plane node's kubectl reaches the cluster
     assert "c6" in mk(other, "kubectl", "get", "nodes").stdout
     refused = mk(cp, "remove-node", "c7")
@@ -323,7 +331,7 @@ def test_status_yaml_has_high_availability_and_addon_repository_and_version(lab:
     doc = yaml.safe_load(mk(n, "status", "--format", "yaml").stdout)
     assert doc["microk8s"] == {"running": True}
     assert doc["high-availability"]["enabled"] is True  # ha-cluster is enabled by default
-    assert doc["high-availability"]["nodes"] == [{"address": "127.0.7.73:19001", "role": "voter"}]
+    assert doc["high-availability"]["nodes"] == [{"address": dqlite_address(n), "role": "voter"}]
     dns = next(a for a in doc["addons"] if a["name"] == "dns")
     assert dns == {
         "name": "dns",
@@ -375,7 +383,7 @@ def test_remove_node_of_a_datastore_member_needs_force_even_when_down(lab: Lab) 
     refused = mk(cp, "remove-node", "c13")
     assert refused.returncode == 1 and "is registered with dqlite" in refused.stdout
     assert mk(cp, "remove-node", "c13", "--force").returncode == 0
-    assert "127.0.7.77:19001" not in mk(cp, "status").stdout
+    assert dqlite_address(other) not in mk(cp, "status").stdout
 
 
 def test_leave_needs_the_join_locks(lab: Lab) -> None:
@@ -421,3 +429,86 @@ def test_a_512_mb_board_gets_the_low_memory_guard(lab: Lab) -> None:
     assert mk(zero, "status").returncode == 0  # "acting as a node in a cluster"
     waited = mk(cp, "kubectl", "wait", "--for=condition=Ready", "node/z1", "--timeout=60s")
     assert waited.returncode == 0, waited.stdout + waited.stderr
+
+
+# --------------------------------------------------------------------------- high availability
+def full_join(cp: FakeNode, node: FakeNode) -> None:
+    r = mk(node, "join", add_node(cp).group(0).split()[2])
+    assert r.returncode == 0 and "Successfully joined the cluster." in r.stdout, r.stdout + r.stderr
+
+
+def test_three_full_members_form_high_availability_and_share_the_api(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """join.py join_dqlite_master_node (no --worker): each full member joins the datastore and
+    serves the cluster's API; status.py: high-availability yes with three voters, listed as
+    datastore master nodes (pretty) and as voters (--format yaml) on every member."""
+    import yaml
+
+    cp = lab.installed("h1", "127.0.7.90")
+    second = lab.installed("h2", "127.0.7.91")
+    third = lab.installed("h3", "127.0.7.92")
+    full_join(cp, second)
+    status = mk(second, "status").stdout
+    assert "high-availability: no" in status
+    assert f"datastore master nodes: {dqlite_address(cp)} {dqlite_address(second)}" in status
+    full_join(second, third)  # any full member runs a cluster agent and adds nodes
+    members = [dqlite_address(n) for n in (cp, second, third)]
+    for node in (cp, second, third):
+        status = mk(node, "status").stdout
+        assert "high-availability: yes" in status, status
+        assert f"datastore master nodes: {' '.join(members)}" in status
+        assert "datastore standby nodes: none" in status
+        doc = yaml.safe_load(mk(node, "status", "--format", "yaml").stdout)
+        assert doc["high-availability"]["nodes"] == [
+            {"address": m, "role": "voter"} for m in members
+        ]
+    # one API state: written through one member, read through another, every node in it
+    made = mk(second, "kubectl", "create", "configmap", "shared", "--from-literal=k=v")
+    assert made.returncode == 0, made.stderr
+    got = mk(third, "kubectl", "get", "configmap", "shared", "-o", "jsonpath={.data.k}")
+    assert got.stdout == "v", got.stderr
+    nodes = mk(third, "kubectl", "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
+    assert sorted(nodes.stdout.split()) == ["h1", "h2", "h3"]
+    # the first member gone, the other two keep the quorum and answer
+    for unit in ("snap.microk8s.daemon-cluster-agent", "snap.microk8s.daemon-kubelite"):
+        cp.service("stop", unit)
+    cp.service("stop", "snap.microk8s.daemon-k8s-dqlite")
+    still = mk(third, "kubectl", "get", "configmap", "shared", "-o", "jsonpath={.data.k}")
+    assert still.stdout == "v", still.stderr
+
+
+def test_a_worker_join_stays_out_of_the_datastore(lab: Lab) -> None:
+    """join.py join_dqlite_worker_node: a --worker node is no dqlite member, so two control
+    planes and a worker are no HA cluster."""
+    cp = lab.installed("h4", "127.0.7.93")
+    second = lab.installed("h5", "127.0.7.94")
+    worker = lab.installed("h6", "127.0.7.95")
+    full_join(cp, second)
+    joined = mk(worker, "join", add_node(cp).group(0).split()[2], "--worker")
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    for member in (cp, second):  # every full member reads the same datastore
+        status = mk(member, "status").stdout
+        assert "high-availability: no" in status
+        assert f"datastore master nodes: {dqlite_address(cp)} {dqlite_address(second)}" in status
+        assert dqlite_address(worker) not in status
+    assert mk(worker, "status").stdout.startswith(
+        "This MicroK8s deployment is acting as a node in a cluster."
+    )
+
+
+def test_refresh_certs_puts_the_template_ips_into_the_server_certificate(lab: Lab) -> None:
+    """csr.conf.template + refresh_certs.py --cert server.crt: an IP.N line added to the
+    template (a load balancer's address) is in the API server's certificate after a refresh."""
+    from standins.payload.pikube_standin import pki
+
+    n = lab.installed("h7", "127.0.7.96")
+    certs = n.root / "var/snap/microk8s/current/certs"
+    template = certs / "csr.conf.template"
+    assert "10.77.9.99" not in pki.sans_of((certs / "server.crt").read_bytes())
+    template.write_text(template.read_text().replace("#MOREIPS", "IP.3 = 10.77.9.99\n#MOREIPS"))
+    r = mk(n, "refresh-certs", "--cert", "server.crt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sans = pki.sans_of((certs / "server.crt").read_bytes())
+    assert {"10.77.9.99", "127.0.0.1", "10.152.183.1", n.ip, "kubernetes"} <= set(sans)
+    assert mk(n, "status", "--wait-ready", "--timeout", "60").returncode == 0

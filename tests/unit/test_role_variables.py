@@ -25,6 +25,7 @@ CLUSTER_WIDE = {
     "pikube_control_plane_host",
     "pikube_control_plane_ip",
     "pikube_control_plane_endpoint",
+    "pikube_vip_address",
     "pikube_apt_proxy",
     "pikube_timezone",
     "pikube_kubernetes_version",
@@ -86,6 +87,11 @@ def test_every_listed_cluster_wide_variable_is_rendered(tmp_path: Path, ssh_key:
         data = base_cluster(ssh_key, nodes=2, distribution=distribution)
         cluster = load_cluster(write_cluster(tmp_path, data, name=f"{distribution}.yaml"))
         rendered |= set(group_vars(cluster)) | set(host_vars(cluster.nodes[0]))
+    ha = base_cluster(ssh_key, nodes=4, distribution="microk8s")  # the VIP's values
+    for index, node in enumerate(ha["nodes"][:3]):
+        node["role"], node["name"] = "control-plane", f"pi-cp{index + 1}"
+    ha["network"]["vip"] = "192.168.1.100"
+    rendered |= set(group_vars(load_cluster(write_cluster(tmp_path, ha, name="ha.yaml"))))
     assert not CLUSTER_WIDE - rendered, CLUSTER_WIDE - rendered
 
 

@@ -417,7 +417,8 @@ class Settings:
 
 
 def make_store(s: Settings) -> storage.Store:
-    """etcd when --etcd-servers is given (kubeadm), else the local state file (MicroK8s)."""
+    """etcd when --etcd-servers is given (kubeadm; MicroK8s' dqlite stand-in), else the local
+    state file."""
     if s.etcd_servers:
         from .etcd import Etcd
 

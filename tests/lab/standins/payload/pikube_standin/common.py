@@ -286,6 +286,7 @@ def spawn_argv(unit: str) -> list[str]:
         "pikube-standin-etcd": "pikube_standin.etcd",
         "snap.microk8s.daemon-kubelite": "pikube_standin.microk8s_daemon",
         "snap.microk8s.daemon-cluster-agent": "pikube_standin.microk8s_agent",
+        "snap.microk8s.daemon-k8s-dqlite": "pikube_standin.microk8s_dqlite",
     }[unit]
     return [sys.executable, "-m", mod]
 

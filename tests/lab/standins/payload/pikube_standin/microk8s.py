@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import common
+from . import microk8s_dqlite as dqlite
 from .common import path
 
 NOT_RUNNING = "microk8s is not running. Use microk8s inspect for a deeper inspection."
@@ -52,7 +54,13 @@ If you would still like to start the control plane services, start MicroK8s with
 
     microk8s start --disable-low-memory-guard
 """
-UNITS = ("snap.microk8s.daemon-kubelite", "snap.microk8s.daemon-cluster-agent")
+# In start order: the datastore (k8s-dqlite; etcd here, see microk8s_dqlite.py), kubelite
+# (the API server on it), the cluster agent.
+UNITS = (
+    "snap.microk8s.daemon-k8s-dqlite",
+    "snap.microk8s.daemon-kubelite",
+    "snap.microk8s.daemon-cluster-agent",
+)
 # name: (description, version, enabled by default), as the core addons repository lists them
 # (canonical/microk8s-core-addons addons.yaml); every one lives in repository "core".
 ADDONS = {
@@ -217,24 +225,92 @@ def api_ready() -> bool:
 
 
 # --------------------------------------------------------------------------- hooks
-def generate_pki(node: str, ip: str) -> None:
+# microk8s-resources/certs/csr.conf.template at canonical/microk8s v1.31 (9029c514), verbatim:
+# the API server certificate's names. The install hook copies it to certs/; users add IP.N
+# lines (a load balancer's address) and `refresh-certs --cert server.crt` issues it again.
+CSR_TEMPLATE = """[ req ]
+default_bits = 2048
+prompt = no
+default_md = sha256
+req_extensions = req_ext
+distinguished_name = dn
+
+[ dn ]
+C = GB
+ST = Canonical
+L = Canonical
+O = Canonical
+OU = Canonical
+CN = 127.0.0.1
+
+[ req_ext ]
+subjectAltName = @alt_names
+
+[ alt_names ]
+DNS.1 = kubernetes
+DNS.2 = kubernetes.default
+DNS.3 = kubernetes.default.svc
+DNS.4 = kubernetes.default.svc.cluster
+DNS.5 = kubernetes.default.svc.cluster.local
+IP.1 = 127.0.0.1
+IP.2 = 10.152.183.1
+#MOREIPS
+
+[ v3_ext ]
+authorityKeyIdentifier=keyid,issuer:always
+basicConstraints=CA:FALSE
+keyUsage=keyEncipherment,dataEncipherment,digitalSignature
+extendedKeyUsage=serverAuth,clientAuth
+subjectAltName=@alt_names
+"""
+ALT_NAME = re.compile(r"^(DNS|IP)\.[0-9]+\s*=\s*(\S+)\s*$")
+
+
+def server_sans() -> list[str]:
+    """utils.sh render_csr_conf(): the template's DNS.N and IP.N values, and where #MOREIPS
+    stands, the node's own addresses (get_ips)."""
+    template = data() / "certs/csr.conf.template"
+    text = template.read_text() if template.exists() else CSR_TEMPLATE
+    names: list[str] = []
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[ alt_names ]":
+            m = ALT_NAME.match(line)
+            if m:
+                names.append(m.group(2))
+            elif line == "#MOREIPS":
+                names.extend(ip for ip in all_ips() if ip not in names)
+    return names
+
+
+def issue_server_cert() -> None:
+    """utils.sh gen_server_cert(): server.crt from csr.conf, signed by the cluster's CA."""
     from . import pki
 
     certs = data() / "certs"
+    crt, key = pki.issue(
+        (certs / "ca.crt").read_bytes(),
+        (certs / "ca.key").read_bytes(),
+        "127.0.0.1",
+        sans=server_sans(),
+        server=True,
+        client=False,
+    )
+    pki.write_pair(certs, "server", crt, key)
+
+
+def generate_pki(node: str) -> None:
+    from . import pki
+
+    certs = data() / "certs"
+    if not (certs / "csr.conf.template").exists():
+        common.write_file(certs / "csr.conf.template", CSR_TEMPLATE)
     ca, ca_key = pki.make_ca("10.152.183.1")
     pki.write_pair(certs, "ca", ca, ca_key)
-    sans = [
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        node,
-        "127.0.0.1",
-        "10.152.183.1",
-        ip,
-    ]
-    crt, key = pki.issue(ca, ca_key, "127.0.0.1", sans=sans, server=True, client=False)
-    pki.write_pair(certs, "server", crt, key)
+    issue_server_cert()
     crt, key = pki.issue(ca, ca_key, "admin", orgs=["system:masters"])
     pki.write_pair(certs, "admin", crt, key)
     crt, key = pki.issue(ca, ca_key, f"system:node:{node}", orgs=["system:nodes"])
@@ -243,7 +319,7 @@ def generate_pki(node: str, ip: str) -> None:
 
 def write_standalone_config() -> None:
     node, ip = common.node_name(), common.default_ip()
-    generate_pki(node, ip)
+    generate_pki(node)
     certs = data() / "certs"
     args = [
         f"--secure-port={api_port()}",
@@ -253,7 +329,7 @@ def write_standalone_config() -> None:
         f"--tls-private-key-file={certs / 'server.key'}",
         f"--client-ca-file={certs / 'ca.crt'}",
         f"--standin-signing-key-file={certs / 'ca.key'}",
-        f"--standin-state-file={data() / 'var/kubernetes/backend/state.json'}",
+        f"--etcd-servers={dqlite.client_url()}",
         f"--standin-version={version()}",
         "--standin-flavour=microk8s",
         "--authorization-mode=RBAC,Node",
@@ -269,7 +345,7 @@ def write_standalone_config() -> None:
         f"--listen=unix://{data() / 'var/kubernetes/backend/kine.sock'}:12379\n",
     )
     (data() / "var/lock").mkdir(parents=True, exist_ok=True)
-    (data() / "var/kubernetes/backend").mkdir(parents=True, exist_ok=True)
+    dqlite.reset()
 
 
 def create_group() -> None:
@@ -288,6 +364,7 @@ def write_units() -> None:
     if common.service_mode() != "systemd":
         return
     for unit, mod in (
+        ("snap.microk8s.daemon-k8s-dqlite", "microk8s_dqlite"),
         ("snap.microk8s.daemon-kubelite", "microk8s_daemon"),
         ("snap.microk8s.daemon-cluster-agent", "microk8s_agent"),
     ):
@@ -373,8 +450,8 @@ def cmd_status(a: argparse.Namespace) -> int:
         print(f"high-availability:\n  enabled: {is_ha()}")
         if is_ha():
             print("  nodes:")
-            for member in datastore_members():
-                print(f"    - address: {member}\n      role: voter")
+            for member, role in dqlite.info():
+                print(f"    - address: {member}\n      role: {role}")
         print("addons:")
         for on in (True, False):
             for n, (description, addon_version, _default) in ADDONS.items():
@@ -385,11 +462,16 @@ def cmd_status(a: argparse.Namespace) -> int:
                         f"    status: {'enabled' if on else 'disabled'}"
                     )
         return 0
-    members = datastore_members()
     print("microk8s is running")
-    print(f"high-availability: {'yes' if len(members) >= 3 else 'no'}")  # HA needs three voters
-    print(f"  datastore master nodes: {' '.join(members)}")
-    print("  datastore standby nodes: none")
+    if not is_ha():
+        print("high-availability: no")
+    else:  # status.py print_pretty(): formed with three voters (ha_cluster_formed)
+        info = dqlite.info()
+        voters = [m for m, role in info if role == "voter"]
+        standby = [m for m, role in info if role == "standby"]
+        print(f"high-availability: {'yes' if len(voters) > 2 else 'no'}")
+        print(f"  datastore master nodes: {' '.join(voters) or 'none'}")
+        print(f"  datastore standby nodes: {' '.join(standby) or 'none'}")
     for title, on in (("enabled", True), ("disabled", False)):
         if title == "enabled":
             print("addons:")
@@ -398,12 +480,6 @@ def cmd_status(a: argparse.Namespace) -> int:
             if (n in enabled) == on:
                 print(f"    {n:<20} # (core) {description}")
     return 0
-
-
-def datastore_members() -> list[str]:
-    """This node's dqlite address, then the members that joined it."""
-    f = data() / "var/kubernetes/backend/members.json"
-    return [f"{common.default_ip()}:19001", *(json.loads(f.read_text()) if f.exists() else [])]
 
 
 def is_ha() -> bool:
@@ -493,9 +569,6 @@ def cmd_add_node(a: argparse.Namespace) -> int:
     if is_worker():  # microk8s-add-node.wrapper
         print(WORKER_ADD_NODE)
         return 1
-    if join_info():  # deliberate deviation: joined control-plane members do not run an agent
-        print("pikube stand-in: add-node is only modelled on the first node; run it there.")
-        return 1
     token = a.token or secrets.token_hex(16)
     if len(token) < 32:
         print("Invalid token size.  It must be 32 characters long.")
@@ -539,7 +612,7 @@ def cmd_add_node(a: argparse.Namespace) -> int:
 
 
 def cmd_join(a: argparse.Namespace) -> int:
-    if join_info() or is_worker():
+    if join_info() or is_worker() or lock("no-cert-reissue").exists():
         print("The node is already part of a cluster. Run 'microk8s leave' first.")
         return 1
     try:
@@ -588,6 +661,9 @@ def cmd_join(a: argparse.Namespace) -> int:
             "worker": a.worker,
             "ip": common.default_ip(),
             "can_handle_x509_auth": True,
+            # stand-in: the address this node's datastore member will have (a dqlite node
+            # joins the cluster itself with its own address; here the agent adds it)
+            "dqlite_address": dqlite.address(),
         }
         conn.request(
             "POST",
@@ -611,32 +687,10 @@ def cmd_join(a: argparse.Namespace) -> int:
         conn.close()
     for u in UNITS:
         common.service_stop(u)
-    certs = data() / "certs"
-    common.write_file(certs / "ca.remote.crt", info["ca"])
-    common.write_file(certs / "kubelet.crt", info["kubelet_cert"])
-    common.write_file(certs / "kubelet.key", info["kubelet_key"], 0o600)
-    if not a.worker:
-        common.write_file(certs / "admin.crt", info["admin_cert"])
-        common.write_file(certs / "admin.key", info["admin_key"], 0o600)
-    ji = {
-        "api": info["api"],
-        "ca": info["ca"],
-        "role": "worker" if a.worker else "control-plane",
-        "cluster_agent": f"{host}:{port}",
-    }
-    common.write_file(data() / "credentials/join.json", json.dumps(ji), 0o600)
-    (data() / "var/lock").mkdir(parents=True, exist_ok=True)
-    # join.py: mark_worker_node() (workers), mark_no_cert_reissue() (every joined node)
-    for name in (
-        ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue") if a.worker else ("no-cert-reissue",)
-    ):
-        lock(name).touch(mode=0o700)
-    if not a.worker:
-        common.write_file(data() / "credentials/client.config", admin_kubeconfig(), 0o600)
-    common.service_start("snap.microk8s.daemon-kubelite")
-    if not a.worker:
-        common.service_start("snap.microk8s.daemon-cluster-agent")
-        print("Waiting for this node to finish joining the cluster. .. .. .. ..")
+    if a.worker:
+        join_worker(info, f"{host}:{port}")
+    else:
+        join_full_member(info)
     nodeclient = common.Client(
         f"https://{info['api']}",
         ca_pem=info["ca"].encode(),
@@ -662,6 +716,46 @@ def cmd_join(a: argparse.Namespace) -> int:
     return 0
 
 
+def join_worker(info: dict[str, Any], agent: str) -> None:
+    """join_dqlite_worker_node(): the cluster's CA, a kubelet certificate, the API to use."""
+    certs = data() / "certs"
+    common.write_file(certs / "ca.remote.crt", info["ca"])
+    common.write_file(certs / "kubelet.crt", info["kubelet_cert"])
+    common.write_file(certs / "kubelet.key", info["kubelet_key"], 0o600)
+    ji = {"api": info["api"], "ca": info["ca"], "role": "worker", "cluster_agent": agent}
+    common.write_file(data() / "credentials/join.json", json.dumps(ji), 0o600)
+    (data() / "var/lock").mkdir(parents=True, exist_ok=True)
+    for name in ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue"):  # mark_worker_node()
+        lock(name).touch(mode=0o700)
+    common.service_start("snap.microk8s.daemon-kubelite")
+
+
+def join_full_member(info: dict[str, Any]) -> None:
+    """join_dqlite_master_node(): the cluster's CA and key (this node's server certificate is
+    issued again from it, as the apiservice-kicker does), the admin and kubelet credentials,
+    then update_dqlite(): this node becomes a datastore member and its API server serves the
+    cluster's state."""
+    certs = data() / "certs"
+    common.write_file(certs / "ca.crt", info["ca"])
+    common.write_file(certs / "ca.key", info["ca_key"], 0o600)
+    common.write_file(certs / "admin.crt", info["admin_cert"])
+    common.write_file(certs / "admin.key", info["admin_key"], 0o600)
+    common.write_file(certs / "kubelet.crt", info["kubelet_cert"])
+    common.write_file(certs / "kubelet.key", info["kubelet_key"], 0o600)
+    issue_server_cert()
+    common.write_file(data() / "credentials/client.config", admin_kubeconfig(), 0o600)
+    dqlite.reset()
+    dqlite.write_init(info["voters"], info["initial_cluster"])
+    common.service_start(dqlite.UNIT)
+    print("Waiting for this node to finish joining the cluster.", end=" ", flush=True)
+    common.wait_for(dqlite.healthy, 60, 0.5)
+    print(" ")
+    (data() / "var/lock").mkdir(parents=True, exist_ok=True)
+    lock("no-cert-reissue").touch(mode=0o700)  # mark_no_cert_reissue()
+    common.service_start("snap.microk8s.daemon-kubelite")
+    common.service_start("snap.microk8s.daemon-cluster-agent")
+
+
 def cmd_leave(_a: argparse.Namespace) -> int:
     # microk8s-leave.wrapper: a node that joined has no-cert-reissue, and is a worker
     # (clustered.lock) or a dqlite member (args/k8s-dqlite)
@@ -670,13 +764,15 @@ def cmd_leave(_a: argparse.Namespace) -> int:
     ):
         print(NOT_CLUSTERED)
         return 1
+    if not is_worker():  # leave.py: take this node out of the dqlite cluster first
+        with contextlib.suppress(dqlite.EtcdError):
+            dqlite.remove_member(dqlite.address())
     for u in UNITS:
         common.service_stop(u)
     (data() / "credentials/join.json").unlink(missing_ok=True)
     for name in ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue"):
         lock(name).unlink(missing_ok=True)
     (data() / "certs/ca.remote.crt").unlink(missing_ok=True)
-    shutil.rmtree(data() / "var/kubernetes/backend", ignore_errors=True)
     print("Generating new cluster certificates.")
     write_standalone_config()
     for u in UNITS:
@@ -697,8 +793,7 @@ def cmd_remove_node(a: argparse.Namespace) -> int:
         node = client.get(f"/api/v1/nodes/{a.node}")
     except common.ApiError:
         node = None
-    members_file = data() / "var/kubernetes/backend/members.json"
-    members = json.loads(members_file.read_text()) if members_file.exists() else []
+    members = [m for m, _role in dqlite.info()]
     if node is None:
         # `kubectl get no NAME` failed: the removal fails, --force only clears a dqlite
         # entry whose address is NAME (an IP)
@@ -708,7 +803,8 @@ def cmd_remove_node(a: argparse.Namespace) -> int:
             stale = [m for m in members if m.startswith(f"{a.node}:")]
             if stale:
                 print("Removing node entry found in dqlite.")
-                common.write_file(members_file, json.dumps([m for m in members if m not in stale]))
+                for m in stale:
+                    dqlite.remove_member(m)
         return 1
     ip = next(
         (
@@ -732,9 +828,38 @@ def cmd_remove_node(a: argparse.Namespace) -> int:
         )
         return 1
     if member:
-        members.remove(member)
-        common.write_file(members_file, json.dumps(members))
+        dqlite.remove_member(member)
     client.delete(f"/api/v1/nodes/{a.node}")
+    return 0
+
+
+def cmd_refresh_certs(a: argparse.Namespace) -> int:
+    """microk8s-refresh-certs.wrapper + refresh_certs.py: only `--cert server.crt` is modelled
+    (the server certificate issued again from the rendered template, then kubelite and the
+    cluster agent restarted, as reproduce_server_cert() does)."""
+    if is_worker():
+        print(
+            "This MicroK8s deployment is acting as a node in a cluster. Please use the microk8s "
+            "refresh-certs command on the master\nand then return to this node to perform a "
+            "microk8s leave and re-join."
+        )
+        return 0
+    if a.cert is None:
+        print("Please use the '--cert' flag to select the certificate you need refreshed.")
+        return 3
+    if a.cert != "server.crt":
+        print(f"pikube stand-in: refresh-certs --cert {a.cert} is not modelled.")
+        return 1
+    print(f"Taking a backup of the current certificates under {data()}/certs-backup/")
+    backup = data() / "certs-backup/certs"
+    backup.mkdir(parents=True, exist_ok=True)
+    for name in ("server.crt", "server.key"):
+        shutil.copy2(data() / "certs" / name, backup / name)
+    print("Creating new certificates")
+    issue_server_cert()
+    for u in UNITS:
+        if common.service_active(u):
+            common.service_start(u)
     return 0
 
 
@@ -821,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("remove-node")
     rn.add_argument("node")
     rn.add_argument("--force", action="store_true")
+    rc = sub.add_parser("refresh-certs")
+    rc.add_argument("-e", "--cert", choices=("ca.crt", "server.crt", "front-proxy-client.crt"))
     c = sub.add_parser("config")
     c.add_argument("-l", "--use-loopback", action="store_true")
     for name in ("enable", "disable"):
@@ -861,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         "leave": cmd_leave,
         "remove-node": cmd_remove_node,
         "config": cmd_config,
+        "refresh-certs": cmd_refresh_certs,
         "inspect": cmd_inspect,
     }
     if a.cmd in table:

@@ -17,9 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from . import common, pki
+from . import microk8s_dqlite as dqlite
+from .etcd import EtcdError
 from .microk8s import agent_port, api_port, bind_address, data
 
 LOCK = threading.Lock()
+JOIN_LOCK = threading.Lock()
 
 
 def consume_token(token: str) -> bool:
@@ -92,10 +95,16 @@ class Handler(BaseHTTPRequestHandler):
         if not req.get("worker"):
             resp["admin_cert"] = (certs / "admin.crt").read_text()
             resp["admin_key"] = (certs / "admin.key").read_text()
-            members = data() / "var/kubernetes/backend/members.json"
-            cur = json.loads(members.read_text()) if members.exists() else []
-            cur.append(f"{ip}:19001")
-            common.write_file(members, json.dumps(cur))
+            # join_dqlite_master_node(): the cluster's CA key and the datastore to join
+            resp["ca_key"] = ca_key.decode()
+            try:
+                with JOIN_LOCK:  # one datastore member is added at a time
+                    resp["voters"], resp["initial_cluster"] = dqlite.add_member(
+                        host, str(req.get("dqlite_address") or dqlite.address(ip))
+                    )
+            except EtcdError as e:
+                self.reply(500, {"error": f"Failed to add the node to dqlite: {e.message}"})
+                return
         self.reply(200, resp)
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 
 from . import apiserver, common, kubelet
+from . import microk8s_dqlite as dqlite
 from .microk8s import (
     api_port,
     data,
@@ -141,6 +142,8 @@ def main() -> int:
     ji = join_info()
     labels = {"microk8s.io/cluster": "true"}
     if ji is None:
+        # kubelite's API server starts once its datastore answers (k8s-dqlite, etcd here)
+        common.wait_for(dqlite.healthy, 120, 0.5)
         s = apiserver.parse(["--from-args-file", str(data() / "args/kube-apiserver")])
         srv = apiserver.make_server(s)
         threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -11,8 +11,8 @@ etcd, from the revision it loaded) and, like kube-apiserver's consistent reads f
 (KEP-2340), a read first asks etcd for its current revision with a linearizable (quorum) range
 and waits until the cache has caught up: without an etcd leader, reads and writes fail.
 
-``LocalStore`` keeps the objects in one JSON file (``--standin-state-file``), for the MicroK8s
-stand-in (dqlite is not modelled) and older callers.
+``LocalStore`` keeps the objects in one JSON file (``--standin-state-file``), for callers
+without etcd (the MicroK8s stand-in stores in etcd too: microk8s_dqlite.py).
 
 Both expose ``objects`` (the watch cache; read-only for callers), ``rv``, ``events`` and
 ``cond`` (hold it around read-modify-write sequences), and ``create``/``replace``/``delete``.
