@@ -45,6 +45,20 @@ def memory_cgroup_flags() -> tuple[str, ...]:
     return tuple(str(flag) for flag in flags)
 
 
+@functools.cache
+def vip_port() -> int:
+    """haproxy's port on the control plane's VIP, for every flavour.
+
+    It lives once, as the pikube_vip role's default (``pikube_vip_port``); the kubeconfig,
+    the joins and every kubelet reach the API servers through it
+    (``Cluster.control_plane_endpoint``).
+    """
+    from pikube.resources import data_path
+
+    path = data_path("roles", "pikube_vip", "defaults", "main.yml")
+    return int(yaml.safe_load(path.read_text(encoding="utf-8"))["pikube_vip_port"])
+
+
 DistributionName = Literal["kubeadm", "microk8s"]
 PodNetworkName = Literal["flannel", "calico"]
 
@@ -139,6 +153,7 @@ class Distribution:
     # kubernetes.* settings that belong to this flavour only.
     settings: tuple[str, ...]
     role: str
+    # The ports a node listens on; the first is the API server's.
     ports: tuple[int, ...]
     # argv prefix of kubectl on the control plane (run as root)
     kubectl: tuple[str, ...]
@@ -158,6 +173,11 @@ class Distribution:
     # The control planes' replicated datastore (pikube.probe.ha reads its members): kubeadm's
     # stacked etcd, MicroK8s' dqlite.
     datastore: Literal["etcd", "dqlite"] = "etcd"
+
+    @property
+    def api_port(self) -> int:
+        """The API server's port on every control plane (what haproxy on the VIP fronts)."""
+        return self.ports[0]
 
     def parse(self, text: str) -> Release:  # pragma: no cover - each flavour defines it
         raise NotImplementedError

@@ -68,3 +68,29 @@ def test_microk8s_cluster_runs_its_site_playbook_with_the_same_table(
     assert "HOST" in result.stderr and "UNREACHABLE" in result.stderr
     runs = sorted((tmp_path / ".pikube" / "runs").iterdir())
     assert "site.yml" in (runs[-1] / "command.txt").read_text()
+
+
+def test_up_of_an_ha_cluster_gives_the_vrrp_password_to_no_output_or_run_file(
+    tmp_path: Path, ssh_key: Path
+) -> None:
+    data = loopback_cluster_data(tmp_path, ssh_key, 4, "pi4-4gb")
+    for node in data["nodes"][:3]:
+        node["role"] = "control-plane"
+    data["network"]["vip"] = "127.0.0.100"
+    cluster = write_cluster(tmp_path, data)
+    result = run("up", "--cluster", str(cluster), "--skip-doctor")
+    assert result.exit_code == EXIT_UNREACHABLE, result.stderr
+    password_file = tmp_path / ".pikube" / "vrrp-auth-pass"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) == 8
+    run_dir = sorted((tmp_path / ".pikube" / "runs").iterdir())[-1]
+    inventory = (run_dir / "inventory" / "group_vars" / "cluster.yml").read_text()
+    assert 'pikube_vip_address: "127.0.0.100"' in inventory
+    assert f'pikube_vip_auth_pass_file: "{password_file}"' in inventory
+    for path in [p for p in run_dir.rglob("*") if p.is_file()]:
+        assert password not in path.read_text(errors="replace"), path
+    assert password not in result.stderr + result.stdout
+    # The next run reuses it: every control plane must keep agreeing on one password.
+    run("up", "--cluster", str(cluster), "--skip-doctor")
+    assert password_file.read_text().strip() == password

@@ -1,17 +1,15 @@
 """cluster.yaml rules for a highly available control plane: network.vip and 1, 3 or 5
-control planes (each with its line and a fix), and the one check that still refuses more than
-one control plane until `pikube up` builds them."""
+control planes (each with its line and a fix); 3 or 5 control planes with a VIP load."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pikube.config import checks, load_cluster
+from pikube.config import load_cluster
 from tests.factories import base_cluster, edited, line_of, write_cluster
 from tests.unit.test_config_validation import only, problems_for
 
@@ -23,16 +21,6 @@ def valid(ssh_key: Path) -> dict[str, Any]:
 
 def control_planes(data: dict[str, Any], count: int) -> dict[str, Any]:
     return edited(data, **{f"nodes.{i}.role": "control-plane" for i in range(count)})
-
-
-@pytest.fixture
-def ha_wired(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As after the HA wiring: the not-yet-supported check is gone, every other rule stays."""
-
-    def none(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[checks.Finding]:
-        return iter(())
-
-    monkeypatch.setattr(checks, "_check_ha_not_yet_supported", none)
 
 
 def test_a_vip_inside_the_subnet_is_accepted(tmp_path: Path, valid: dict[str, Any]) -> None:
@@ -74,7 +62,7 @@ def test_a_vip_that_is_no_address_is_refused(tmp_path: Path, valid: dict[str, An
 
 @pytest.mark.parametrize("count", [2, 4])
 def test_an_even_number_of_control_planes_is_refused(
-    tmp_path: Path, ssh_key: Path, count: int, ha_wired: None
+    tmp_path: Path, ssh_key: Path, count: int
 ) -> None:
     data = control_planes(base_cluster(ssh_key, nodes=6), count)
     data["network"]["vip"] = "192.168.1.100"
@@ -83,27 +71,21 @@ def test_an_even_number_of_control_planes_is_refused(
     assert "1, 3 or 5" in problem.fix
 
 
-def test_more_than_five_control_planes_are_refused(
-    tmp_path: Path, ssh_key: Path, ha_wired: None
-) -> None:
+def test_more_than_five_control_planes_are_refused(tmp_path: Path, ssh_key: Path) -> None:
     data = control_planes(base_cluster(ssh_key, nodes=8), 7)
     data["network"]["vip"] = "192.168.1.100"
     problem = only(problems_for(tmp_path, data)[0], "nodes")
     assert "at most 5" in problem.message
 
 
-def test_three_control_planes_need_a_vip(
-    tmp_path: Path, valid: dict[str, Any], ha_wired: None
-) -> None:
+def test_three_control_planes_need_a_vip(tmp_path: Path, valid: dict[str, Any]) -> None:
     problems, text = problems_for(tmp_path, control_planes(valid, 3))
     problem = only(problems, "network")
     assert "network.vip" in problem.message and "add `vip:`" in problem.fix
     assert problem.line == line_of(text, "network:")
 
 
-def test_every_control_plane_must_be_big_enough(
-    tmp_path: Path, valid: dict[str, Any], ha_wired: None
-) -> None:
+def test_every_control_plane_must_be_big_enough(tmp_path: Path, valid: dict[str, Any]) -> None:
     data = edited(control_planes(valid, 3), **{"nodes.2.model": "pi3b-plus"})
     data["network"]["vip"] = "192.168.1.100"
     problem = only(problems_for(tmp_path, data)[0], "nodes[2].model")
@@ -111,16 +93,11 @@ def test_every_control_plane_must_be_big_enough(
 
 
 @pytest.mark.parametrize("count", [3, 5])
-def test_three_or_five_control_planes_with_a_vip_pass_every_rule_but_the_one_check(
-    tmp_path: Path, ssh_key: Path, count: int, monkeypatch: pytest.MonkeyPatch
+def test_three_or_five_control_planes_with_a_vip_load_first_one_bootstraps(
+    tmp_path: Path, ssh_key: Path, count: int
 ) -> None:
     data = control_planes(base_cluster(ssh_key, nodes=6), count)
     data["network"]["vip"] = "192.168.1.100"
-    # Today: refused, by the one not-yet-supported check only, on each extra control plane.
-    problems, _ = problems_for(tmp_path, data)
-    assert {p.path for p in problems} == {f"nodes[{i}].role" for i in range(1, count)}
-    assert all("not yet supported by this version" in p.message for p in problems)
-    # Once the wiring removes that check, the same file loads.
-    monkeypatch.setattr(checks, "_check_ha_not_yet_supported", lambda *_: iter(()))
     cluster = load_cluster(write_cluster(tmp_path, data))
     assert len(cluster.control_planes) == count
+    assert cluster.control_plane == cluster.control_planes[0]

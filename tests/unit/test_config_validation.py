@@ -183,10 +183,11 @@ def test_no_control_plane(tmp_path: Path, valid: dict[str, Any]) -> None:
     assert "control-plane" in problem.message
 
 
-def test_more_than_one_control_plane(tmp_path: Path, valid: dict[str, Any]) -> None:
+def test_two_control_planes_without_a_vip(tmp_path: Path, valid: dict[str, Any]) -> None:
     data = edited(valid, **{"nodes.2.role": "control-plane"})
-    problem = only(problems_for(tmp_path, data)[0], "nodes[2].role")
-    assert "more than one control-plane" in problem.message
+    problems = problems_for(tmp_path, data)[0]
+    assert "an even count" in only(problems, "nodes").message
+    assert "need network.vip" in only(problems, "network").message
 
 
 @pytest.mark.parametrize("model", ["pi3b-plus", "pi3b", "pi4-1gb"])

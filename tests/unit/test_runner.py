@@ -231,6 +231,8 @@ def test_nonzero_exit_without_host_failures_is_an_error(tmp_path: Path) -> None:
         "kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash",
         "--certificate-key " + "a1" * 32,
         "certificate_key: " + "ff" * 32,
+        "controlPlane:\n  certificateKey: " + "ff" * 32,
+        "[upload-certs] Using certificate key:\n" + "a1" * 32,
         "microk8s join 10.0.0.1:25000/" + "0123456789abcdef" * 2 + "/a1b2c3d4e5f6 --worker",
         "-----BEGIN EC PRIVATE KEY-----\n" + "ff" * 32 + "\n-----END EC PRIVATE KEY-----",
     ],
@@ -239,3 +241,12 @@ def test_redact_masks_tokens_and_certificate_keys(text: str) -> None:
     masked = redact(text)
     assert "0123456789abcdef" not in masked and "a1" * 32 not in masked and "ff" * 32 not in masked
     assert "<redacted>" in masked
+
+
+@pytest.mark.parametrize(
+    "line", ["    auth_pass Ab3dEf9H", "auth_pass: Ab3dEf9H", "auth_pass 'x1'"]
+)
+def test_redact_masks_the_vrrp_password(line: str) -> None:
+    masked = redact(f"vrrp_instance kube_api {{\n{line}\n}}")
+    assert "Ab3dEf9H" not in masked and "x1" not in masked
+    assert "auth_pass" in masked and "<redacted>" in masked

@@ -117,6 +117,7 @@ def run_site(
 
     state_dir = Path(str(cluster.state_dir))
     kubeconfig = kubeconfig_path(cluster)
+    ensure_cluster_secrets(cluster)
     try:
         with (progress or run_progress)() as (on_event, on_output):
             result = run_playbook(
@@ -139,6 +140,16 @@ def run_site(
     info("\n" + summary_table(result))
     info(f"run directory: {result.run_dir}")
     return result
+
+
+def ensure_cluster_secrets(cluster: Cluster) -> None:
+    """The secrets the playbooks read from the state dir, created once per cluster: the VRRP
+    password of a cluster with network.vip (pikube_vip reads the 0600 file with no_log; the
+    password never passes through the command line, the inventory or the run directory)."""
+    if cluster.network.vip is not None:
+        from pikube.vrrp import ensure_auth_pass
+
+        ensure_auth_pass(Path(str(cluster.state_dir)))
 
 
 skip_doctor_option = click.option(

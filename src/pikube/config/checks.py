@@ -64,7 +64,6 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
     yield from _check_cidrs(distribution, kubernetes, subnet)
     yield from _check_roles(distribution, nodes)
     yield from _check_control_plane_count(network, nodes)
-    yield from _check_ha_not_yet_supported(distribution, nodes)
     yield from _check_low_memory_guard(distribution, nodes)
     yield from _check_keys(_dict(data.get("ssh")), base_dir)
     state_dir = data.get("state_dir", DEFAULT_STATE_DIR)
@@ -306,21 +305,6 @@ def _check_vip(
                 fix,
             )
             return
-
-
-def _check_ha_not_yet_supported(
-    distribution: Any, nodes: list[dict[str, Any]]
-) -> Iterator[Finding]:
-    """The one place that refuses more than one control plane until the lifecycle playbooks
-    build them (the HA wiring of issue 15 removes this check, and nothing else)."""
-    for index, _node in _control_planes(nodes)[1:]:
-        yield (
-            ("nodes", index, "role"),
-            "more than one control-plane node: HA needs the control-plane joins and the VIP "
-            f"wired into `pikube up`, not yet supported by this version of pikube "
-            f"(it builds single control-plane {distribution or 'Kubernetes'} clusters)",
-            "keep one control-plane node and make the others role: worker",
-        )
 
 
 def _check_low_memory_guard(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:

@@ -27,6 +27,7 @@ from pikube.distribution import (
     VersionError,
     by_version_key,
     distribution,
+    vip_port,
 )
 
 # Every pattern is used with fullmatch: `re.match` with `$` also accepts a final "\n", and a
@@ -289,7 +290,11 @@ class Cluster(Section):
 
     @property
     def control_plane(self) -> Node:
-        return next(n for n in self.nodes if n.role == "control-plane")
+        """The bootstrap node: the first control plane in the file. It creates the cluster
+        (kubeadm init, MicroK8s' first member, the VRRP master at first); the other control
+        planes join it. Everything that needs "the first" asks this property, and the
+        inventory lists the control planes in this order (pikube_control_plane_host)."""
+        return self.control_planes[0]
 
     @property
     def control_planes(self) -> list[Node]:
@@ -304,6 +309,17 @@ class Cluster(Section):
             if node.name == name:
                 return node
         raise KeyError(name)
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        """HOST:PORT every client of the API uses: the kubeconfig, the joins, the kubelets.
+
+        With network.vip, haproxy's port on the VIP (roles/pikube_vip); else the bootstrap
+        node's API server.
+        """
+        if self.network.vip is not None:
+            return f"{self.network.vip}:{vip_port()}"
+        return f"{self.control_plane.ip}:{self.flavour.api_port}"
 
     @property
     def flavour(self) -> Distribution:

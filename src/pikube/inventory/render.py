@@ -15,6 +15,7 @@ from typing import Any
 from pikube.config.model import Cluster, Node
 from pikube.runner.argv import SshLogin, ssh_common_args
 from pikube.templating import AnsibleTemplate, render
+from pikube.vrrp import auth_pass_path
 
 GROUPS = {"control-plane": "control_plane", "worker": "workers"}
 
@@ -41,6 +42,7 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "pikube_network_domain": cluster.network.domain or "",
         "pikube_control_plane_host": cluster.control_plane.name,
         "pikube_control_plane_ip": str(cluster.control_plane.ip),
+        "pikube_control_plane_endpoint": cluster.control_plane_endpoint,
         "pikube_apt_proxy": cluster.apt_proxy or "",
         "pikube_timezone": cluster.timezone or "",
         "pikube_image": cluster.image,
@@ -52,7 +54,20 @@ def group_vars(cluster: Cluster) -> dict[str, Any]:
         "ansible_ssh_common_args": shlex.join(ssh_common_args(login)),
     }
     values.update(cluster.flavour.group_vars(cluster))
+    values.update(vip_vars(cluster))
     return dict(sorted(values.items()))
+
+
+def vip_vars(cluster: Cluster) -> dict[str, Any]:
+    """What roles/pikube_vip reads, for a cluster with network.vip (none without one: the
+    site playbook applies the role only when pikube_vip_address is set)."""
+    if cluster.network.vip is None:
+        return {}
+    return {
+        "pikube_vip_address": str(cluster.network.vip),
+        "pikube_vip_api_port": cluster.flavour.api_port,
+        "pikube_vip_auth_pass_file": str(auth_pass_path(Path(str(cluster.state_dir)))),
+    }
 
 
 # The interface that carries the node's address (eth0 on a Pi, the private network on a

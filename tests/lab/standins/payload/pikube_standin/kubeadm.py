@@ -547,7 +547,9 @@ def cmd_init(a: argparse.Namespace) -> int:
 
     # ---- upload certs (copycerts), before mark-control-plane as in kubeadm's phase order
     if a.upload_certs:
-        certificate_key = upload_certs(client, pkidir, certificate_key)
+        certificate_key = upload_certs(
+            client, pkidir, certificate_key, print_key=not a.skip_certificate_key_print
+        )
     else:
         out("[upload-certs] Skipping phase. Please see --upload-certs")
 
@@ -749,7 +751,8 @@ def cmd_init(a: argparse.Namespace) -> int:
         out(
             f"  kubeadm join {cpe or f'{adv}:{port}'} --token <value withheld> \\\n"
             f"\t--discovery-token-ca-cert-hash {ca_hash} \\\n"
-            f"\t--control-plane --certificate-key {certificate_key}\n"
+            "\t--control-plane --certificate-key "
+            f"{'<value withheld>' if a.skip_certificate_key_print else certificate_key}\n"
         )
         out(
             "Please note that the certificate-key gives access to cluster sensitive data, keep "
@@ -776,9 +779,10 @@ def certificate_key_of(key: str | None, field: str = "certificateKey") -> str:
     return str(key)
 
 
-def upload_certs(client: Client, pkidir: Path, key: str) -> str:
+def upload_certs(client: Client, pkidir: Path, key: str, *, print_key: bool = True) -> str:
     """Phase upload-certs: a new key unless one was given, a bootstrap token with a TTL of
-    two hours owning Secret kubeadm-certs; returns the key (kubeadm prints it)."""
+    two hours owning Secret kubeadm-certs; returns the key (kubeadm prints it unless
+    --skip-certificate-key-print, phases/init/uploadcerts.go)."""
     key = key or copycerts.create_certificate_key()
     token = generate_token()
     create_token(
@@ -794,7 +798,8 @@ def upload_certs(client: Client, pkidir: Path, key: str) -> str:
         '"kube-system" Namespace'
     )
     copycerts.upload_certs(client, pkidir, key, token)
-    out(f"[upload-certs] Using certificate key:\n{key}")
+    if print_key:
+        out(f"[upload-certs] Using certificate key:\n{key}")
     return key
 
 
@@ -810,7 +815,7 @@ def cmd_init_phase_upload_certs(a: argparse.Namespace) -> int:
         return 0
     client = admin_client()
     pkidir = path(clusterc.get("certificatesDir") or "/etc/kubernetes/pki")
-    upload_certs(client, pkidir, key)
+    upload_certs(client, pkidir, key, print_key=not a.skip_certificate_key_print)
     return 0
 
 
@@ -1672,6 +1677,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--certificate-key")
     i.add_argument("phase_args", nargs="*")  # `init phase upload-certs`
     i.add_argument("--skip-token-print", action="store_true")
+    i.add_argument("--skip-certificate-key-print", action="store_true")
     i.set_defaults(fn=cmd_init)
 
     j = sub.add_parser("join")
