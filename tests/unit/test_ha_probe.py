@@ -126,15 +126,15 @@ def test_without_a_member_list_the_control_planes_local_health_counts() -> None:
 
 
 def test_microk8s_status_yaml_lists_the_dqlite_voters() -> None:
-    running, nodes = parse_microk8s_status(fixture("microk8s_status_ha.yaml"))
+    running, nodes = parse_microk8s_status(fixture("microk8s_status_ha.txt"))
     assert running is True
     assert nodes == [(f"10.77.74.1{i}", "voter") for i in (1, 2, 3)]
-    running, nodes = parse_microk8s_status(fixture("microk8s_status_standby.yaml"))
+    running, nodes = parse_microk8s_status(fixture("microk8s_status_standby.txt"))
     assert nodes[-1] == ("10.77.74.14", "standby")
 
 
 def test_microk8s_without_quorum_answers_not_running_and_no_members() -> None:
-    assert parse_microk8s_status(fixture("microk8s_status_lost_quorum.yaml")) == (False, [])
+    assert parse_microk8s_status(fixture("microk8s_status_lost_quorum.txt")) == (False, [])
 
 
 def microk8s_answer(node: str, address: str, status: str) -> ControlPlaneAnswer:
@@ -148,8 +148,8 @@ MK8S_NODES = {f"10.77.74.1{i}": f"node-{i}" for i in (1, 2, 3)}
 
 def test_dqlite_one_node_down_is_a_warning_naming_it() -> None:
     answers = [
-        microk8s_answer("node-1", "10.77.74.11", "microk8s_status_ha.yaml"),
-        microk8s_answer("node-2", "10.77.74.12", "microk8s_status_ha.yaml"),
+        microk8s_answer("node-1", "10.77.74.11", "microk8s_status_ha.txt"),
+        microk8s_answer("node-2", "10.77.74.12", "microk8s_status_ha.txt"),
         down("node-3", "10.77.74.13"),
     ]
     view = control_plane_view("dqlite", None, answers, MK8S_NODES)
@@ -160,7 +160,7 @@ def test_dqlite_one_node_down_is_a_warning_naming_it() -> None:
 
 def test_dqlite_two_nodes_down_is_lost_quorum() -> None:
     answers = [
-        microk8s_answer("node-1", "10.77.74.11", "microk8s_status_lost_quorum.yaml"),
+        microk8s_answer("node-1", "10.77.74.11", "microk8s_status_lost_quorum.txt"),
         down("node-2", "10.77.74.12"),
         down("node-3", "10.77.74.13"),
     ]
