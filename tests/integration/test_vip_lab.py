@@ -4,8 +4,8 @@ nodes fail.
 
 Slow tier, all of it (PIKUBE_SLOW=1): one lab, the role's first run and the failover (173 s
 measured on the 2-core CI machine under a load average of 10-14), the re-run and the check-mode
-run. The role is not wired into `pikube up` yet; the default tier gets one HA `up` plus its
-failover when it is.
+run. `pikube up` of an HA cluster, with its failover, is in the default tier
+(test_up_kubeadm_ha.py).
 
 Each node runs the lab's Kubernetes API emulator as its "API server" on :6443
 (tests/lab/standins/vip.py, shared with the role's molecule scenario), so haproxy's TLS
@@ -124,8 +124,8 @@ def vip_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         lab.up(3)
         cluster = lab.write_cluster(work / "cluster.yaml")
         hosts_file = pikube_inventory(cluster, work / "inventory")
-        # Every node a control plane: the inventory the HA wiring will render (validation
-        # still refuses three control planes, so the test moves the workers itself).
+        # Every node a control plane (the lab writes one control plane and workers, so the
+        # test moves the workers itself).
         hosts = yaml.safe_load(hosts_file.read_text())
         groups = hosts["all"]["children"]["cluster"]["children"]
         groups["control_plane"]["hosts"].update(groups.pop("workers")["hosts"])

@@ -15,7 +15,7 @@ from pikube.distribution import vip_port
 from pikube.inventory import render_inventory
 from pikube.inventory.render import group_vars
 from pikube.vrrp import auth_pass_path
-from tests.factories import base_cluster, write_cluster
+from tests.factories import base_cluster, make_key_pair, write_cluster
 
 
 def ha_data(key: Path, distribution: str = "kubeadm") -> dict[str, Any]:
@@ -60,3 +60,16 @@ def test_without_a_vip_the_endpoint_is_the_control_plane_and_no_vip_value_is_ren
     values = group_vars(cluster)
     assert values["pikube_control_plane_endpoint"] == f"192.168.1.101:{api_port}"
     assert not [key for key in values if key.startswith("pikube_vip_")]
+
+
+def test_the_ha_example_validates_and_renders_three_control_planes_behind_the_vip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    make_key_pair(home / ".ssh")
+    monkeypatch.setenv("HOME", str(home))
+    example = Path(__file__).resolve().parents[2] / "inventory" / "ha" / "cluster.yaml"
+    (tmp_path / "work").mkdir()
+    cluster = load_cluster(write_cluster(tmp_path / "work", example.read_text()))
+    assert [n.name for n in cluster.control_planes] == ["pi-cp1", "pi-cp2", "pi-cp3"]
+    assert group_vars(cluster)["pikube_control_plane_endpoint"] == "192.168.1.100:8443"

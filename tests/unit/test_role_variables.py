@@ -24,6 +24,7 @@ CLUSTER_WIDE = {
     "pikube_cluster_name",
     "pikube_control_plane_host",
     "pikube_control_plane_ip",
+    "pikube_control_plane_endpoint",
     "pikube_apt_proxy",
     "pikube_timezone",
     "pikube_kubernetes_version",
