@@ -86,7 +86,7 @@ def quorum(members: Sequence[Member], datastore: str = "etcd") -> Quorum:
     total = len(voters)
     healthy = sum(1 for m in voters if m.healthy)
     needed = majority(total)
-    down = ", ".join(m.node or m.name for m in voters if not m.healthy) or "none"
+    unhealthy = ", ".join(m.node or m.name for m in voters if not m.healthy) or "none"
     if total == 0:
         return Quorum(
             "error",
@@ -107,7 +107,7 @@ def quorum(members: Sequence[Member], datastore: str = "etcd") -> Quorum:
             healthy,
             total,
             needed,
-            f"{healthy}/{total} {datastore} members healthy (down: {down}); one more "
+            f"{healthy}/{total} {datastore} members healthy (unhealthy: {unhealthy}); one more "
             f"failure loses quorum",
             "bring the members that are down back (power, network, `pikube doctor`), or "
             "replace a dead one: `pikube remove-node NODE`, then `pikube add-node NODE`",
@@ -118,7 +118,7 @@ def quorum(members: Sequence[Member], datastore: str = "etcd") -> Quorum:
         total,
         needed,
         f"{datastore} has lost quorum: {healthy}/{total} members healthy, {needed} needed "
-        f"(down: {down}); the API cannot store anything",
+        f"(unhealthy: {unhealthy}); the API cannot store anything",
         f"bring back enough control planes that {needed} of {total} run (power, network); "
         "if they are gone for good, restore the cluster from a backup",
     )
