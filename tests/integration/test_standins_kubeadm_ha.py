@@ -39,7 +39,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
 
 
 def joiner(cluster: dict[str, object], name: str, ip: str) -> FakeNode:
-    n = FakeNode(cluster["base"], name, ip, port=0)  # type: ignore[arg-type]
+    # a control plane runs its own API server (and etcd member) on its own port
+    n = FakeNode(cluster["base"], name, ip, port=testing.free_port(ip))  # type: ignore[arg-type]
     cluster["nodes"].append(n)  # type: ignore[attr-defined]
     return n
 

@@ -64,6 +64,9 @@ MASKED_UNITS = (
     "systemd-pstore.service",
     "console-getty.service",
     "getty@tty1.service",
+    # Debian's etcd-server (baked for the kubeadm stand-in's stacked etcd) would start its own
+    # member on localhost:2379 with data in /var/lib/etcd/default.
+    "etcd.service",
 )
 
 HOSTKEYS_UNIT = """\

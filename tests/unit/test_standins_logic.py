@@ -253,3 +253,35 @@ def test_go_durations_for_token_ttl() -> None:
     assert kubeadm.parse_go_duration("0") == 0
     with pytest.raises(kubeadm.Fail, match="invalid duration"):
         kubeadm.parse_go_duration("soon")
+
+
+def test_etcd_keys_follow_kube_apiserver_registry_layout() -> None:
+    from pikube_standin import storage
+
+    builtin = {r.plural: r.group for r in apiserver.BUILTIN}
+    cases = {
+        ("", "configmaps", "kube-system", "kubeadm-config"): (
+            "/registry/configmaps/kube-system/kubeadm-config"
+        ),
+        ("", "nodes", "", "cp1"): "/registry/nodes/cp1",
+        ("apps", "daemonsets", "kube-flannel", "kube-flannel-ds"): (
+            "/registry/daemonsets/kube-flannel/kube-flannel-ds"
+        ),
+        ("crd.projectcalico.org", "ippools", "", "default-ipv4-ippool"): (
+            "/registry/crd.projectcalico.org/ippools/default-ipv4-ippool"
+        ),
+    }
+    for k, key in cases.items():
+        assert storage.etcd_key(k, builtin) == key
+        assert storage.parse_key(key, builtin) == k
+    assert storage.parse_key("/registry/unknownthings/x", builtin) is None
+    assert storage.parse_key("/other/configmaps/default/x", builtin) is None
+
+
+def test_etcd_prefix_range_end_is_clientv3s() -> None:
+    import base64
+
+    from pikube_standin import etcd
+
+    assert base64.b64decode(etcd.prefix_end("/registry/")) == b"/registry0"
+    assert base64.b64decode(etcd.prefix_end("/registry/pods/")) == b"/registry/pods0"

@@ -31,7 +31,15 @@ def rootfs_packages() -> tuple[str, ...]:
     declare dependencies the way the kubeadm/kubelet .debs do)."""
     # debootstrap does not resolve virtual packages: python3-cryptography depends on the
     # python3-cffi-backend-api-* virtuals that python3-cffi-backend provides, so name it.
-    return ("python3-cffi-backend", "python3-cryptography", "python3-yaml")
+    # etcd-server / etcd-client: kubeadm's stacked etcd member and etcdctl (the rootfs masks
+    # Debian's own etcd.service; see rootfs.MASKED_UNITS).
+    return (
+        "etcd-client",
+        "etcd-server",
+        "python3-cffi-backend",
+        "python3-cryptography",
+        "python3-yaml",
+    )
 
 
 __all__ = [

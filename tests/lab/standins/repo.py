@@ -83,11 +83,14 @@ def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 # --------------------------------------------------------------------------- inputs
 def kubectl_debs() -> dict[str, Path]:
     """Debian's kubernetes-client .deb for each arch, fetched once through apt (cached)."""
+    return debian_debs("kubernetes-client")
+
+
+def debian_debs(package: str, arches: tuple[str, ...] = ARCHES) -> dict[str, Path]:
+    """The nodes' Debian .deb of ``package`` for each arch, fetched once through apt (cached)."""
     cache = cache_dir() / "debs"
     cache.mkdir(exist_ok=True)
-    found = {
-        a: next(iter(sorted(cache.glob(f"kubernetes-client_*_{a}.deb"))), None) for a in ARCHES
-    }
+    found = {a: next(iter(sorted(cache.glob(f"{package}_*_{a}.deb"))), None) for a in arches}
     if all(found.values()):
         return {a: p for a, p in found.items() if p is not None}
     apt = cache / "apt"
@@ -120,8 +123,8 @@ def kubectl_debs() -> dict[str, Path]:
         "APT::Sandbox::User=root",
     ]
     run(["apt-get", *opts, "update"])
-    run(["apt-get", *opts, "download", *(f"kubernetes-client:{a}" for a in ARCHES)], cwd=cache)
-    return {a: next(iter(sorted(cache.glob(f"kubernetes-client_*_{a}.deb")))) for a in ARCHES}
+    run(["apt-get", *opts, "download", *(f"{package}:{a}" for a in arches)], cwd=cache)
+    return {a: next(iter(sorted(cache.glob(f"{package}_*_{a}.deb")))) for a in arches}
 
 
 def gnupg_home() -> Path:
@@ -239,6 +242,28 @@ RestartSec=2
 WantedBy=multi-user.target
 """  # noqa: E501 - systemd lines cannot wrap
 
+ETCD_SERVICE = """[Unit]
+Description=pikube lab stand-in for the etcd static Pod (stacked etcd, run by kubeadm init/join)
+Documentation=https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/ha-topology/#stacked-etcd-topology
+ConditionPathExists=/etc/kubernetes/manifests/etcd.yaml
+After=network-online.target
+
+[Service]
+Environment=PYTHONPATH=/usr/lib/pikube-standin/kubeadm
+EnvironmentFile=-/etc/default/pikube-standin
+ExecStart=/usr/bin/python3 -m pikube_standin.etcd --from-manifest /etc/kubernetes/manifests/etcd.yaml
+Restart=always
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""  # noqa: E501 - systemd lines cannot wrap
+
+# Debian's etcd-server ships its own etcd.service (localhost:2379, /var/lib/etcd/default): the
+# stacked member is kubeadm's, so that one must never run (the lab rootfs masks it too).
+KUBEADM_POSTINST_EXTRA = """    systemctl mask --now etcd.service >/dev/null 2>&1 || true
+"""
+
 SYSTEMD_POSTINST = """#!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
@@ -338,6 +363,7 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
     _write(s, "/usr/bin/kubeadm", SCRIPT.format(component="kubeadm", module="kubeadm"), 0o755)
     _write(s, "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN)
     _write(s, "/usr/lib/systemd/system/pikube-standin-apiserver.service", APISERVER_SERVICE)
+    _write(s, "/usr/lib/systemd/system/pikube-standin-etcd.service", ETCD_SERVICE)
     debs.append(
         build_deb(
             s,
@@ -345,9 +371,11 @@ def build_packages(rel: Release, arch: str, kubectl_deb: Path, out: Path, tmp: P
             "kubeadm",
             v,
             arch,
-            ["cri-tools (>= 1.30.0)", *py],
+            # etcd-server: the etcd binary the stacked etcd static Pod runs (Debian's, not the
+            # registry.k8s.io/etcd image)
+            ["cri-tools (>= 1.30.0)", *py, "etcd-server"],
             "Command-line utility for administering a Kubernetes cluster (pikube lab stand-in)",
-            postinst=SYSTEMD_POSTINST.format(extra=""),
+            postinst=SYSTEMD_POSTINST.format(extra=KUBEADM_POSTINST_EXTRA),
         )
     )
 

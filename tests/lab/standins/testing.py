@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .repo import cache_dir, kubectl_debs, run
+from .repo import cache_dir, debian_debs, kubectl_debs, run
 
 HERE = Path(__file__).resolve().parent
 PAYLOAD = HERE / "payload"
@@ -46,6 +46,17 @@ def kubectl_binary() -> Path:
     dest = cache_dir() / "kubectl-amd64" / "usr/bin/kubectl"
     if not dest.exists():
         run(["dpkg-deb", "-x", str(kubectl_debs()["amd64"]), str(dest.parents[2])])
+    return dest
+
+
+def etcd_binaries() -> Path:
+    """Debian's etcd and etcdctl (etcd-server, etcd-client), extracted once into the cache;
+    returns the directory holding both."""
+    root = cache_dir() / "etcd-amd64"
+    dest = root / "usr/bin"
+    if not (dest / "etcd").exists() or not (dest / "etcdctl").exists():
+        for package in ("etcd-server", "etcd-client"):
+            run(["dpkg-deb", "-x", str(debian_debs(package, ("amd64",))["amd64"]), str(root)])
     return dest
 
 
@@ -99,6 +110,9 @@ class FakeNode:
             "PIKUBE_STANDIN_VERSION": "1.31.13",
             "PIKUBE_STANDIN_WATCH_PID": str(os.getpid()),  # daemons die with the test process
             "PIKUBE_STANDIN_KEY_ALGO": "ecdsa",  # kubeadm's ECDSA-P256: far faster keys than RSA
+            "PIKUBE_STANDIN_ETCD_BIN": str(etcd_binaries() / "etcd"),
+            "PIKUBE_STANDIN_ETCD_CLIENT_PORT": str(free_port(ip)),
+            "PIKUBE_STANDIN_ETCD_PEER_PORT": str(free_port(ip)),
             **(extra_env or {}),
         }
         self.env.pop("KUBECONFIG", None)
@@ -152,6 +166,7 @@ class FakeNode:
         for unit in (
             "kubelet",
             "pikube-standin-apiserver",
+            "pikube-standin-etcd",
             "snap.microk8s.daemon-kubelite",
             "snap.microk8s.daemon-cluster-agent",
         ):

@@ -33,12 +33,13 @@ import threading
 import time
 import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import common, storage
+from .storage import Conflict, KeyExists, Unavailable
 
 # --------------------------------------------------------------------------- registry
 
@@ -167,6 +168,7 @@ BUILTIN: list[Res] = [
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 SEED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+HEALTH = ("/healthz", "/readyz", "/livez")
 CNI_DAEMONSETS = re.compile(r"flannel|calico-node|cilium|weave-net|kube-router|canal")
 
 
@@ -393,45 +395,6 @@ def label_match(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- store
-@dataclass
-class Event:
-    rv: int
-    key: tuple[str, str, str, str]
-    type: str
-    obj: dict[str, Any]
-
-
-@dataclass
-class Store:
-    state_file: Path
-    objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
-    rv: int = 1
-    events: list[Event] = field(default_factory=list)
-    cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def load(self) -> None:
-        if self.state_file.exists():
-            data = json.loads(self.state_file.read_text())
-            self.rv = data["rv"]
-            for item in data["objects"]:
-                self.objects[tuple(item["key"])] = item["obj"]  # type: ignore[index]
-
-    def save(self) -> None:
-        data = {
-            "rv": self.rv,
-            "objects": [{"key": list(k), "obj": o} for k, o in self.objects.items()],
-        }
-        common.write_file(self.state_file, json.dumps(data), 0o600)
-
-    def emit(self, key: tuple[str, str, str, str], typ: str, obj: dict[str, Any]) -> None:
-        self.events.append(Event(self.rv, key, typ, copy.deepcopy(obj)))
-        if len(self.events) > 2000:
-            del self.events[:1000]
-        self.save()
-        self.cond.notify_all()
-
-
 # --------------------------------------------------------------------------- server state
 @dataclass
 class Settings:
@@ -442,29 +405,47 @@ class Settings:
     key: Path
     client_ca: Path
     ca_key: Path | None
-    state: Path
+    state: Path | None
     version: str
     require_cni: bool
     node_grace: float
     flavour: str = "kubeadm"
+    etcd_servers: tuple[str, ...] = ()
+    etcd_cafile: Path | None = None
+    etcd_certfile: Path | None = None
+    etcd_keyfile: Path | None = None
+
+
+def make_store(s: Settings) -> storage.Store:
+    """etcd when --etcd-servers is given (kubeadm), else the local state file (MicroK8s)."""
+    if s.etcd_servers:
+        from .etcd import Etcd
+
+        client = Etcd(
+            list(s.etcd_servers), ca=s.etcd_cafile, cert=s.etcd_certfile, key=s.etcd_keyfile
+        )
+        return storage.EtcdStore(client=client, builtin={r.plural: r.group for r in BUILTIN})
+    assert s.state is not None
+    return storage.LocalStore(state_file=s.state)
 
 
 class Api:
     def __init__(self, s: Settings) -> None:
         self.s = s
-        self.store = Store(s.state)
-        self.store.load()
+        self.store = make_store(s)
+        self.store.start()
         self.ca_pem = s.client_ca.read_bytes()
         self.started = now()
         with self.store.cond:
             for ns in SEED_NAMESPACES:
                 key = ("", "namespaces", "", ns)
                 if key not in self.store.objects:
-                    self._create_locked(
-                        self.res_for("", "namespaces"),
-                        "",
-                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-                    )
+                    with contextlib.suppress(HttpError):  # another API server seeded it
+                        self._create_locked(
+                            self.res_for("", "namespaces"),
+                            "",
+                            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                        )
 
     # ---- registry
     def resources(self) -> list[Res]:
@@ -507,9 +488,14 @@ class Api:
     def key(r: Res, ns: str, name: str) -> tuple[str, str, str, str]:
         return (r.group, r.plural, ns if r.namespaced else "", name)
 
-    def bump(self) -> str:
-        self.store.rv += 1
-        return str(self.store.rv)
+    def _save(self, k: tuple[str, str, str, str], obj: dict[str, Any]) -> bool:
+        """Controllers: write back a changed copy of a cached object (False on a conflict: the
+        next tick sees the newer version)."""
+        try:
+            self.store.replace(k, obj, obj["metadata"]["resourceVersion"])
+        except Conflict:
+            return False
+        return True
 
     def get(self, r: Res, ns: str, name: str) -> dict[str, Any]:
         obj = self.store.objects.get(self.key(r, ns, name))
@@ -592,15 +578,23 @@ class Api:
             )
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = ts()
-        meta["resourceVersion"] = self.bump()
+        meta.pop("resourceVersion", None)
         meta.setdefault("generation", 1)
         body["apiVersion"], body["kind"] = r.gv, r.kind
         self.validate(r, body)
         self.normalise(r, body)
         if r.plural == "namespaces":
             body["status"] = {"phase": "Active"}
-        self.store.objects[k] = body
-        self.store.emit(k, "ADDED", self.present(r, body))
+        try:
+            body = self.store.create(k, body)
+        except KeyExists:
+            gr = f"{r.plural}.{r.group}" if r.group else r.plural
+            raise HttpError(
+                409,
+                "AlreadyExists",
+                f'{gr} "{name}" already exists',
+                {"name": name, "group": r.group, "kind": r.plural},
+            ) from None
         return self.present(r, body)
 
     def create(self, r: Res, ns: str, body: dict[str, Any], user: User) -> dict[str, Any]:
@@ -720,24 +714,37 @@ class Api:
                 self.node_effective(merged)
             if _strip_rv(merged) == _strip_rv(old):
                 return self.present(r, old)
-            meta["resourceVersion"] = self.bump()
-            self.store.objects[k] = merged
-            self.store.emit(k, "MODIFIED", self.present(r, merged))
+            try:
+                merged = self.store.replace(k, merged, old["metadata"]["resourceVersion"])
+            except Conflict:
+                raise HttpError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
+                    "object has been modified; please apply your changes to the latest version "
+                    "and try again",
+                ) from None
             return self.present(r, merged)
 
     def delete(self, r: Res, ns: str, name: str) -> dict[str, Any]:
         with self.store.cond:
             obj = self.get(r, ns, name)
             k = self.key(r, ns, name)
-            del self.store.objects[k]
-            self.bump()
-            obj["metadata"]["resourceVersion"] = str(self.store.rv)
-            self.store.emit(k, "DELETED", obj)
+            try:
+                gone = self.store.delete(k, obj["metadata"]["resourceVersion"])
+            except Conflict:
+                raise HttpError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
+                    "object has been modified; please apply your changes to the latest version "
+                    "and try again",
+                ) from None
+            obj["metadata"]["resourceVersion"] = gone["metadata"]["resourceVersion"]
             if r.plural == "namespaces":
                 for kk in [kk for kk in self.store.objects if kk[2] == name]:
-                    gone = self.store.objects.pop(kk)
-                    self.bump()
-                    self.store.emit(kk, "DELETED", gone)
+                    with contextlib.suppress(Conflict):
+                        self.store.delete(kk)
             return obj
 
     # ---- controllers
@@ -777,20 +784,22 @@ class Api:
         while True:
             time.sleep(1.0)
             try:
+                if not self.store.leader():  # one controller manager at a time
+                    continue
                 with self.store.cond:
                     self._tick()
+            except Unavailable:
+                continue
             except Exception as e:  # a controller must survive its own bugs; log them
                 common.log(f"apiserver: controller error: {e!r}")
 
     def _tick(self) -> None:
-        nodes = self.res_for("", "nodes")
-        for k, obj in list(self.store.objects.items()):
+        for k, cached in list(self.store.objects.items()):
+            obj = copy.deepcopy(cached)
             if k[1] == "nodes":
-                before = copy.deepcopy(obj)
                 self.node_effective(obj)
-                if obj != before:
-                    obj["metadata"]["resourceVersion"] = self.bump()
-                    self.store.emit(k, "MODIFIED", self.present(nodes, obj))
+                if obj != cached:
+                    self._save(k, obj)
             elif k[1] == "secrets" and obj.get("type") == "bootstrap.kubernetes.io/token":
                 exp = obj.get("data", {}).get("expiration")
                 if exp:
@@ -798,9 +807,7 @@ class Api:
                         base64.b64decode(exp).decode().replace("Z", "+00:00")
                     )
                     if when < now():
-                        del self.store.objects[k]
-                        self.bump()
-                        self.store.emit(k, "DELETED", obj)
+                        self._delete_locked(k, obj)
         self._collect_garbage()
         self._pods()
         self._workload_status()
@@ -816,9 +823,7 @@ class Api:
                 continue
             refs = obj["metadata"].get("ownerReferences") or []
             if refs and all(r.get("kind") == "Secret" and r.get("uid") not in uids for r in refs):
-                del self.store.objects[k]
-                self.bump()
-                self.store.emit(k, "DELETED", obj)
+                self._delete_locked(k, obj)
 
     def rbac_binding_exists(self, ns: str, name: str) -> bool:
         key = ("rbac.authorization.k8s.io", "rolebindings", ns, name)
@@ -1027,11 +1032,11 @@ class Api:
                 and not n.get("spec", {}).get("unschedulable")
                 and self._selects(n, wl)
             ]
-            for k, p in pods[:want]:  # bind Pending pods once a node is available
-                if not p["spec"].get("nodeName") and candidates:
+            for k, cached in pods[:want]:  # bind Pending pods once a node is available
+                if not cached["spec"].get("nodeName") and candidates:
+                    p = copy.deepcopy(cached)
                     self._bind(p, min(candidates, key=lambda n: self._load(n)))
-                    p["metadata"]["resourceVersion"] = self.bump()
-                    self.store.emit(k, "MODIFIED", self.present(pods_res, p))
+                    self._save(k, p)
             for i in range(len(pods), want):
                 node = min(candidates, key=lambda n: self._load(n)) if candidates else None
                 name = (
@@ -1040,13 +1045,12 @@ class Api:
                     else f"{wk[3]}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
                 )
                 self._create_pod(pods_res, wk, wl, name, node)
-        for k, pod in list(self.store.objects.items()):
+        for k, cached in list(self.store.objects.items()):
             if k[1] == "pods" and not k[0]:
-                before = copy.deepcopy(pod.get("status"))
+                pod = copy.deepcopy(cached)
                 self._pod_status(pod, nodes.get(pod["spec"].get("nodeName", "")))
-                if pod.get("status") != before:
-                    pod["metadata"]["resourceVersion"] = self.bump()
-                    self.store.emit(k, "MODIFIED", self.present(pods_res, pod))
+                if pod.get("status") != cached.get("status"):
+                    self._save(k, pod)
 
     def _load(self, node: dict[str, Any]) -> int:
         name = node["metadata"]["name"]
@@ -1070,9 +1074,8 @@ class Api:
             self._create_locked(res, wk[2], body)
 
     def _delete_locked(self, k: tuple[str, str, str, str], obj: dict[str, Any]) -> None:
-        self.store.objects.pop(k, None)
-        obj["metadata"]["resourceVersion"] = self.bump()
-        self.store.emit(k, "DELETED", obj)
+        with contextlib.suppress(Conflict):
+            self.store.delete(k, obj["metadata"]["resourceVersion"])
 
     def _workload_status(self) -> None:
         pods_by_owner: dict[str, list[dict[str, Any]]] = {}
@@ -1080,9 +1083,10 @@ class Api:
             if k[1] == "pods" and not k[0]:
                 for ref in p["metadata"].get("ownerReferences") or []:
                     pods_by_owner.setdefault(ref.get("uid", ""), []).append(p)
-        for k, obj in list(self.store.objects.items()):
+        for k, cached in list(self.store.objects.items()):
             if k[0] != "apps" or k[1] not in ("daemonsets", "deployments", "statefulsets"):
                 continue
+            obj = copy.deepcopy(cached)
             gen = obj["metadata"].get("generation", 1)
             pods = pods_by_owner.get(obj["metadata"]["uid"], [])
             ready = sum(
@@ -1138,8 +1142,7 @@ class Api:
             new = {kk: v for kk, v in st.items() if kk != "conditions"}
             if old != new:
                 obj["status"] = st
-                obj["metadata"]["resourceVersion"] = self.bump()
-                self.store.emit(k, "MODIFIED", self.present(self.res_for(k[0], k[1]), obj))
+                self._save(k, obj)
 
     # ---- bootstrap tokens
     def bootstrap_tokens(self) -> dict[str, dict[str, str]]:
@@ -1578,6 +1581,17 @@ class Handler(BaseHTTPRequestHandler):
             del self._raw_body
         try:
             self.read_body()
+            try:
+                self.api.store.sync()  # consistent reads: the cache has caught up with etcd
+            except Unavailable as e:
+                if urllib.parse.urlsplit(self.path).path.rstrip("/") in HEALTH:
+                    self.send_raw(
+                        500,
+                        b"[+]ping ok\n[-]etcd failed: reason withheld\nhealthz check failed\n",
+                        "text/plain; charset=utf-8",
+                    )
+                    return
+                raise HttpError(500, "InternalError", str(e)) from None
             self.route(method)
         except HttpError as e:
             self.send_json(e.code, e.body)
@@ -1594,9 +1608,7 @@ class Handler(BaseHTTPRequestHandler):
         user = self.user()
         api = self.api
         if p in (
-            "/healthz",
-            "/readyz",
-            "/livez",
+            *HEALTH,
             "/version",
             "/api",
             "/apis",
@@ -1806,6 +1818,7 @@ class Handler(BaseHTTPRequestHandler):
         store = self.api.store
 
         def send(typ: str, obj: dict[str, Any]) -> None:
+            obj = self.api.present(r, obj)
             raw = json.dumps({"type": typ, "object": obj}).encode() + b"\n"
             self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
             self.wfile.flush()
@@ -1960,7 +1973,11 @@ def parse(argv: list[str]) -> Settings:
     ap.add_argument("--tls-private-key-file", required=True)
     ap.add_argument("--client-ca-file", required=True)
     ap.add_argument("--standin-signing-key-file", default="")
-    ap.add_argument("--standin-state-file", required=True)
+    ap.add_argument("--standin-state-file", default="")
+    ap.add_argument("--etcd-servers", default="")
+    ap.add_argument("--etcd-cafile")
+    ap.add_argument("--etcd-certfile")
+    ap.add_argument("--etcd-keyfile")
     ap.add_argument("--standin-version", default="v1.31.13")
     ap.add_argument("--standin-require-cni", default="true")
     ap.add_argument("--standin-flavour", default="kubeadm")
@@ -1975,11 +1992,15 @@ def parse(argv: list[str]) -> Settings:
         key=Path(a.tls_private_key_file),
         client_ca=Path(a.client_ca_file),
         ca_key=Path(a.standin_signing_key_file) if a.standin_signing_key_file else None,
-        state=Path(a.standin_state_file),
+        state=Path(a.standin_state_file) if a.standin_state_file else None,
         version=a.standin_version,
         require_cni=a.standin_require_cni.lower() == "true",
         node_grace=float(common.env("PIKUBE_STANDIN_NODE_GRACE", "30")),
         flavour=a.standin_flavour,
+        etcd_servers=tuple(filter(None, a.etcd_servers.split(","))),
+        etcd_cafile=Path(a.etcd_cafile) if a.etcd_cafile else None,
+        etcd_certfile=Path(a.etcd_certfile) if a.etcd_certfile else None,
+        etcd_keyfile=Path(a.etcd_keyfile) if a.etcd_keyfile else None,
     )
 
 

@@ -283,6 +283,7 @@ def spawn_argv(unit: str) -> list[str]:
     mod = {
         "kubelet": "pikube_standin.kubelet",
         "pikube-standin-apiserver": "pikube_standin.apiserver",
+        "pikube-standin-etcd": "pikube_standin.etcd",
         "snap.microk8s.daemon-kubelite": "pikube_standin.microk8s_daemon",
         "snap.microk8s.daemon-cluster-agent": "pikube_standin.microk8s_agent",
     }[unit]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -24,13 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import common, copycerts
+from . import common, copycerts, stacked_etcd
 from .common import ApiError, Client, path
+from .etcd import EtcdError
 from .kubeadm_config import ConfigError, kubelet_extra_args, load_documents
 
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 STACK_HINT = "To see the stack trace of this error execute with --v=5 or higher"
 DEFAULT_CRI = "unix:///var/run/containerd/containerd.sock"
+ETCD_IMAGE_TAG = "3.5.15-0"  # kubeadm 1.31's etcd image (constants.go SupportedEtcdVersion)
 
 
 class Fail(Exception):
@@ -239,8 +242,36 @@ def check_k8s_version(requested: str | None) -> str:
 
 
 # --------------------------------------------------------------------------- init
+def control_plane_timeout() -> float:
+    return float(common.env("PIKUBE_STANDIN_CONTROL_PLANE_TIMEOUT", "60"))
+
+
+def etcd_port_checks(adv: str) -> list[tuple[str, str | None]]:
+    """kubeadm's Port-2379 / Port-2380 preflight checks (stacked etcd)."""
+    return [
+        (f"Port-{p}", None if port_free(adv, p) else f"Port {p} is in use")
+        for p in (stacked_etcd.client_port(), stacked_etcd.peer_port())
+    ]
+
+
+def create_etcd_mirror_pod(client: Client, node: str, adv: str) -> None:
+    """The kubelet's mirror Pod of the etcd static Pod; kubeadm reads its annotation."""
+    body = stacked_etcd.mirror_pod(node, adv, ETCD_IMAGE_TAG)
+    try:
+        client.post("/api/v1/namespaces/kube-system/pods", body)
+    except ApiError as e:
+        if e.status != 409:
+            raise
+
+
 def write_manifests(
-    adv: str, port: int, bind: str, k8s_version: str, pki: Path, require_cni: bool
+    adv: str,
+    port: int,
+    bind: str,
+    k8s_version: str,
+    pki: Path,
+    require_cni: bool,
+    etcd_command: list[str],
 ) -> None:
     import yaml
 
@@ -259,7 +290,7 @@ def write_manifests(
         f"--tls-private-key-file={pki}/apiserver.key",
         f"--service-account-key-file={pki}/sa.pub",
         f"--standin-signing-key-file={pki}/ca.key",
-        f"--standin-state-file={path('/var/lib/etcd/pikube-standin-state.json')}",
+        *stacked_etcd.apiserver_flags(pki, adv),
         f"--standin-version={k8s_version}",
         f"--standin-require-cni={'true' if require_cni else 'false'}",
     ]
@@ -270,7 +301,7 @@ def write_manifests(
             ["kube-controller-manager", f"--cluster-signing-cert-file={pki}/ca.crt"],
         ),
         ("kube-scheduler", ["kube-scheduler"]),
-        ("etcd", ["etcd", f"--data-dir={path('/var/lib/etcd')}"]),
+        ("etcd", etcd_command),
     ):
         pod = {
             "apiVersion": "v1",
@@ -285,7 +316,8 @@ def write_manifests(
                 "containers": [
                     {
                         "name": comp,
-                        "image": f"registry.k8s.io/{comp}:{k8s_version}",
+                        "image": f"registry.k8s.io/{comp}:"
+                        + (ETCD_IMAGE_TAG if comp == "etcd" else k8s_version),
                         "command": command,
                     }
                 ],
@@ -375,6 +407,7 @@ def cmd_init(a: argparse.Namespace) -> int:
     man = path("/etc/kubernetes/manifests")
     checks: list[tuple[str, str | None]] = [
         (f"Port-{port}", None if port_free(bind, port) else f"Port {port} is in use"),
+        *etcd_port_checks(adv),
     ]
     for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"):
         f = man / f"{comp}.yaml"
@@ -452,6 +485,8 @@ def cmd_init(a: argparse.Namespace) -> int:
         0o644,
     )
 
+    stacked_etcd.write_certs(pkidir, node, adv)
+
     # ---- kubeconfigs
     server = f"https://{cpe or f'{adv}:{port}'}"
     out('[kubeconfig] Using kubeconfig folder "/etc/kubernetes"')
@@ -476,9 +511,15 @@ def cmd_init(a: argparse.Namespace) -> int:
     out('[control-plane] Using manifest folder "/etc/kubernetes/manifests"')
     for comp in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         out(f'[control-plane] Creating static Pod manifest for "{comp}"')
-    etcd_dir.mkdir(parents=True, exist_ok=True)
+    etcd_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_manifests(
-        adv, port, bind, k8s_version, pkidir, common.env("PIKUBE_STANDIN_REQUIRE_CNI", "1") == "1"
+        adv,
+        port,
+        bind,
+        k8s_version,
+        pkidir,
+        common.env("PIKUBE_STANDIN_REQUIRE_CNI", "1") == "1",
+        stacked_etcd.command(pkidir, node, adv, f"{node}={stacked_etcd.peer_url(adv)}", "new"),
     )
     kcfg = kubelet_config(user_kubelet, dns_domain, service_subnet)
     out(
@@ -488,6 +529,10 @@ def cmd_init(a: argparse.Namespace) -> int:
     out('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
     write_kubelet_files(kcfg, cri, kubelet_extra_args(nodereg), node)
     out("[kubelet-start] Starting the kubelet")
+    try:
+        stacked_etcd.start_and_wait(pkidir, adv, control_plane_timeout())
+    except EtcdError as e:
+        raise Fail(f"error execution phase wait-control-plane: {e.message}") from None
     common.service_start("pikube-standin-apiserver")
     common.service_start("kubelet")
     out(
@@ -577,6 +622,7 @@ def cmd_init(a: argparse.Namespace) -> int:
                 f'nodes "{node}" not found (is the kubelet running? see "journalctl -xeu kubelet")'
             )
         label_control_plane(client, node, taints)
+        create_etcd_mirror_pod(client, node, adv)
 
     # ---- bootstrap tokens + cluster-info
     if "bootstrap-token" not in skip:
@@ -1131,6 +1177,21 @@ def cmd_join(a: argparse.Namespace) -> int:
     cri = a.cri_socket or nodereg.get("criSocket") or DEFAULT_CRI
     ignored = ignored_set(a.ignore_preflight_errors, nodereg.get("ignorePreflightErrors"))
     checks: list[tuple[str, str | None]] = []
+    if is_control_plane:
+        cp_adv, cp_port = join_control_plane_endpoint(a, joinc)
+        checks.append(
+            (f"Port-{cp_port}", None if port_free(cp_adv, cp_port) else f"Port {cp_port} is in use")
+        )
+        checks += etcd_port_checks(cp_adv)
+        etcd_dir = path("/var/lib/etcd")
+        checks.append(
+            (
+                "DirAvailable--var-lib-etcd",
+                "/var/lib/etcd is not empty"
+                if etcd_dir.exists() and any(etcd_dir.iterdir())
+                else None,
+            )
+        )
     for f in ("/etc/kubernetes/manifests",):
         d = path(f)
         checks.append(
@@ -1245,8 +1306,8 @@ def cmd_join(a: argparse.Namespace) -> int:
             "kubelet did not "
             'register the node (see "journalctl -xeu kubelet")'
         )
-    del cluster
     if is_control_plane:
+        join_control_plane_etcd(a, joinc, cluster, node)
         mark_control_plane(node, nodereg)
         out(
             "\nThis node has joined the cluster and a new control plane instance was created:\n\n"
@@ -1266,6 +1327,57 @@ def cmd_join(a: argparse.Namespace) -> int:
     return 0
 
 
+def join_control_plane_endpoint(a: argparse.Namespace, joinc: dict[str, Any]) -> tuple[str, int]:
+    """This control plane's API advertise address and bind port (JoinConfiguration
+    controlPlane.localAPIEndpoint, or the flags)."""
+    endpoint = (joinc.get("controlPlane") or {}).get("localAPIEndpoint") or {}
+    adv = a.apiserver_advertise_address or endpoint.get("advertiseAddress") or common.default_ip()
+    port = int(a.apiserver_bind_port or endpoint.get("bindPort") or common.apiserver_port())
+    return str(adv), port
+
+
+def join_control_plane_etcd(
+    a: argparse.Namespace, joinc: dict[str, Any], cluster: dict[str, Any], node: str
+) -> None:
+    """Phase control-plane-join/etcd: add this node's member to the stacked etcd cluster
+    (``member add``, then start it with --initial-cluster-state=existing), then this node's
+    API server on it."""
+    pkidir = path(str(cluster.get("certificatesDir") or "/etc/kubernetes/pki"))
+    adv, port = join_control_plane_endpoint(a, joinc)
+    bind = common.env("PIKUBE_STANDIN_BIND_ADDRESS", "0.0.0.0")  # noqa: S104
+    out('[control-plane] Using manifest folder "/etc/kubernetes/manifests"')
+    client = admin_client()
+    try:
+        endpoints = stacked_etcd.cluster_endpoints(client)
+        out(f"[etcd] Announced new etcd member joining to the existing etcd cluster: {endpoints}")
+        initial = stacked_etcd.add_member(pkidir, endpoints, node, adv)
+        out('[etcd] Creating static Pod manifest for "etcd"')
+        path("/var/lib/etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_manifests(
+            adv,
+            port,
+            bind,
+            str(cluster.get("kubernetesVersion") or "v" + version()),
+            pkidir,
+            common.env("PIKUBE_STANDIN_REQUIRE_CNI", "1") == "1",
+            stacked_etcd.command(pkidir, node, adv, initial, "existing"),
+        )
+        out("[etcd] Waiting for the new etcd member to join the cluster.")
+        stacked_etcd.start_and_wait(pkidir, adv, control_plane_timeout())
+    except (EtcdError, ApiError) as e:
+        raise Fail(f"error execution phase control-plane-join/etcd: {e}") from None
+    common.service_start("pikube-standin-apiserver")
+    local = Client(
+        f"https://{adv}:{port}", ca_pem=(pkidir / "ca.crt").read_bytes(), insecure=True, timeout=5
+    )
+    if not common.wait_for(lambda: local.get("/readyz") == "ok", control_plane_timeout()):
+        raise Fail(
+            "error execution phase wait-control-plane: the API server on this node did not "
+            "become ready"
+        )
+    create_etcd_mirror_pod(client, node, adv)
+
+
 def join_control_plane_prepare(
     a: argparse.Namespace,
     joinc: dict[str, Any],
@@ -1279,9 +1391,7 @@ def join_control_plane_prepare(
     controlPlaneEndpoint, the shared certificates (downloaded with the certificate key, or
     already on disk), then this node's own serving certificate and kubeconfigs.
 
-    Deliberate deviation: the stand-in API server keeps its state in one node's file, so a
-    joined control plane gets its certificates, kubeconfigs and node labels but starts no
-    API server of its own (a shared etcd-backed store is the next step, see the README)."""
+    Its etcd member and API server start in control-plane-join (join_control_plane_etcd)."""
     from . import pki
 
     cpe = str(cluster.get("controlPlaneEndpoint") or "")
@@ -1316,13 +1426,19 @@ def join_control_plane_prepare(
                 "directory"
             )
     ca_crt, ca_key = (pkidir / "ca.crt").read_bytes(), (pkidir / "ca.key").read_bytes()
-    endpoint = (joinc.get("controlPlane") or {}).get("localAPIEndpoint") or {}
-    adv = a.apiserver_advertise_address or endpoint.get("advertiseAddress") or common.default_ip()
+    adv, _port = join_control_plane_endpoint(a, joinc)
     sans = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", node, adv]
     sans.append(cpe.rsplit(":", 1)[0])
     out('[certs] Generating "apiserver" certificate and key')
     crt, key = pki.issue(ca_crt, ca_key, "kube-apiserver", sans=sans, server=True, client=False)
     pki.write_pair(pkidir, "apiserver", crt, key)
+    if not (pkidir / "etcd/ca.crt").exists() or not (pkidir / "etcd/ca.key").exists():
+        raise Fail(
+            "error execution phase control-plane-prepare/certs: failure loading etcd/ca "
+            f"certificate authority: couldn't load the file {pkidir / 'etcd/ca.crt'}: no such "
+            "file or directory"
+        )
+    stacked_etcd.write_certs(pkidir, node, adv)
     out('[certs] Valid certificates and keys now exist in "/etc/kubernetes/pki"')
     out('[certs] Using the existing "sa" key')
     for fname, cn, orgs in (
@@ -1383,15 +1499,27 @@ def cmd_reset(a: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             raise Fail("won't proceed; the user didn't answer (Y|y) in order to continue")
     out("[preflight] Running pre-flight checks")
+    flags = stacked_etcd.manifest_flags()
+    if flags:  # a control plane: leave the etcd cluster first, while it still has quorum
+        pkidir = path("/etc/kubernetes/pki")
+        endpoints: list[str] = []
+        with contextlib.suppress(ApiError, OSError, KeyError, ValueError):
+            endpoints = stacked_etcd.cluster_endpoints(
+                Client.from_kubeconfig(path("/etc/kubernetes/admin.conf"), timeout=10)
+            )
+        warning = stacked_etcd.remove_member(pkidir, flags, endpoints)
+        if warning:
+            out(warning)
+        else:
+            out("[reset] Removed this node's member from the etcd cluster")
     out("[reset] Stopping the kubelet service")
     common.service_stop("kubelet")
-    common.service_stop("pikube-standin-apiserver")
-    if common.service_mode() == "systemd":
-        import subprocess
+    for unit in ("pikube-standin-apiserver", stacked_etcd.UNIT):
+        common.service_stop(unit)
+        if common.service_mode() == "systemd":
+            import subprocess
 
-        subprocess.run(
-            ["systemctl", "disable", "pikube-standin-apiserver"], check=False, capture_output=True
-        )
+            subprocess.run(["systemctl", "disable", unit], check=False, capture_output=True)
     etcd = path("/var/lib/etcd")
     if etcd.exists():
         common.rmtree_contents(etcd)
@@ -1434,6 +1562,37 @@ def cluster_version(client: Client) -> tuple[str, dict[str, Any]]:
     return str(doc["kubernetesVersion"]), doc
 
 
+def restart_local_apiserver(target: str) -> None:
+    """Upgrade this node's kube-apiserver static Pod to ``target`` and wait for it (this node's
+    own endpoint: behind a load-balanced controlPlaneEndpoint another server may answer)."""
+    man = path("/etc/kubernetes/manifests/kube-apiserver.yaml")
+    text = man.read_text()
+    if f"--standin-version={target}\n" in text and common.service_active(
+        "pikube-standin-apiserver"
+    ):
+        out("[upgrade/staticpods] Current and new manifests of kube-apiserver are equal, skipping")
+        return
+    man.write_text(re.sub(r"--standin-version=v[\d.]+", f"--standin-version={target}", text))
+    common.service_start("pikube-standin-apiserver")
+    flags = dict(f[2:].split("=", 1) for f in re.findall(r"--[a-z-]+=\S+", text) if "=" in f)
+    host = flags.get("advertise-address", "127.0.0.1")
+    if flags.get("bind-address") not in (None, "0.0.0.0"):  # noqa: S104
+        host = flags["bind-address"]
+    local = Client(f"https://{host}:{flags.get('secure-port', '6443')}", insecure=True, timeout=5)
+
+    def upgraded() -> bool:
+        try:
+            return bool(local.get("/version")["gitVersion"] == target)
+        except (ApiError, OSError, KeyError, TypeError):
+            return False
+
+    if not common.wait_for(upgraded, 60):
+        raise Fail(
+            "[upgrade/apply] FATAL: couldn't upgrade control plane. the API server did not come "
+            "back"
+        )
+
+
 def cmd_upgrade(a: argparse.Namespace) -> int:
     import yaml
 
@@ -1452,10 +1611,13 @@ def cmd_upgrade(a: argparse.Namespace) -> int:
         out("[upgrade] Reading configuration from the cluster...")
         kcm = client.get("/api/v1/namespaces/kube-system/configmaps/kubelet-config")
         if path("/etc/kubernetes/manifests/kube-apiserver.yaml").exists():
+            target = cluster_version(client)[0]
             out(
                 "[upgrade] Upgrading your Static Pod-hosted control plane instance to version "
-                f'"{cluster_version(client)[0]}"...'
+                f'"{target}"...'
             )
+            restart_local_apiserver(target)
+            out('[upgrade/staticpods] Component "kube-apiserver" upgraded successfully!')
         else:
             out("[upgrade] Skipping phase. Not a control plane node.")
         common.write_file(path("/var/lib/kubelet/config.yaml"), kcm["data"]["kubelet"])
@@ -1567,15 +1729,7 @@ def cmd_upgrade(a: argparse.Namespace) -> int:
         f'[upgrade/apply] Upgrading your Static Pod-hosted control plane to version "{target}" '
         "(timeout: 5m0s)..."
     )
-    man = path("/etc/kubernetes/manifests/kube-apiserver.yaml")
-    text = man.read_text()
-    man.write_text(re.sub(r"--standin-version=v[\d.]+", f"--standin-version={target}", text))
-    common.service_start("pikube-standin-apiserver")
-    if not common.wait_for(lambda: client.get("/version")["gitVersion"] == target, 60):
-        raise Fail(
-            "[upgrade/apply] FATAL: couldn't upgrade control plane. the API server did not come "
-            "back"
-        )
+    restart_local_apiserver(target)
     doc["kubernetesVersion"] = target
     client.patch(
         "/api/v1/namespaces/kube-system/configmaps/kubeadm-config",
@@ -1693,6 +1847,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--control-plane", action="store_true")
     j.add_argument("--certificate-key")
     j.add_argument("--apiserver-advertise-address")
+    j.add_argument("--apiserver-bind-port")
     j.add_argument("--skip-phases")
     j.set_defaults(fn=cmd_join)
 
