@@ -1,10 +1,10 @@
 """Day 2 on a highly available kubeadm lab: three control planes behind a VIP and a worker.
 
-`status` names the VIP holder and each etcd member's health; `upgrade` takes the control
-planes one at a time (`upgrade apply` on the first, `upgrade node` on the others), then the
-worker; `remove-node` refuses to break etcd's quorum and otherwise removes a control plane's
-member first; `add-node` joins it back as a control plane; two of three control planes
-stopped is lost quorum (exit 7).
+`status` names the VIP holder and each etcd member's health; `remove-node` refuses to break
+etcd's quorum and otherwise removes a control plane's member first; `add-node` joins it back
+as a control plane; `upgrade` takes the control planes one at a time (`upgrade apply` on the
+first, `upgrade node` on the others), then the worker; two of three control planes stopped
+is lost quorum (exit 7).
 
 Real CLI, real SSH, Debian's real keepalived and haproxy, the stand-in kubeadm with stacked
 etcd on Debian's real etcd (tests/lab/standins), the real kubectl and etcdctl. One lab for
@@ -119,26 +119,6 @@ def test_up_and_status_show_the_vip_holder_every_member_and_quorum_ok(pk: Pikube
     assert "etcd: ok: 3/3 etcd members healthy" in text
 
 
-def test_upgrade_takes_one_control_plane_at_a_time_apply_on_the_first(pk: Pikube) -> None:
-    pk.ok("upgrade", "--to", "1.31", "--yes")
-    versions = {n: v["status"]["nodeInfo"]["kubeletVersion"][:5] for n, v in pk.nodes().items()}
-    assert versions == dict.fromkeys(NODES, "v1.31")
-    events = [e for e in pk.events("upgrade") if e.get("pikube_event") == "runner"]
-
-    def hosts_of(task: str) -> list[str]:
-        return [e["host"] for e in events if e.get("task") == task and e.get("changed")]
-
-    assert hosts_of("Apply the upgrade to the control plane components") == ["node-1"]
-    assert hosts_of("Upgrade the node's kubelet configuration") == ["node-2", "node-3", "node-4"]
-    # serial: 1 - every task of a control plane ends before the next one's first task.
-    plane = [e for e in events if e.get("play") == "Upgrade the control planes one at a time"]
-    order = [e["host"] for e in plane]
-    firsts = [order.index(n) for n in CONTROL_PLANES]
-    lasts = [len(order) - 1 - order[::-1].index(n) for n in CONTROL_PLANES]
-    assert lasts[0] < firsts[1] and lasts[1] < firsts[2], order
-    wait_quorum_ok(pk)
-
-
 def test_removing_a_healthy_member_while_another_is_down_is_refused(pk: Pikube) -> None:
     pk.lab.stop("node-3")
     try:
@@ -171,6 +151,26 @@ def test_remove_a_control_plane_then_add_it_back(pk: Pikube) -> None:
     pk.ok("add-node", "node-3")
     pk.wait_all_ready(NODES)
     assert etcd_member_names(pk) == set(CONTROL_PLANES)
+    wait_quorum_ok(pk)
+
+
+def test_upgrade_takes_one_control_plane_at_a_time_apply_on_the_first(pk: Pikube) -> None:
+    pk.ok("upgrade", "--to", "1.31", "--yes")
+    versions = {n: v["status"]["nodeInfo"]["kubeletVersion"][:5] for n, v in pk.nodes().items()}
+    assert versions == dict.fromkeys(NODES, "v1.31")
+    events = [e for e in pk.events("upgrade") if e.get("pikube_event") == "runner"]
+
+    def hosts_of(task: str) -> list[str]:  # events name a role's task "role : task"
+        return [e["host"] for e in events if e.get("task", "").endswith(task) and e.get("changed")]
+
+    assert hosts_of("Apply the upgrade to the control plane components") == ["node-1"]
+    assert hosts_of("Upgrade the node's kubelet configuration") == ["node-2", "node-3", "node-4"]
+    # serial: 1 - every task of a control plane ends before the next one's first task.
+    plane = [e for e in events if e.get("play") == "Upgrade the control planes one at a time"]
+    order = [e["host"] for e in plane]
+    firsts = [order.index(n) for n in CONTROL_PLANES]
+    lasts = [len(order) - 1 - order[::-1].index(n) for n in CONTROL_PLANES]
+    assert lasts[0] < firsts[1] and lasts[1] < firsts[2], order
     wait_quorum_ok(pk)
 
 
