@@ -170,6 +170,9 @@ class Distribution:
     control_plane_minimum: tuple[int, int] | None = None
     # Boards with this much memory or less cannot run the flavour at all, if it says so.
     low_memory_guard_mb: int | None = None
+    # The control planes' replicated datastore (pikube.probe.ha reads its members): kubeadm's
+    # stacked etcd, MicroK8s' dqlite.
+    datastore: Literal["etcd", "dqlite"] = "etcd"
 
     @property
     def api_port(self) -> int:
@@ -382,6 +385,7 @@ KUBEADM = Kubeadm(
     upgrade_pattern=re.compile(r"1\.(\d\d)(\.\d\d?\d?)?"),
     example=f'"1.{DEFAULT_MINOR}"',
     control_plane_minimum=(KUBEADM_CONTROL_PLANE_MIN_MEMORY_MB, KUBEADM_CONTROL_PLANE_MIN_CPUS),
+    datastore="etcd",
 )
 MICROK8S = MicroK8s(
     name="microk8s",
@@ -399,6 +403,7 @@ MICROK8S = MicroK8s(
     upgrade_pattern=re.compile(rf"{_MINOR}(-eksd)?/(" + "|".join(MICROK8S_RISKS) + ")"),
     example=f"1.{DEFAULT_MINOR}/stable",
     low_memory_guard_mb=MICROK8S_LOW_MEMORY_GUARD_MB,
+    datastore="dqlite",
 )
 
 DISTRIBUTIONS: dict[str, Distribution] = {d.name: d for d in (KUBEADM, MICROK8S)}

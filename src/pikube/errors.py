@@ -15,6 +15,7 @@ EXIT_CONFIG = 3
 EXIT_FLASH_REFUSED = 4
 EXIT_VERIFY_FAILED = 5
 EXIT_UNREACHABLE = 6
+EXIT_QUORUM = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -110,6 +111,13 @@ class HostsUnreachable(PikubeError):
 
     exit_code = EXIT_UNREACHABLE
     result: object | None = None  # the runner's RunResult, for the per-host table
+
+
+class QuorumError(PikubeError):
+    """The control planes' datastore has lost quorum (status, doctor), or an action would
+    make it lose quorum (remove-node refuses it before changing anything)."""
+
+    exit_code = EXIT_QUORUM
 
 
 class RunInProgress(PikubeError):

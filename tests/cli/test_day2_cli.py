@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 import pikube.cli.day2 as day2
 from pikube.cli.main import cli
-from pikube.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE
+from pikube.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_QUORUM, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.factories import loopback_cluster_data, write_cluster
 
 
@@ -111,6 +111,37 @@ def test_remove_node_refuses_the_control_plane(cluster: Path) -> None:
     assert result.exit_code == EXIT_FAILURE
     assert "pikube reset" in result.stderr
     assert runs(cluster) == []
+
+
+@pytest.fixture
+def ha_cluster(tmp_path: Path, ssh_key: Path) -> Path:
+    """Three control planes behind a VIP and a worker, on loopback addresses nobody answers."""
+    data = loopback_cluster_data(tmp_path, ssh_key, 4, "pi4-4gb")
+    for i, node in enumerate(data["nodes"][:3], 1):
+        node["name"], node["role"] = f"pi-cp{i}", "control-plane"
+    data["nodes"][3].update(name="pi-w1", role="worker")
+    data["network"]["vip"] = "127.0.0.100"
+    return write_cluster(tmp_path, data)
+
+
+def test_remove_node_refuses_the_first_control_plane_and_says_how(ha_cluster: Path) -> None:
+    result = run("remove-node", "pi-cp1", "--yes", "--cluster", str(ha_cluster))
+    assert result.exit_code == EXIT_FAILURE, result.stderr
+    assert "first control plane" in result.stderr
+    assert "move another control plane (pi-cp2, pi-cp3) above it" in result.stderr
+    assert runs(ha_cluster) == []
+
+
+def test_remove_node_of_a_control_plane_refuses_when_quorum_cannot_be_checked(
+    ha_cluster: Path,
+) -> None:
+    # No control plane answers SSH, so no datastore member can vouch for quorum: exit 7
+    # before any playbook runs.
+    result = run("remove-node", "pi-cp2", "--yes", "--cluster", str(ha_cluster))
+    assert result.exit_code == EXIT_QUORUM, result.stderr
+    assert "refusing" in result.stderr or "cannot tell whether" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert runs(ha_cluster) == []
 
 
 def test_remove_node_rejects_a_zero_drain_timeout(cluster: Path) -> None:

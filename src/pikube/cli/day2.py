@@ -15,7 +15,7 @@ import click
 
 from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load, run_options
 from pikube.cli.up import run_site
-from pikube.errors import EXIT_CONFIG, EXIT_USAGE, HostsUnreachable, PikubeError
+from pikube.errors import EXIT_CONFIG, EXIT_USAGE, HostsUnreachable, PikubeError, QuorumError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
@@ -88,20 +88,23 @@ def checked(check: bool, message: str) -> str:
 @click.argument("name", shell_complete=complete_node_name)
 @run_options(limit=False)
 def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
-    """Prepare NAME (a worker already in cluster.yaml) and join it with a fresh token.
+    """Prepare NAME (a node already in cluster.yaml) and join it with a fresh token.
 
-    Only NAME and the control plane are contacted; the control plane only answers reads and
-    creates the join token, so it reports changed=0 and the other nodes are untouched.
+    Only NAME and the first control plane are contacted; for a worker, the control plane
+    only answers reads and creates the join token, so it reports changed=0 and the other
+    nodes are untouched. A control plane (of several) joins as one, with a certificate key
+    fresh to this run; the first control plane is built by `pikube up`, not added.
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
-    if node.role != "worker":
+    cp = control_plane(cluster)
+    if node == cp:
         raise PikubeError(
-            f"{name} is the control plane; add-node joins workers",
+            f"{name} is the first control plane, the one that creates the cluster; add-node "
+            "joins other nodes to it",
             where=str(cluster_file),
             fix="use `pikube up` to build the control plane",
         )
-    cp = control_plane(cluster)
     playbook = "add_node.yml"
     run_site(
         cluster,
@@ -141,20 +144,19 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
 def remove_node(
     cluster_file: Path, name: str, force: bool, drain_timeout: int, yes: bool, flags: RunFlags
 ) -> None:
-    """Cordon, drain and delete worker NAME from Kubernetes, then reset the machine.
+    """Cordon, drain and delete NAME from Kubernetes, then reset the machine.
 
     A node already gone from Kubernetes skips the Kubernetes part. An unreachable machine
     cannot be reset: the Kubernetes side is still cleaned, and the command exits 6 naming it.
-    Afterwards, delete the node from cluster.yaml.
+    A control plane (of several) loses its etcd or dqlite member first; a removal that would
+    break the datastore's quorum is refused before anything changes (exit 7). Afterwards,
+    delete the node from cluster.yaml (or add it back with `pikube add-node`).
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
+    via = control_plane(cluster)
     if node.role != "worker":
-        raise PikubeError(
-            f"{name} is the control plane and cannot be removed from its own cluster",
-            where=str(cluster_file),
-            fix="use `pikube reset` to take the whole cluster down",
-        )
+        via = removable_control_plane(cluster, node, cluster_file)
     confirm_destruction(
         cluster,
         f"remove {name} from cluster {cluster.name} and reset it",
@@ -162,16 +164,16 @@ def remove_node(
         "remove-node",
     )
     playbook = "remove_node.yml"
-    cp = control_plane(cluster)
     try:
         run_site(
             cluster,
             command="remove-node",
             playbook=playbook,
             flags=flags,
-            limit=f"{name},{cp.name}",
+            limit=f"{name},{via.name}",
             extra_vars={
                 "pikube_remove_node": name,
+                "pikube_remove_via": via.name,
                 "pikube_remove_force": force,
                 "pikube_remove_drain_timeout": drain_timeout,
                 "pikube_reset_hosts": name,
@@ -188,6 +190,50 @@ def remove_node(
         raise
     done = f"{name} removed from {cluster.name}; now delete it from {cluster_file}"
     info(checked(flags.check, done))
+
+
+def removable_control_plane(cluster: Cluster, node: Node, cluster_file: Path) -> Node:
+    """The control plane that removes ``node``'s datastore member; refuse what breaks quorum.
+
+    Asks the control planes themselves (``pikube.probe.status.ha_view``) which members are
+    healthy, and refuses, before anything changes, the last control plane, the first one (the
+    bootstrap node every playbook starts from), and a removal that would lose quorum (exit 7).
+    """
+    from pikube.probe.ha import removal_refusal
+    from pikube.probe.status import ha_view
+
+    if len(cluster.control_planes) == 1:
+        raise PikubeError(
+            f"{node.name} is the only control plane and cannot be removed from its own cluster",
+            where=str(cluster_file),
+            fix="use `pikube reset` to take the whole cluster down",
+        )
+    if node == cluster.control_plane:
+        others = [n.name for n in cluster.control_planes if n != node]
+        raise PikubeError(
+            f"{node.name} is the first control plane, the one pikube's playbooks start from",
+            where=str(cluster_file),
+            fix=f"move another control plane ({', '.join(others)}) above it in `nodes:`, "
+            f"then run `pikube remove-node {node.name}` again",
+        )
+    view = ha_view(cluster)
+    datastore = cluster.flavour.datastore
+    if view is None:
+        raise QuorumError(
+            f"no control plane answered as a {datastore} member, so pikube cannot tell whether "
+            f"removing {node.name} keeps quorum; nothing was changed",
+            fix="check the control planes with `pikube status`, then try again",
+        )
+    refusal = removal_refusal(view.members, node.name, datastore)
+    if refusal is not None:
+        raise QuorumError(
+            f"refusing to remove {node.name}: {refusal}; nothing was changed",
+            fix=view.quorum.fix or "bring the members that are down back first "
+            "(`pikube status` shows them)",
+        )
+    healthy = {m.node for m in view.members if m.healthy}
+    candidates = [n for n in cluster.control_planes if n != node]
+    return next((n for n in candidates if n.name in healthy), candidates[0])
 
 
 # --- reset ---------------------------------------------------------------------------------

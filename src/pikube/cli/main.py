@@ -45,14 +45,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Insert cards, power the Pis on: written, booted, provisioned, Ready.",
     ),
     "add-node": ("pikube.cli.day2:add_node", "Prepare and join a node added to cluster.yaml."),
-    "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one worker."),
+    "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one node."),
     "reset": ("pikube.cli.day2:reset", "Tear the cluster down to freshly prepared nodes."),
     "upgrade": ("pikube.cli.day2:upgrade", "Upgrade Kubernetes one minor, node by node."),
 }
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid configuration, 4 flash refused, "
-    "5 verification failed, 6 hosts unreachable, 130 interrupted."
+    "5 verification failed, 6 hosts unreachable, 7 control-plane quorum lost or at risk, "
+    "130 interrupted."
 )
 
 

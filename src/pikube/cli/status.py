@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import click
 
 from pikube.cli.common import cluster_option, info, load
-from pikube.errors import HostsUnreachable, PikubeError
+from pikube.errors import HostsUnreachable, PikubeError, QuorumError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
+    from pikube.probe.ha import ControlPlaneView
 
 STATUS_HELP = "JSON schema (version 1) is documented in the README."
 
@@ -34,6 +35,27 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def control_plane_lines(view: ControlPlaneView) -> str:
+    """The VIP holder, each datastore member and the quorum verdict, for people."""
+    lines = []
+    if view.vip is not None:
+        holders = ", ".join(view.vip_holders) or "nobody"
+        lines.append(f"VIP: {view.vip} on {holders}")
+    quorum = view.quorum
+    lines.append(f"{view.datastore}: {quorum.level}: {quorum.message}")
+    rows = [["MEMBER", "NODE", "ADDRESS", "ROLE", "HEALTH"]]
+    for member in view.members:
+        health = "healthy" if member.healthy else f"DOWN ({member.detail})"
+        rows.append([member.name, member.node or "-", member.address, member.role, health])
+    lines.append(_table(rows))
+    if quorum.fix:
+        lines.append(f"  fix: {quorum.fix}")
+    problem = view.vip_problem()
+    if problem is not None:
+        lines.append(f"VIP: {problem[0]}: {problem[1]}\n  fix: {problem[2]}")
+    return "\n".join(lines)
 
 
 @click.command(epilog=STATUS_HELP)
@@ -77,9 +99,13 @@ def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
         api = data["api"]
         state = {True: "healthy", False: "not ready", None: "unknown"}[api["healthy"]]
         click.echo(f"\nAPI: {state} ({api['detail']})")
+        if result.control_plane is not None:
+            click.echo(control_plane_lines(result.control_plane))
         for node in data["nodes"]:
             if node["error"]:
                 info(f"{node['name']}: {node['error']}")
+    if result.control_plane is not None and result.control_plane.quorum.level == "error":
+        raise QuorumError(result.control_plane.quorum.message, fix=result.control_plane.quorum.fix)
     if any(not n["reachable"] for n in data["nodes"]):
         down = [n["name"] for n in data["nodes"] if not n["reachable"]]
         raise HostsUnreachable(
@@ -98,28 +124,35 @@ def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
 
     Exits 1 when a finding would stop `pikube up`; findings that `up` fixes by itself
     (swap, cgroup flags, NTP) are reported but do not fail. Exits 6 when the only problem
-    is nodes that cannot be reached (as `pikube status` does).
+    is nodes that cannot be reached (as `pikube status` does). With several control planes
+    it also checks the VIP holder and the datastore's members; lost quorum exits 7.
     """
     from pikube.config.load import image_catalog
-    from pikube.probe.doctor import diagnose
-    from pikube.probe.status import probe_nodes
+    from pikube.probe.doctor import CONTROL_PLANE, control_plane_findings, diagnose
+    from pikube.probe.ssh import SshConnections
+    from pikube.probe.status import ha_view, probe_nodes
 
     cluster, nodes = _selected(cluster_file, limit)
-    facts = probe_nodes(cluster, nodes, timeout)
+    with SshConnections() as connections:
+        facts = probe_nodes(cluster, nodes, timeout, connections)
+        view = ha_view(cluster, timeout, connections)
     image_arch = image_catalog().get(cluster.image, {}).get("arch")
-    findings = diagnose(cluster, facts, image_arch)
+    findings = diagnose(cluster, facts, image_arch) + control_plane_findings(view)
     if as_json:
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
     else:
-        for node in nodes:
-            mine = [f for f in findings if f.node == node.name]
+        for name in [n.name for n in nodes] + ([CONTROL_PLANE] if view is not None else []):
+            mine = [f for f in findings if f.node == name]
             mark = "ok" if not mine else ("FAIL" if any(f.blocking for f in mine) else "warn")
-            click.echo(f"{node.name:<20} {mark}")
+            click.echo(f"{name:<20} {mark}")
             for finding in mine:
                 level = "error" if finding.blocking else "note "
                 click.echo(
                     f"  {level} {finding.check}: {finding.message}\n        fix: {finding.fix}"
                 )
+    lost = [f for f in findings if f.check == "quorum" and f.blocking]
+    if lost:
+        raise QuorumError(lost[0].message, fix=lost[0].fix)
     # Unreachable nodes exit 6 as in `pikube status`; a fault found on a node that answered
     # needs a fix first, so it exits 1 even when other nodes were down too.
     down = [f.node for f in findings if f.check == "reachable"]

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pikube.config.model import Cluster
 from pikube.distribution import memory_cgroup_flags
 from pikube.probe.facts import NodeFacts
+from pikube.probe.ha import ControlPlaneView
 
+# Findings about the control plane as a whole (VIP, datastore quorum) carry this as node.
+CONTROL_PLANE = "control-plane"
 MAX_CLOCK_OFFSET_S = 5.0
 MIN_FREE_DISK_MB = 2048
 ARCH_NAMES = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "amd64", "armv7l": "armhf"}
@@ -214,6 +217,24 @@ def _node_checks(
                 True,
             )
     yield from _ports(cluster, facts)
+
+
+def control_plane_findings(view: ControlPlaneView | None) -> list[Finding]:
+    """The VIP and the datastore's quorum as findings: a lost quorum blocks, a degraded
+    one (a majority but not all healthy) and a VIP on several nodes are notes."""
+    if view is None:
+        return []
+    findings = []
+    problem = view.vip_problem()
+    if problem is not None:
+        level, message, fix = problem
+        findings.append(Finding(CONTROL_PLANE, "vip", message, fix, level == "error"))
+    quorum = view.quorum
+    if quorum.level != "ok":
+        findings.append(
+            Finding(CONTROL_PLANE, "quorum", quorum.message, quorum.fix, quorum.level == "error")
+        )
+    return findings
 
 
 def is_kubernetes_member(facts: NodeFacts) -> bool:

@@ -11,6 +11,13 @@ from typing import Any
 from pikube.config.model import Cluster, Node
 from pikube.inventory import ssh_login
 from pikube.probe.facts import NodeFacts, gather_facts
+from pikube.probe.ha import (
+    ControlPlaneAnswer,
+    ControlPlaneView,
+    control_plane_view,
+    probe_script,
+    sections,
+)
 from pikube.probe.ssh import ProbeError, SshConnections, SshTarget
 
 STATUS_SCHEMA_VERSION = 1
@@ -31,6 +38,7 @@ class ClusterStatus:
     api_healthy: bool | None = None
     api_detail: str = ""
     kube_nodes: dict[str, KubeNode] = field(default_factory=dict)
+    control_plane: ControlPlaneView | None = None
 
     def as_dict(self) -> dict[str, Any]:
         rows = []
@@ -62,6 +70,7 @@ class ClusterStatus:
             "cluster": self.cluster.name,
             "distribution": self.cluster.distribution,
             "api": {"healthy": self.api_healthy, "detail": self.api_detail},
+            "control_plane": self.control_plane.as_dict() if self.control_plane else None,
             "nodes": rows,
         }
 
@@ -111,17 +120,22 @@ def parse_kube_nodes(text: str) -> dict[str, KubeNode]:
 def kubernetes_view(
     cluster: Cluster, timeout: float, connections: SshConnections
 ) -> tuple[bool | None, str, dict[str, KubeNode]]:
-    """(API healthy?, detail, nodes) as the control plane sees them."""
-    target = ssh_target(cluster, cluster.control_plane, timeout)
+    """(API healthy?, detail, nodes) as the first control plane that answers SSH sees them."""
     kubectl = shlex.join(["sudo", "-n", *cluster.flavour.kubectl])
-    try:
-        health = connections.run(target, f"{kubectl} get --raw /readyz")
-        if health.exit_status != 0:
-            detail = (health.stderr.strip().splitlines() or ["not installed"])[-1]
-            return False, detail, {}
-        listing = connections.run(target, f"{kubectl} get nodes -o json")
-    except ProbeError as err:
-        return None, f"control plane not reachable: {err.reason}", {}
+    reasons = []
+    for node in cluster.control_planes:
+        target = ssh_target(cluster, node, timeout)
+        try:
+            health = connections.run(target, f"{kubectl} get --raw /readyz")
+            if health.exit_status != 0:
+                detail = (health.stderr.strip().splitlines() or ["not installed"])[-1]
+                return False, detail, {}
+            listing = connections.run(target, f"{kubectl} get nodes -o json")
+            break
+        except ProbeError as err:
+            reasons.append(f"{node.name}: {err.reason}")
+    else:
+        return None, "control plane not reachable: " + "; ".join(reasons), {}
     if listing.exit_status != 0:
         return True, "API ready, but listing nodes failed: " + listing.stderr.strip(), {}
     try:
@@ -130,12 +144,51 @@ def kubernetes_view(
         return True, f"unreadable node list: {err}", {}
 
 
+def is_highly_available(cluster: Cluster) -> bool:
+    """More than one control plane, or a VIP in front of them: there is a quorum to show."""
+    return len(cluster.control_planes) > 1 or cluster.network.vip is not None
+
+
+def control_plane_answer(
+    cluster: Cluster, node: Node, timeout: float, connections: SshConnections
+) -> ControlPlaneAnswer:
+    """One control plane's addresses and datastore view (``pikube.probe.ha.probe_script``)."""
+    target = ssh_target(cluster, node, timeout)
+    try:
+        result = connections.run(
+            target, "sudo -n sh -s", stdin=probe_script(cluster.flavour.datastore)
+        )
+    except ProbeError as err:
+        return ControlPlaneAnswer(node.name, str(node.ip), False, err.reason)
+    return ControlPlaneAnswer(node.name, str(node.ip), True, parts=sections(result.stdout))
+
+
+def ha_view(
+    cluster: Cluster, timeout: float = 8.0, connections: SshConnections | None = None
+) -> ControlPlaneView | None:
+    """The VIP holder, the datastore's members and quorum; None for a single control plane."""
+    if not is_highly_available(cluster):
+        return None
+    if connections is None:
+        with SshConnections() as own:
+            return ha_view(cluster, timeout, own)
+    planes = cluster.control_planes
+    with ThreadPoolExecutor(max_workers=len(planes)) as pool:
+        answers = list(
+            pool.map(lambda n: control_plane_answer(cluster, n, timeout, connections), planes)
+        )
+    nodes = {str(n.ip): n.name for n in cluster.nodes}
+    return control_plane_view(cluster.flavour.datastore, cluster.network.vip, answers, nodes)
+
+
 def cluster_status(
     cluster: Cluster, nodes: list[Node] | None = None, timeout: float = 8.0
 ) -> ClusterStatus:
     selected = nodes or list(cluster.nodes)
-    with SshConnections() as connections, ThreadPoolExecutor(max_workers=2) as pool:
+    with SshConnections() as connections, ThreadPoolExecutor(max_workers=3) as pool:
         view = pool.submit(kubernetes_view, cluster, timeout, connections)
+        planes = pool.submit(ha_view, cluster, timeout, connections)
         facts = probe_nodes(cluster, selected, timeout, connections)
         healthy, detail, kube_nodes = view.result()
-    return ClusterStatus(cluster, facts, healthy, detail, kube_nodes)
+        control_plane = planes.result()
+    return ClusterStatus(cluster, facts, healthy, detail, kube_nodes, control_plane)

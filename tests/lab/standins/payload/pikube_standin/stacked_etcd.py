@@ -173,7 +173,14 @@ def mirror_pod(node: str, adv: str, version: str) -> dict[str, Any]:
             "name": f"etcd-{node}",
             "namespace": "kube-system",
             "labels": {"component": "etcd", "tier": "control-plane"},
-            "annotations": {ANNOTATION: client_url(adv)},
+            # The kubelet marks a mirror Pod (kubelet/types/pod_update.go); `kubectl drain`
+            # skips Pods with kubernetes.io/config.mirror (kubectl drain/filters.go), so
+            # draining a control plane leaves its static Pods alone, as upstream.
+            "annotations": {
+                ANNOTATION: client_url(adv),
+                "kubernetes.io/config.mirror": f"pikube-standin-etcd-{node}",
+                "kubernetes.io/config.source": "file",
+            },
         },
         "spec": {
             "nodeName": node,

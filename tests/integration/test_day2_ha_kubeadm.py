@@ -1,0 +1,188 @@
+"""Day 2 on a highly available kubeadm lab: three control planes behind a VIP and a worker.
+
+`status` names the VIP holder and each etcd member's health; `remove-node` refuses to break
+etcd's quorum and otherwise removes a control plane's member first; `add-node` joins it back
+as a control plane; `upgrade` takes the control planes one at a time (`upgrade apply` on the
+first, `upgrade node` on the others), then the worker; two of three control planes stopped
+is lost quorum (exit 7).
+
+Real CLI, real SSH, Debian's real keepalived and haproxy, the stand-in kubeadm with stacked
+etcd on Debian's real etcd (tests/lab/standins), the real kubectl and etcdctl. One lab for
+the module; the steps build on each other in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.clusterlab import Pikube, cluster_lab
+
+# Slow tier (PIKUBE_SLOW=1): an HA build, an upgrade of four nodes, a removal and a re-add.
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+CONTROL_PLANES = ("node-1", "node-2", "node-3")
+NODES = (*CONTROL_PLANES, "node-4")
+EXIT_UNREACHABLE = 6
+EXIT_QUORUM = 7
+
+
+@pytest.fixture(scope="module")
+def pk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pikube]:
+    """Four lab nodes: node-1..3 control planes behind a VIP, node-4 a worker, at 1.30."""
+    with cluster_lab("ha2", 4, "kubeadm", pi=0) as lab:
+        data = lab.cluster_data("kubeadm")
+        data["kubernetes"]["version"] = "1.30"  # one minor below the newest: the upgrade
+        for node in data["nodes"]:
+            node["role"] = "control-plane" if node["name"] in CONTROL_PLANES else "worker"
+        data["network"]["vip"] = str(IPv4Network(lab.subnet).network_address + 100)
+        path = tmp_path_factory.mktemp("ha-day2") / "cluster.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        yield Pikube(lab, path, "kubeadm")
+
+
+def vip(pk: Pikube) -> str:
+    return str(yaml.safe_load(pk.cluster.read_text())["network"]["vip"])
+
+
+def holders(pk: Pikube, up: tuple[str, ...] = CONTROL_PLANES) -> list[str]:
+    """The nodes with the VIP on an interface, read from the nodes (not through pikube)."""
+    return [n for n in up if f" {vip(pk)}/" in pk.lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
+
+
+def etcd_member_names(pk: Pikube, via: str = "node-1") -> set[str]:
+    pki = "/etc/kubernetes/pki/etcd"
+    proc = pk.lab.exec(
+        via,
+        [
+            "etcdctl",
+            "--endpoints=https://127.0.0.1:2379",
+            f"--cacert={pki}/ca.crt",
+            f"--cert={pki}/healthcheck-client.crt",
+            f"--key={pki}/healthcheck-client.key",
+            "member",
+            "list",
+            "-w",
+            "json",
+        ],
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {m.get("name", "") for m in json.loads(proc.stdout)["members"]}
+
+
+def status_json(pk: Pikube, expect: int = 0) -> dict[str, Any]:
+    proc = pk("status", "--json")
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def wait_quorum_ok(pk: Pikube, members: int = 3, timeout: float = 300) -> dict[str, Any]:
+    """status --json until every node answers and the etcd quorum is ok with ``members``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = pk("status", "--json")
+        data: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
+        plane = data.get("control_plane") or {}
+        quorum = plane.get("quorum") or {}
+        if proc.returncode == 0 and quorum.get("level") == "ok" and quorum.get("total") == members:
+            return data
+        assert time.monotonic() < deadline, proc.stdout[-3000:] + proc.stderr[-2000:]
+        time.sleep(5)
+
+
+def test_up_and_status_show_the_vip_holder_every_member_and_quorum_ok(pk: Pikube) -> None:
+    pk.ok("up")
+    pk.wait_all_ready(NODES)
+    data = wait_quorum_ok(pk)
+    plane = data["control_plane"]
+    assert plane["vip"] == vip(pk) and plane["datastore"] == "etcd"
+    assert plane["vip_holders"] == holders(pk) and len(plane["vip_holders"]) == 1
+    assert {m["node"] for m in plane["members"]} == set(CONTROL_PLANES)
+    assert all(m["healthy"] for m in plane["members"]), plane["members"]
+    assert plane["quorum"] == {
+        "level": "ok",
+        "healthy": 3,
+        "total": 3,
+        "needed": 2,
+        "message": "3/3 etcd members healthy",
+        "fix": None,
+    }
+    text = pk.ok("status").stdout
+    assert f"VIP: {vip(pk)} on {holders(pk)[0]}" in text
+    assert "etcd: ok: 3/3 etcd members healthy" in text
+
+
+def test_removing_a_healthy_member_while_another_is_down_is_refused(pk: Pikube) -> None:
+    pk.lab.stop("node-3")
+    try:
+        data = status_json(pk, expect=EXIT_UNREACHABLE)
+        quorum = data["control_plane"]["quorum"]
+        assert (quorum["level"], quorum["healthy"], quorum["total"]) == ("warning", 2, 3)
+        assert "node-3" in quorum["message"]
+        runs_before = pk.runs("remove-node")
+        proc = pk("remove-node", "node-2", "--yes")
+        assert proc.returncode == EXIT_QUORUM, proc.stderr[-3000:]
+        assert "refusing to remove node-2" in proc.stderr
+        assert "would lose quorum" in proc.stderr and "nothing was changed" in proc.stderr
+        assert pk.runs("remove-node") == runs_before  # no playbook ran
+        assert etcd_member_names(pk) == set(CONTROL_PLANES)
+    finally:
+        pk.lab.start("node-3")
+    wait_quorum_ok(pk)
+
+
+def test_remove_a_control_plane_then_add_it_back(pk: Pikube) -> None:
+    pk.ok("remove-node", "node-3", "--yes")
+    assert etcd_member_names(pk) == {"node-1", "node-2"}
+    assert "node-3" not in pk.nodes()
+    assert not pk.exists("node-3", "/etc/kubernetes/manifests/etcd.yaml")
+    assert pk.kubeconfig.exists()  # the cluster is still there: its kubeconfig stays
+    data = status_json(pk)
+    quorum = data["control_plane"]["quorum"]
+    # node-3 is still in cluster.yaml, but no longer an etcd member: the datastore decides.
+    assert (quorum["level"], quorum["healthy"], quorum["total"]) == ("ok", 2, 2)
+    pk.ok("add-node", "node-3")
+    pk.wait_all_ready(NODES)
+    assert etcd_member_names(pk) == set(CONTROL_PLANES)
+    wait_quorum_ok(pk)
+
+
+def test_upgrade_takes_one_control_plane_at_a_time_apply_on_the_first(pk: Pikube) -> None:
+    pk.ok("upgrade", "--to", "1.31", "--yes")
+    versions = {n: v["status"]["nodeInfo"]["kubeletVersion"][:5] for n, v in pk.nodes().items()}
+    assert versions == dict.fromkeys(NODES, "v1.31")
+    events = [e for e in pk.events("upgrade") if e.get("pikube_event") == "runner"]
+
+    def hosts_of(task: str) -> list[str]:  # events name a role's task "role : task"
+        return [e["host"] for e in events if e.get("task", "").endswith(task) and e.get("changed")]
+
+    assert hosts_of("Apply the upgrade to the control plane components") == ["node-1"]
+    assert hosts_of("Upgrade the node's kubelet configuration") == ["node-2", "node-3", "node-4"]
+    # serial: 1 - every task of a control plane ends before the next one's first task.
+    plane = [e for e in events if e.get("play") == "Upgrade the control planes one at a time"]
+    order = [e["host"] for e in plane]
+    firsts = [order.index(n) for n in CONTROL_PLANES]
+    lasts = [len(order) - 1 - order[::-1].index(n) for n in CONTROL_PLANES]
+    assert lasts[0] < firsts[1] and lasts[1] < firsts[2], order
+    wait_quorum_ok(pk)
+
+
+def test_two_of_three_control_planes_stopped_is_lost_quorum(pk: Pikube) -> None:
+    pk.lab.stop("node-2")
+    pk.lab.stop("node-3")
+    proc = pk("status")
+    assert proc.returncode == EXIT_QUORUM, proc.stderr[-3000:]
+    assert "etcd has lost quorum: 0/3 members healthy, 2 needed" in proc.stderr
+    assert "fix: bring back enough control planes" in proc.stderr
+    data = status_json(pk, expect=EXIT_QUORUM)
+    assert data["control_plane"]["quorum"]["level"] == "error"
+    doctor = pk("doctor")
+    assert doctor.returncode == EXIT_QUORUM, doctor.stderr[-3000:]
+    assert "quorum:" in doctor.stdout
