@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
+from pikube.addons import kubeadm_group_vars, microk8s_group_vars
+
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
 
@@ -266,6 +268,7 @@ class Kubeadm(Distribution):
             "pikube_kubernetes_package_repo": cluster.kubernetes.package_repo,
             "pikube_cni": cluster.cni,
             "pikube_kubeadm_config": cluster.kubernetes.kubeadm_config,
+            **kubeadm_group_vars(cluster),
         }
 
 
@@ -325,7 +328,7 @@ class MicroK8s(Distribution):
     def flavour_vars(self, cluster: Cluster) -> dict[str, Any]:
         return {
             self.version_var: cluster.release.text,
-            "pikube_microk8s_addons": list(cluster.kubernetes.addons),
+            **microk8s_group_vars(cluster),
             # Each node names itself and the control node in /etc/hosts: adding a worker
             # leaves the others untouched.
             "pikube_node_prep_etc_hosts_nodes": [
@@ -368,7 +371,7 @@ MICROK8S = MicroK8s(
     title="MicroK8s",
     version_key="channel",
     default_version=f"1.{DEFAULT_MINOR}/stable",
-    settings=("channel", "addons"),
+    settings=("channel",),
     role="pikube_microk8s",
     ports=(16443, 25000, 10250),
     kubectl=("/snap/bin/microk8s", "kubectl"),
