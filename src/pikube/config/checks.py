@@ -382,9 +382,9 @@ def _check_lb_range(
         (_ip(n.get("ip")), f"the address of node {n.get('name')!r} (nodes[{i}])")
         for i, n in enumerate(nodes)
     ]
-    for address, what in taken:
-        if address is not None and first <= address <= last:
-            yield (where, f"lb_range holds {address}, {what}", fix)
+    for held, what in taken:
+        if held is not None and first <= held <= last:
+            yield (where, f"lb_range holds {held}, {what}", fix)
 
 
 def _check_ha_not_yet_supported(

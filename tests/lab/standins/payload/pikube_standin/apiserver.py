@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import common
+from . import addon_controllers, common
 
 # --------------------------------------------------------------------------- registry
 
@@ -490,7 +490,7 @@ class Api:
                         tuple(names.get("categories", [])),
                     )
                 )
-        return out
+        return out + addon_controllers.served(self.store.objects)
 
     def res_for(self, group: str, plural: str, version: str | None = None) -> Res:
         for r in self.resources():
@@ -785,7 +785,7 @@ class Api:
     def _tick(self) -> None:
         nodes = self.res_for("", "nodes")
         for k, obj in list(self.store.objects.items()):
-            if k[1] == "nodes":
+            if k[:2] == ("", "nodes"):
                 before = copy.deepcopy(obj)
                 self.node_effective(obj)
                 if obj != before:
@@ -805,6 +805,7 @@ class Api:
         self._pods()
         self._workload_status()
         self._calico_default_pool()
+        addon_controllers.tick(self)
 
     def _collect_garbage(self) -> None:
         """The garbage collector for Secrets owned by a Secret: kubeadm's "kubeadm-certs" goes
