@@ -11,9 +11,12 @@ workloads show each addon's health; group_vars carry what the roles need.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
@@ -24,41 +27,37 @@ class Addon:
     """One addon word of cluster.yaml."""
 
     name: str
-    # What kubeadm clusters get (the pikube_addons role's manifest of the same name).
+    # What kubeadm clusters get (the pikube_addons role's catalog entry of the same name:
+    # its pinned manifest and the workloads it waits for, ``kubeadm_workloads``).
     kubeadm: str
     # The MicroK8s addon of the same purpose (`microk8s enable NAME[:ARG]`).
     microk8s: str
-    # Its workloads on kubeadm: (namespace, "deployment/NAME" or "daemonset/NAME"), what
-    # `pikube status` reports and the role waits for.
-    workloads: tuple[tuple[str, str], ...]
     needs_lb_range: bool = False
 
 
 ADDONS: dict[str, Addon] = {
     a.name: a
     for a in (
-        Addon(
-            "load-balancer",
-            "MetalLB (L2)",
-            "metallb",
-            (("metallb-system", "deployment/controller"), ("metallb-system", "daemonset/speaker")),
-            needs_lb_range=True,
-        ),
-        Addon("ingress", "Traefik", "ingress", (("traefik", "deployment/traefik"),)),
-        Addon(
-            "storage",
-            "local-path-provisioner",
-            "hostpath-storage",
-            (("local-path-storage", "deployment/local-path-provisioner"),),
-        ),
-        Addon(
-            "metrics",
-            "metrics-server",
-            "metrics-server",
-            (("kube-system", "deployment/metrics-server"),),
-        ),
+        Addon("load-balancer", "MetalLB (L2)", "metallb", needs_lb_range=True),
+        Addon("ingress", "Traefik", "ingress"),
+        Addon("storage", "local-path-provisioner", "hostpath-storage"),
+        Addon("metrics", "metrics-server", "metrics-server"),
     )
 }
+
+
+@functools.cache
+def kubeadm_workloads() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Addon word -> its workloads on kubeadm, (namespace, "deployment/NAME"), as the
+    pikube_addons role waits for them (its vars/main.yml holds them, once)."""
+    from pikube.resources import data_path
+
+    path = data_path("roles", "pikube_addons", "vars", "main.yml")
+    catalog = yaml.safe_load(path.read_text(encoding="utf-8"))["pikube_addons_catalog"]
+    return {
+        name: tuple((str(w["namespace"]), str(w["name"])) for w in entry["workloads"])
+        for name, entry in catalog.items()
+    }
 
 
 def lb_range_bounds(text: str) -> tuple[IPv4Address, IPv4Address]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
-from pikube.addons import kubeadm_group_vars, microk8s_group_vars
+from pikube.addons import kubeadm_group_vars, kubeadm_workloads, microk8s_group_vars
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
@@ -222,6 +222,11 @@ class Distribution:
     def extra_checks(self) -> dict[str, str]:
         return {}
 
+    def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Addon word -> the workloads (namespace, "deployment/NAME") `pikube status` reports
+        for it; empty where the flavour's own tooling owns the addons (MicroK8s)."""
+        return {}
+
 
 def anchored(pattern: re.Pattern[str]) -> str:
     """``pattern`` for Ansible's ``match`` test, which anchors only at the start."""
@@ -261,6 +266,9 @@ class Kubeadm(Distribution):
 
     def extra_checks(self) -> dict[str, str]:
         return {"pikube_cni": "^(" + "|".join(POD_NETWORKS) + ")$"}
+
+    def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return kubeadm_workloads()
 
     def flavour_vars(self, cluster: Cluster) -> dict[str, Any]:
         return {

@@ -101,3 +101,25 @@ def test_metallb_pool_holds_the_clusters_range() -> None:
     assert ip_pool["spec"]["addresses"] == ["10.0.0.240-10.0.0.250"]
     l2 = next(d for d in pool if d["kind"] == "L2Advertisement")
     assert l2["spec"]["ipAddressPools"] == [ip_pool["metadata"]["name"]]
+
+
+def test_set_args_replaces_a_flag_and_appends_a_missing_one() -> None:
+    module = plugin_module("pikube_manifest_patch")
+    text = yaml.safe_dump(
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "c", "args": ["--a=1", "--b=2", "--a=3"]}]}
+                }
+            },
+        }
+    )
+    out = module.patch_manifest(
+        text,
+        [{"kind": "Deployment", "name": "d", "container": "c", "set_args": ["--a=9", "--c"]}],
+        "t",
+    )
+    (doc,) = [d for d in yaml.safe_load_all(out) if d]
+    assert doc["spec"]["template"]["spec"]["containers"][0]["args"] == ["--a=9", "--b=2", "--c"]

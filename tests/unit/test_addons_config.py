@@ -4,6 +4,7 @@ needs (kubeadm: the words and the range; MicroK8s: its own addons, mapped once).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,46 @@ def test_lb_range_must_be_free_addresses_of_the_subnet(
     problems, _ = problems_for(tmp_path, cluster_data)
     (problem, *_) = [p for p in problems if p.path == "network.lb_range" and said in p.message]
     assert problem.fix and problem.line is not None
+
+
+def test_status_reports_each_addons_ready_replicas() -> None:
+    from pikube.addons import kubeadm_workloads
+    from pikube.probe.status import addon_health
+
+    listing = {
+        "items": [
+            {
+                "kind": "Deployment",
+                "metadata": {"namespace": "metallb-system", "name": "controller"},
+                "spec": {"replicas": 1},
+                "status": {"readyReplicas": 1},
+            },
+            {
+                "kind": "DaemonSet",
+                "metadata": {"namespace": "metallb-system", "name": "speaker"},
+                "status": {"numberReady": 1, "desiredNumberScheduled": 3},
+            },
+            {
+                "kind": "Deployment",
+                "metadata": {"namespace": "kube-system", "name": "metrics-server"},
+                "spec": {"replicas": 1},
+                "status": {"readyReplicas": 1},
+            },
+        ]
+    }
+    table = kubeadm_workloads()
+    wanted = {name: table[name] for name in ("load-balancer", "metrics", "storage")}
+    health = {a["name"]: a for a in addon_health(wanted, json.dumps(listing))}
+    assert health["metrics"]["healthy"] is True
+    assert health["load-balancer"]["healthy"] is False  # 1 of 3 speakers ready
+    speaker = health["load-balancer"]["workloads"][1]
+    assert (speaker["name"], speaker["ready"], speaker["desired"]) == ("daemonset/speaker", 1, 3)
+    assert health["storage"]["healthy"] is False
+    assert health["storage"]["workloads"][0]["ready"] is None  # not installed
+
+
+def test_doctor_probes_the_range_it_was_given() -> None:
+    from pikube.probe.arp import MAX_PROBED, probed_addresses
+
+    assert probed_addresses("10.0.0.250-10.0.0.252") == ["10.0.0.250", "10.0.0.251", "10.0.0.252"]
+    assert len(probed_addresses("10.0.0.0/16")) == MAX_PROBED
