@@ -34,6 +34,9 @@ options:
       - "C(container) + C(env): set these environment variables of that container (replace the
         value of an existing entry, append a missing one)."
       - "C(container) + C(args): append these arguments to that container's args."
+      - "C(container) + C(set_args): set these C(--flag=value) arguments of that container:
+        replace the argument of the same flag, append a missing one."
+      - "C(annotations): set these annotations of the document."
       - "C(data_key) + C(json): set these keys, which must exist, of the JSON object held in
         that key of a ConfigMap's data."
     type: list
@@ -49,7 +52,7 @@ manifest:
   type: str
 """
 
-CHANGES = {"env", "args", "json"}
+CHANGES = {"env", "args", "set_args", "json", "annotations"}
 
 
 class ManifestPatchError(ValueError):
@@ -88,6 +91,21 @@ def _set_env(container: dict[str, Any], env: dict[str, str]) -> None:
             entries.append({"name": name, "value": str(value)})
 
 
+def _set_args(container: dict[str, Any], args: list[str]) -> None:
+    """Each ``--flag=value`` replaces the container's arguments for the same flag (a flag
+    given twice would append to a list-valued one, e.g. metrics-server's address types)."""
+    current = [str(a) for a in container.get("args") or []]
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        same = [i for i, a in enumerate(current) if a.split("=", 1)[0] == flag]
+        if same:
+            current[same[0]] = arg
+            current = [a for i, a in enumerate(current) if i not in same[1:]]
+        else:
+            current.append(arg)
+    container["args"] = current
+
+
 def _set_json(doc: dict[str, Any], key: str, values: dict[str, Any], where: str) -> None:
     data = doc.get("data") or {}
     if key not in data:
@@ -110,11 +128,18 @@ def _set_json(doc: dict[str, Any], key: str, values: dict[str, Any], where: str)
 def _apply(docs: list[dict[str, Any]], patch: dict[str, Any], source: str) -> None:
     kind, name = patch.get("kind"), patch.get("name")
     changes = CHANGES & set(patch)
-    target = "container" if changes & {"env", "args"} else "data_key"
+    target = (
+        "container"
+        if changes & {"env", "args", "set_args"}
+        else "name"
+        if "annotations" in changes
+        else "data_key"
+    )
     if not kind or not name or len(changes) != 1 or target not in patch:
         raise ManifestPatchError(
             f"{source}: malformed patch {sorted(patch)}: give kind, name and one of "
-            "container + env, container + args, data_key + json"
+            "container + env, container + args, container + set_args, data_key + json, "
+            "annotations"
         )
     where = f"{source}: {kind} {name}"
     doc = _one(
@@ -130,9 +155,15 @@ def _apply(docs: list[dict[str, Any]], patch: dict[str, Any], source: str) -> No
     if "json" in patch:
         _set_json(doc, str(patch["data_key"]), dict(patch["json"]), where)
         return
+    if "annotations" in patch:
+        annotations = doc.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations.update({str(k): str(v) for k, v in dict(patch["annotations"]).items()})
+        return
     container = _container(doc, str(patch["container"]), where)
     if "env" in patch:
         _set_env(container, dict(patch["env"]))
+    elif "set_args" in patch:
+        _set_args(container, [str(a) for a in patch["set_args"]])
     else:
         container["args"] = list(container.get("args") or []) + [str(a) for a in patch["args"]]
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
+from pikube.addons import kubeadm_group_vars, kubeadm_workloads, microk8s_group_vars
+
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
 
@@ -243,6 +245,11 @@ class Distribution:
     def extra_checks(self) -> dict[str, str]:
         return {}
 
+    def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """Addon word -> the workloads (namespace, "deployment/NAME") `pikube status` reports
+        for it; empty where the flavour's own tooling owns the addons (MicroK8s)."""
+        return {}
+
 
 def anchored(pattern: re.Pattern[str]) -> str:
     """``pattern`` for Ansible's ``match`` test, which anchors only at the start."""
@@ -283,12 +290,16 @@ class Kubeadm(Distribution):
     def extra_checks(self) -> dict[str, str]:
         return {"pikube_cni": "^(" + "|".join(POD_NETWORKS) + ")$"}
 
+    def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return kubeadm_workloads()
+
     def flavour_vars(self, cluster: Cluster) -> dict[str, Any]:
         return {
             self.version_var: cluster.release.text,
             "pikube_kubernetes_package_repo": cluster.kubernetes.package_repo,
             "pikube_cni": cluster.cni,
             "pikube_kubeadm_config": cluster.kubernetes.kubeadm_config,
+            **kubeadm_group_vars(cluster),
         }
 
 
@@ -348,7 +359,7 @@ class MicroK8s(Distribution):
     def flavour_vars(self, cluster: Cluster) -> dict[str, Any]:
         return {
             self.version_var: cluster.release.text,
-            "pikube_microk8s_addons": list(cluster.kubernetes.addons),
+            **microk8s_group_vars(cluster),
             # Each node names itself and the control node in /etc/hosts: adding a worker
             # leaves the others untouched.
             "pikube_node_prep_etc_hosts_nodes": [
@@ -392,7 +403,7 @@ MICROK8S = MicroK8s(
     title="MicroK8s",
     version_key="channel",
     default_version=f"1.{DEFAULT_MINOR}/stable",
-    settings=("channel", "addons"),
+    settings=("channel",),
     role="pikube_microk8s",
     ports=(16443, 25000, 10250),
     kubectl=("/snap/bin/microk8s", "kubectl"),

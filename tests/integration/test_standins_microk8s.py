@@ -187,6 +187,26 @@ def test_enable_and_disable_addon(lab: Lab) -> None:
     assert mk(n, "enable", "no-such-addon").returncode == 1
 
 
+def test_the_addons_pikube_maps_its_words_to_enable_as_upstreams_do(lab: Lab) -> None:
+    """metallb takes FIRST-LAST ranges or CIDR blocks, comma-separated, and without one asks on
+    stdin and fails when nothing comes (canonical/microk8s-core-addons addons/metallb/enable);
+    ingress, hostpath-storage and metrics-server take no argument."""
+    n = lab.installed("c16", "127.0.7.83")
+    asked = n.run("microk8s", "enable", "metallb", input="")  # nothing on stdin
+    assert asked.returncode == 1 and "You have to input an IP Range value" in asked.stdout
+    bad = mk(n, "enable", "metallb:10.0.0.240-banana")
+    assert bad.returncode == 1
+    assert "Your input value (10.0.0.240-banana) is not a valid IP Range" in bad.stdout
+    assert mk(n, "status", "-a", "metallb").stdout.strip() == "disabled"
+    good = mk(n, "enable", "metallb:10.0.0.240-10.0.0.250,10.0.1.0/28")
+    assert good.returncode == 0, good.stdout
+    for addon in ("ingress", "hostpath-storage", "metrics-server"):
+        assert mk(n, "enable", addon).returncode == 0
+    for addon in ("metallb", "ingress", "hostpath-storage", "metrics-server"):
+        assert mk(n, "status", "-a", addon).stdout.strip() == "enabled"
+        assert mk(n, "disable", addon).returncode == 0
+
+
 def test_add_node_tokens_are_single_use(lab: Lab) -> None:
     cp = lab.installed("c3", "127.0.7.20")
     w1 = lab.installed("w1", "127.0.7.21")

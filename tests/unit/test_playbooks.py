@@ -55,7 +55,10 @@ def test_every_role_has_the_standard_layout(role: str) -> None:
 
 
 def test_no_galaxy_collections_are_used() -> None:
-    text = "".join(p.read_text() for p in data_path("roles").rglob("*.yml"))
+    # Kubernetes manifests kept in roles' files/ are data, not tasks (MetalLB's CRDs speak of
+    # BGP communities).
+    roles = [p for p in data_path("roles").rglob("*.yml") if p.parent.name != "files"]
+    text = "".join(p.read_text() for p in roles)
     text += "".join(p.read_text() for p in data_path("playbooks").glob("*.yml"))
     for collection in ("community.", "ansible.posix.", "kubernetes.core."):
         assert collection not in text

@@ -101,6 +101,14 @@ def status(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
         click.echo(f"\nAPI: {state} ({api['detail']})")
         if result.control_plane is not None:
             click.echo(control_plane_lines(result.control_plane))
+        for addon in data["addons"]:
+            mark = {True: "healthy", False: "NOT READY", None: "unknown"}[addon["healthy"]]
+            parts = ", ".join(
+                f"{w['name']} "
+                + ("missing" if w["ready"] is None else f"{w['ready']}/{w['desired']} ready")
+                for w in addon["workloads"]
+            )
+            click.echo(f"addon {addon['name']}: {mark}" + (f" ({parts})" if parts else ""))
         for node in data["nodes"]:
             if node["error"]:
                 info(f"{node['name']}: {node['error']}")
@@ -136,8 +144,12 @@ def doctor(cluster_file: Path, as_json: bool, limit: tuple[str, ...], timeout: f
     with SshConnections() as connections:
         facts = probe_nodes(cluster, nodes, timeout, connections)
         view = ha_view(cluster, timeout, connections)
-    image_arch = image_catalog().get(cluster.image, {}).get("arch")
-    findings = diagnose(cluster, facts, image_arch) + control_plane_findings(view)
+        image_arch = image_catalog().get(cluster.image, {}).get("arch")
+        findings = diagnose(cluster, facts, image_arch) + control_plane_findings(view)
+        if any(f.name == cluster.control_plane.name and f.reachable for f in facts):
+            from pikube.probe.arp import lb_range_findings
+
+            findings += lb_range_findings(cluster, timeout, connections)
     if as_json:
         click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
     else:

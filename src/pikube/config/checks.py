@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from pikube.addons import ADDONS, lb_range_bounds
 from pikube.config.model import CONTROL_PLANE_COUNTS, DEFAULT_STATE_DIR
 from pikube.config.pimodels import PI_MODELS
 from pikube.distribution import DISTRIBUTIONS, KUBEADM, owner_of_setting
@@ -61,6 +62,8 @@ def check_cluster(data: dict[str, Any], base_dir: Path) -> Iterator[Finding]:
         )
     yield from _check_nodes(nodes, subnet, gateway)
     yield from _check_vip(network, nodes, subnet, gateway)
+    yield from _check_addons(distribution, kubernetes, network)
+    yield from _check_lb_range(network, nodes, subnet, gateway)
     yield from _check_cidrs(distribution, kubernetes, subnet)
     yield from _check_roles(distribution, nodes)
     yield from _check_control_plane_count(network, nodes)
@@ -305,6 +308,82 @@ def _check_vip(
                 fix,
             )
             return
+
+
+def _check_addons(
+    distribution: Any, kubernetes: dict[str, Any], network: dict[str, Any]
+) -> Iterator[Finding]:
+    """kubeadm takes the addon words only; load-balancer needs network.lb_range."""
+    addons = kubernetes.get("addons")
+    if not isinstance(addons, list):
+        return
+    words = ", ".join(ADDONS)
+    for index, name in enumerate(addons):
+        if not isinstance(name, str):
+            continue
+        if distribution == KUBEADM.name and name not in ADDONS:
+            yield (
+                ("kubernetes", "addons", index),
+                f"kubeadm clusters have no addon {name!r} (names such as dns or "
+                "metallb:RANGE are MicroK8s' own)",
+                f"use one of {words}",
+            )
+        addon = ADDONS.get(name)
+        if addon is not None and addon.needs_lb_range and network.get("lb_range") is None:
+            yield (
+                ("kubernetes", "addons", index),
+                f"the {name} addon needs network.lb_range, the addresses it gives to "
+                "LoadBalancer Services",
+                "add `lb_range: FIRST-LAST` to network: free addresses of the subnet that no "
+                "machine and no DHCP lease uses, e.g. 192.168.1.240-192.168.1.250",
+            )
+
+
+def _check_lb_range(
+    network: dict[str, Any],
+    nodes: list[dict[str, Any]],
+    subnet: IPv4Network | None,
+    gateway: IPv4Address | None,
+) -> Iterator[Finding]:
+    """network.lb_range lies inside the subnet, clear of its network and broadcast addresses,
+    the gateway, the DNS servers, the VIP and every node (MetalLB would answer ARP for them)."""
+    value = network.get("lb_range")
+    if value is None:
+        return
+    try:
+        first, last = lb_range_bounds(str(value))
+    except ValueError:
+        return  # the field validation reports it
+    where = ("network", "lb_range")
+    fix = (
+        "choose free addresses of the subnet that no machine, VIP and DHCP lease uses, "
+        "e.g. the top of the subnet outside the DHCP pool"
+    )
+    if subnet is not None:
+        if first not in subnet or last not in subnet:
+            yield (where, f"lb_range {first}-{last} is not inside the subnet {subnet}", fix)
+            return
+        for which, address in (
+            ("network", subnet.network_address),
+            ("broadcast", subnet.broadcast_address),
+        ):
+            if subnet.prefixlen < 31 and first <= address <= last:
+                yield (where, f"lb_range holds {address}, the {which} address of {subnet}", fix)
+    taken: list[tuple[IPv4Address | None, str]] = [
+        (gateway, "the gateway's address"),
+        (_ip(network.get("vip")) if network.get("vip") is not None else None, "network.vip"),
+    ]
+    dns = network.get("dns")
+    taken += [
+        (_ip(s), "a DNS server (network.dns)") for s in (dns if isinstance(dns, list) else [])
+    ]
+    taken += [
+        (_ip(n.get("ip")), f"the address of node {n.get('name')!r} (nodes[{i}])")
+        for i, n in enumerate(nodes)
+    ]
+    for held, what in taken:
+        if held is not None and first <= held <= last:
+            yield (where, f"lb_range holds {held}, {what}", fix)
 
 
 def _check_low_memory_guard(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:

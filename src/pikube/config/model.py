@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from pikube.addons import ADDONS, lb_range_bounds
 from pikube.config.pimodels import PI_MODELS
 from pikube.distribution import (
     KUBEADM,
@@ -115,6 +116,24 @@ class Network(Section):
     # The control plane's virtual IP (keepalived + haproxy, roles/pikube_vip): a free address
     # of the subnet; required with more than one control plane.
     vip: IPv4Address | None = None
+    # Addresses MetalLB (or MicroK8s' metallb) hands to LoadBalancer Services, FIRST-LAST or a
+    # CIDR block: free addresses of the subnet (pikube.config.checks). The load-balancer addon
+    # needs it.
+    lb_range: str | None = None
+
+    @field_validator("lb_range")
+    @classmethod
+    def _lb_range(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            lb_range_bounds(value)
+        except ValueError as err:
+            raise fail(
+                f"{value!r} is not an address range ({err})",
+                "write FIRST-LAST, e.g. lb_range: 192.168.1.240-192.168.1.250, or a CIDR block",
+            ) from None
+        return value
 
     @field_validator("domain")
     @classmethod
@@ -167,7 +186,10 @@ class Kubernetes(Section):
     def _addons(cls, value: list[str]) -> list[str]:
         for addon in value:
             if not ADDON_RE.fullmatch(addon):
-                raise fail(f"{addon!r} is not a MicroK8s addon name", "e.g. dns, metrics-server")
+                raise fail(
+                    f"{addon!r} is not an addon name",
+                    "use " + ", ".join(ADDONS) + " (MicroK8s also takes its own, e.g. dns)",
+                )
         return value
 
     @field_validator("kubeadm_config")

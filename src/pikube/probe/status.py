@@ -39,6 +39,7 @@ class ClusterStatus:
     api_detail: str = ""
     kube_nodes: dict[str, KubeNode] = field(default_factory=dict)
     control_plane: ControlPlaneView | None = None
+    addons: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         rows = []
@@ -72,6 +73,7 @@ class ClusterStatus:
             "api": {"healthy": self.api_healthy, "detail": self.api_detail},
             "control_plane": self.control_plane.as_dict() if self.control_plane else None,
             "nodes": rows,
+            "addons": self.addons,
         }
 
 
@@ -181,6 +183,57 @@ def ha_view(
     return control_plane_view(cluster.flavour.datastore, cluster.network.vip, answers, nodes)
 
 
+def addon_health(
+    workloads: dict[str, tuple[tuple[str, str], ...]], text: str
+) -> list[dict[str, Any]]:
+    """Each addon's workloads with ready/desired replicas, from ``kubectl get
+    deployments,daemonsets -A -o json``; an addon is healthy when every workload exists and
+    all its replicas are ready."""
+    found: dict[tuple[str, str], tuple[int | None, int | None]] = {}
+    for item in json.loads(text).get("items", []):
+        status = item.get("status", {})
+        if item.get("kind") == "DaemonSet":
+            counts = (status.get("numberReady", 0), status.get("desiredNumberScheduled", 0))
+        else:
+            counts = (status.get("readyReplicas", 0), item.get("spec", {}).get("replicas", 1))
+        key = (
+            item["metadata"].get("namespace", ""),
+            f"{item['kind'].lower()}/{item['metadata']['name']}",
+        )
+        found[key] = (int(counts[0] or 0), int(counts[1] or 0))
+    out = []
+    for addon, parts in workloads.items():
+        rows: list[dict[str, Any]] = []
+        healthy = True
+        for ns, name in parts:
+            ready, desired = found.get((ns, name), (None, None))
+            rows.append({"namespace": ns, "name": name, "ready": ready, "desired": desired})
+            healthy = healthy and ready is not None and desired is not None and ready >= desired > 0
+        out.append({"name": addon, "healthy": healthy, "workloads": rows})
+    return out
+
+
+def addons_view(
+    cluster: Cluster, timeout: float, connections: SshConnections
+) -> list[dict[str, Any]]:
+    """The health of the addons the cluster file lists, as the control plane sees them."""
+    from pikube.addons import requested
+
+    table = cluster.flavour.addon_workloads()
+    wanted = {a.name: table[a.name] for a in requested(cluster) if a.name in table}
+    if not wanted:
+        return []
+    target = ssh_target(cluster, cluster.control_plane, timeout)
+    kubectl = shlex.join(["sudo", "-n", *cluster.flavour.kubectl])
+    try:
+        listing = connections.run(target, f"{kubectl} get deployments,daemonsets -A -o json")
+        if listing.exit_status == 0:
+            return addon_health(wanted, listing.stdout)
+    except (ProbeError, ValueError, KeyError):
+        pass
+    return [{"name": name, "healthy": None, "workloads": []} for name in wanted]
+
+
 def cluster_status(
     cluster: Cluster, nodes: list[Node] | None = None, timeout: float = 8.0
 ) -> ClusterStatus:
@@ -191,4 +244,5 @@ def cluster_status(
         facts = probe_nodes(cluster, selected, timeout, connections)
         healthy, detail, kube_nodes = view.result()
         control_plane = planes.result()
-    return ClusterStatus(cluster, facts, healthy, detail, kube_nodes, control_plane)
+        addons = addons_view(cluster, timeout, connections) if healthy else []
+    return ClusterStatus(cluster, facts, healthy, detail, kube_nodes, control_plane, addons)

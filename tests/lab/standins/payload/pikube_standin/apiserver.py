@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import common, storage
+from . import addon_controllers, common, storage
 from .storage import Conflict, KeyExists, Unavailable
 
 # --------------------------------------------------------------------------- registry
@@ -472,7 +472,7 @@ class Api:
                         tuple(names.get("categories", [])),
                     )
                 )
-        return out
+        return out + addon_controllers.served(self.store.objects)
 
     def res_for(self, group: str, plural: str, version: str | None = None) -> Res:
         for r in self.resources():
@@ -797,7 +797,7 @@ class Api:
     def _tick(self) -> None:
         for k, cached in list(self.store.objects.items()):
             obj = copy.deepcopy(cached)
-            if k[1] == "nodes":
+            if k[:2] == ("", "nodes"):
                 self.node_effective(obj)
                 if obj != cached:
                     self._save(k, obj)
@@ -813,6 +813,7 @@ class Api:
         self._pods()
         self._workload_status()
         self._calico_default_pool()
+        addon_controllers.tick(self)
 
     def _collect_garbage(self) -> None:
         """The garbage collector for Secrets owned by a Secret: kubeadm's "kubeadm-certs" goes

@@ -494,6 +494,34 @@ def enabled_addons() -> list[str]:
     return [n for n, (_d, _v, on) in ADDONS.items() if on]
 
 
+# canonical/microk8s-core-addons addons/metallb/enable: the argument is one or more ranges,
+# comma-separated, each FIRST-LAST or a CIDR block; without one the script prompts on stdin.
+METALLB_RANGE = re.compile(r"\d+\.\d+\.\d+\.\d+-\d+\.\d+\.\d+\.\d+")
+METALLB_CIDR = re.compile(r"\d+\.\d+\.\d+\.\d{1,3}/\d{1,3}")
+
+
+def metallb_ranges_ok(argument: str) -> bool:
+    if not argument:
+        sys.stdout.write(
+            "Enter each IP address range delimited by comma (e.g. "
+            "'10.64.140.43-10.64.140.49,192.168.0.105-192.168.0.111'): "
+        )
+        sys.stdout.flush()
+        argument = sys.stdin.readline().strip() if not sys.stdin.closed else ""
+        if not argument:
+            print(
+                "You have to input an IP Range value when asked, or provide it as an argument "
+                "to the enable command, eg:\n"
+                "  microk8s enable metallb:10.64.140.43-10.64.140.49,192.168.0.105-192.168.0.111"
+            )
+            return False
+    for item in argument.split(","):
+        if not (METALLB_RANGE.fullmatch(item) or METALLB_CIDR.fullmatch(item)):
+            print(f"Your input value ({item}) is not a valid IP Range")
+            return False
+    return True
+
+
 def cmd_enable(a: argparse.Namespace, on: bool) -> int:
     if is_worker():
         print(LOCKED)
@@ -513,6 +541,8 @@ def cmd_enable(a: argparse.Namespace, on: bool) -> int:
                 print(f"Addon core/{name} is already enabled")
                 continue
             print(f"Enabling {name}")
+            if name == "metallb" and not metallb_ranges_ok(raw.partition(":")[2]):
+                return 1
             with contextlib.suppress(common.ApiError):
                 api_client().post(
                     "/apis/apps/v1/namespaces/kube-system/deployments",
