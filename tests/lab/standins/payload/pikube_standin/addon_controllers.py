@@ -25,6 +25,7 @@ contract as far as clients (kubectl, pikube's roles) can see it.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import ipaddress
@@ -82,12 +83,17 @@ def _ready(api: Api, key: Key) -> bool:
 
 
 def _modified(api: Api, key: Key, obj: dict[str, Any]) -> None:
-    obj["metadata"]["resourceVersion"] = api.bump()
-    api.store.emit(key, "MODIFIED", api.present(api.res_for(key[0], key[1]), obj))
+    """Write back a changed copy (a conflict leaves it to the next tick, as a controller)."""
+    api._save(key, obj)
 
 
 def _of(api: Api, group: str, plural: str) -> list[tuple[Key, dict[str, Any]]]:
-    return [(k, o) for k, o in api.store.objects.items() if k[0] == group and k[1] == plural]
+    """Copies of the cached objects of one resource: the store's cache is read-only."""
+    return [
+        (k, copy.deepcopy(o))
+        for k, o in api.store.objects.items()
+        if k[0] == group and k[1] == plural
+    ]
 
 
 # --------------------------------------------------------------------------- MetalLB
@@ -170,6 +176,7 @@ def _volumes(api: Api) -> None:
         if spec.get("storageClassName") is None and default is not None:
             spec["storageClassName"] = default["metadata"]["name"]
             _modified(api, key, pvc)
+            continue  # bound on the next tick, from the object as written
         if spec.get("volumeName") or pvc.get("status", {}).get("phase") == "Bound":
             continue
         sc = classes.get(str(spec.get("storageClassName")))
@@ -188,9 +195,7 @@ def _volumes(api: Api) -> None:
         ref = pv.get("spec", {}).get("claimRef") or {}
         released = (ref.get("namespace"), ref.get("name")) not in claims
         if released and pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
-            api.store.objects.pop(key, None)
-            pv["metadata"]["resourceVersion"] = api.bump()
-            api.store.emit(key, "DELETED", pv)
+            api._delete_locked(key, pv)
 
 
 def _provision(
@@ -292,7 +297,8 @@ def _metrics_server_state(api: Api, service: dict[str, Any]) -> tuple[bool, str,
 
 
 def _metrics(api: Api) -> None:
-    service = api.store.objects.get(METRICS_APISERVICE)
+    cached = api.store.objects.get(METRICS_APISERVICE)
+    service = copy.deepcopy(cached) if cached is not None else None
     metrics = _of(api, "metrics.k8s.io", "nodes")
     available = False
     if service is not None:
@@ -317,9 +323,7 @@ def _metrics(api: Api) -> None:
     )
     for key, obj in metrics:
         if key[3] not in nodes:
-            api.store.objects.pop(key, None)
-            obj["metadata"]["resourceVersion"] = api.bump()
-            api.store.emit(key, "DELETED", obj)
+            api._delete_locked(key, obj)
     have = {k[3] for k, _o in metrics}
     for name, node in nodes.items():
         if name in have:
