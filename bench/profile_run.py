@@ -13,6 +13,7 @@ Prints the total, the time per play (with its task count) and the costliest task
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ def profile_events(lines: list[str]) -> Profile:
     marks = [e for e in events if e["pikube_event"] in ("task_start", "play_start", "stats")]
     play_time: dict[str, float] = {}
     play_tasks: dict[str, int] = {}
-    for here, after in zip(marks, marks[1:], strict=False):
+    for here, after in itertools.pairwise(marks):
         if here["pikube_event"] != "task_start":
             continue
         cost = after["time"] - here["time"]
@@ -50,8 +51,10 @@ def profile_events(lines: list[str]) -> Profile:
 
 
 def render(profile: Profile, top: int) -> str:
-    lines = [f"total {profile.total_s:.1f} s, {profile.tasks} tasks "
-             f"({profile.total_s / max(profile.tasks, 1):.2f} s a task)"]
+    lines = [
+        f"total {profile.total_s:.1f} s, {profile.tasks} tasks "
+        f"({profile.total_s / max(profile.tasks, 1):.2f} s a task)"
+    ]
     lines.append("per play:")
     for play, (seconds, count) in profile.plays.items():
         lines.append(f"  {seconds:6.1f} s  {count:3d} tasks  {play}")
