@@ -56,6 +56,7 @@ print(result.changed_total)
 """
 
 figures: dict[str, Any] = {}
+deadline = float("inf")  # time.time() after which no new command starts (--stop-after)
 
 
 def say(message: str) -> None:
@@ -72,6 +73,8 @@ def tree_env(src: Path) -> dict[str, str]:
 
 
 def timed(argv: list[str], env: dict[str, str], what: str) -> tuple[float, str]:
+    if time.time() > deadline:
+        raise SystemExit(f"--stop-after reached before {what}; the figures so far are below")
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     elapsed = round(time.perf_counter() - start, 1)
@@ -174,14 +177,16 @@ def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> N
                         record("kubeadm_noop_3_change_mitogen_changed", changed)
                     except SystemExit as err:
                         record("kubeadm_noop_3_change_mitogen_error", str(err)[-600:])
+            if not args.reset:
+                continue
             start = time.perf_counter()
             pikube(src, "reset", "--yes", "-c", str(cluster))
             up(src, cluster)
             record(f"kubeadm_reset_then_up_3_{tree}_s", round(time.perf_counter() - start, 1))
-        record(
-            f"kubeadm_reset_then_up_over_fresh_{tree}",
-            ratio(f"kubeadm_reset_then_up_3_{tree}_s", f"kubeadm_fresh_up_3_{tree}_s"),
-        )
+            record(
+                f"kubeadm_reset_then_up_over_fresh_{tree}",
+                ratio(f"kubeadm_reset_then_up_3_{tree}_s", f"kubeadm_fresh_up_3_{tree}_s"),
+            )
 
 
 def noop_ratios(trees: dict[str, Path]) -> None:
@@ -243,8 +248,13 @@ def main() -> None:
     parser.add_argument("--subnet", default="10.77.4.0/24")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--baseline-fresh", action="store_true")
+    parser.add_argument("--reset", action="store_true", help="also time reset then up")
+    parser.add_argument("--stop-after", type=float, help="start no command after S seconds")
     parser.add_argument("--mitogen", type=Path, help="an unpacked mitogen wheel: one more row")
     args = parser.parse_args()
+    if args.stop_after is not None:
+        global deadline
+        deadline = time.time() + args.stop_after
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         trees = {
