@@ -166,6 +166,8 @@ def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> N
                 # no-op rows of both trees on the same converged cluster, interleaved
                 for name, config in (("pikube_cfg", None), ("stock_cfg", stock)):
                     for other, other_src in trees.items():
+                        if config is stock and other == "baseline" and not args.baseline_stock:
+                            continue
                         seconds, changed = runner_up(other_src, cluster, config)
                         record(f"kubeadm_noop_3_{other}_{name}_s", seconds)
                         record(f"kubeadm_noop_3_{other}_{name}_changed", changed)
@@ -191,6 +193,8 @@ def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> N
 
 def noop_ratios(trees: dict[str, Path]) -> None:
     for tree in trees:
+        if f"kubeadm_noop_3_{tree}_stock_cfg_s" not in figures:
+            continue
         record(
             f"kubeadm_noop_3_stock_over_pikube_cfg_{tree}",
             ratio(f"kubeadm_noop_3_{tree}_stock_cfg_s", f"kubeadm_noop_3_{tree}_pikube_cfg_s"),
@@ -248,6 +252,7 @@ def main() -> None:
     parser.add_argument("--subnet", default="10.77.4.0/24")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--baseline-fresh", action="store_true")
+    parser.add_argument("--baseline-stock", action="store_true")
     parser.add_argument("--reset", action="store_true", help="also time reset then up")
     parser.add_argument("--stop-after", type=float, help="start no command after S seconds")
     parser.add_argument("--mitogen", type=Path, help="an unpacked mitogen wheel: one more row")
