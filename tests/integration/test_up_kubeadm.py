@@ -131,6 +131,44 @@ def test_check_mode_on_converged_cluster_reports_no_changes(kubeadm_lab: tuple[A
     }
 
 
+def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> None:
+    """A re-run that looks like a no-op still reads each node's real state (#18's guard):
+    swap brought back at boot, a sysctl reverted, the kubelet stopped and a package unheld
+    by hand on a converged worker are all repaired, and only there."""
+    lab, cluster = kubeadm_lab
+    node = "node-2"
+    lab.exec(
+        node,
+        [
+            "sh",
+            "-c",
+            # A container cannot swapon a file on overlayfs: swap comes back the way it would
+            # at the next boot, an fstab entry and swap.target unmasked.
+            "echo '/swapfile none swap sw 0 0' >> /etc/fstab"
+            " && systemctl unmask swap.target"
+            " && sysctl -w net.ipv4.ip_forward=0"
+            " && systemctl stop kubelet"
+            " && apt-mark unhold kubelet",
+        ],
+        check=True,
+    )
+    proc = pikube(lab, cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = {h: s["changed"] for h, s in latest_summary(lab)["hosts"].items()}
+    assert changed["node-1"] == changed["node-3"] == 0 and changed[node] > 0, changed
+
+    def on_node(*argv: str) -> str:
+        return lab.exec(node, list(argv)).stdout.strip()
+
+    fstab = on_node("cat", "/etc/fstab").splitlines()
+    assert not [line for line in fstab if "swap" in line and not line.lstrip().startswith("#")]
+    assert on_node("systemctl", "is-enabled", "swap.target") == "masked"
+    assert on_node("sysctl", "--values", "net.ipv4.ip_forward") == "1"
+    assert on_node("systemctl", "is-active", "kubelet") == "active"
+    assert "kubelet" in on_node("apt-mark", "showhold").split()
+    assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
+
+
 def test_kubelet_brought_kubernetes_cni_as_a_dependency(kubeadm_lab: tuple[Any, Path]) -> None:
     """As from pkgs.k8s.io: nobody installs kubernetes-cni by name, kubelet's Depends does."""
     lab, _ = kubeadm_lab
