@@ -43,7 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "pkl6"
-NETNS = f"{PREFIX}-emu"
+# The namespace's name (PIKUBE_EMU_NETNS): two runs with different names run side by side,
+# each Pi alone on its own bridge (same addresses, separate namespaces). The bridge and tap
+# exist only inside it, so their names need not differ.
+NETNS = os.environ.get("PIKUBE_EMU_NETNS", f"{PREFIX}-emu")
 BRIDGE = f"{PREFIX}-br0"
 TAP = f"{PREFIX}-tap0"
 GATEWAY = "10.77.6.1"
