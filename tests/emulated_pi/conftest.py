@@ -17,7 +17,7 @@ import pytest
 
 from tests.emulated_pi import harness, image
 
-TOOLS = ("qemu-system-aarch64", "debootstrap", "mcopy", "mkfs.vfat", "sfdisk", "mke2fs", "xz")
+TOOLS = ("qemu-system-aarch64", "debootstrap", "mcopy", "mkfs.vfat", "sfdisk", "mke2fs")
 TIMINGS: dict[str, float] = {}
 
 
