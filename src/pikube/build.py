@@ -53,6 +53,10 @@ STATE_SCHEMA = 1
 # A host finishing the play that prepares nodes is prepared; one finishing the bootstrap or
 # join play is joined. Plays not listed here do not move a node.
 PLAY_STAGES = (("prepare", PREPARED), ("bootstrap", JOINED), ("join", JOINED))
+# Where `pikube build --until WHAT` stops, as the stage the nodes have then reached: every
+# Pi booted (SSH up with its pinned key), or every node prepared (node preparation only,
+# nothing of Kubernetes installed). Run again without --until, the build goes on from there.
+UNTIL = {"booted": SSH_UP, "prepared": PREPARED}
 POLL_S = 0.5  # between two looks at sysfs: a card is noticed within half a second
 SETTLE_S = 2.0  # after a card appears, more may follow (several readers): wait this long
 
@@ -223,6 +227,7 @@ class BuildPlan:
     boot_timeout: float = 600.0
     cards_only: bool = False
     reflash: tuple[str, ...] = ()
+    until: str | None = None  # a stage of UNTIL's: stop once every node has reached it
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,8 @@ class BuildSteps:
     confirm: Callable[[], None]  # raises FlashRefused unless the user agreed
     open_view: Callable[[], AbstractContextManager[BuildView]]
     preflight: Callable[[str], None] | None  # limit -> raises when a node would fail
-    provision: Callable[[str, PlayTracker, BuildView], None]  # limit, stages, view
+    # limit, stages, view, and whether to stop after node preparation (--until prepared)
+    provision: Callable[[str, PlayTracker, BuildView, bool], None]
 
 
 def nodes_needing_cards(cluster: Cluster, state: BuildState, members: Iterable[str]) -> list[Node]:
@@ -455,11 +461,20 @@ def run_build(cluster: Cluster, state: BuildState, plan: BuildPlan, steps: Build
         down = wait_for_boots(cluster, state, booting, plan.boot_timeout, view) if booting else {}
         if cluster.control_plane.name in down:
             raise never_booted(down, plan.boot_timeout)  # nothing to join the others to
+        if plan.until == SSH_UP:
+            if down:
+                raise never_booted(down, plan.boot_timeout)
+            return
         limit = ",".join(n.name for n in cluster.nodes if n.name not in down)
         if steps.preflight is not None:
             view.say("preflight: pikube doctor")
             steps.preflight(limit)
-        steps.provision(limit, PlayTracker(stage_recorder(cluster, state, view)), view)
+        tracker = PlayTracker(stage_recorder(cluster, state, view))
+        steps.provision(limit, tracker, view, plan.until == PREPARED)
+        if plan.until == PREPARED:
+            if down:
+                raise never_booted(down, plan.boot_timeout)
+            return
         not_ready = record_ready(cluster, state, view, down)
     if down:
         raise never_booted(down, plan.boot_timeout)

@@ -85,6 +85,10 @@ class UpgradeStepError(VersionError):
 # The one site playbook `pikube up` runs for every flavour: it calls the flavour's role
 # (``Distribution.role``) through its entry points, so a flavour brings no playbook.
 SITE_PLAYBOOK = "site.yml"
+# site.yml's tags: its play that prepares the nodes, and (inside that play) the flavour's
+# packages. `pikube build --until prepared` runs the first without the second.
+PREPARE_TAG = "prepare"
+FLAVOUR_PACKAGES_TAG = "flavour_packages"
 
 
 @dataclass(frozen=True)

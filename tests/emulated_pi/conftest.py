@@ -17,7 +17,7 @@ import pytest
 
 from tests.emulated_pi import harness, image
 
-TOOLS = ("qemu-system-aarch64", "debootstrap", "mcopy", "mkfs.vfat", "sfdisk", "mke2fs", "xz")
+TOOLS = ("qemu-system-aarch64", "debootstrap", "mcopy", "mkfs.vfat", "sfdisk", "mke2fs")
 TIMINGS: dict[str, float] = {}
 
 
@@ -70,18 +70,25 @@ def apt_proxy() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
-def pi_image(apt_proxy: None) -> Path:
-    """The cached arm64 Pi image (built first when its recipe changed).
+@pytest.fixture(scope="module", params=list(image.VARIANTS))
+def variant(request: pytest.FixtureRequest) -> image.Variant:
+    """The emulated OS: Ubuntu's Pi server image or Raspberry Pi OS Lite (``-k raspios``)."""
+    return image.VARIANTS[request.param]
 
-    PIKUBE_EMU_IMAGE=PATH uses that .img/.img.xz instead (e.g. while a rebuild runs).
+
+@pytest.fixture(scope="module")
+def pi_image(apt_proxy: None, variant: image.Variant) -> Path:
+    """The variant's cached arm64 Pi image (built first when its recipe changed).
+
+    PIKUBE_EMU_IMAGE_UBUNTU=PATH (or _RASPIOS) uses that .img/.img.xz instead (e.g. while a
+    rebuild runs).
     """
-    given = os.environ.get("PIKUBE_EMU_IMAGE")
+    given = os.environ.get(f"PIKUBE_EMU_IMAGE_{variant.name.upper()}")
     if given:
         return Path(given)
     started = time.monotonic()
-    path = image.ensure_image()
-    TIMINGS["image (build or cache hit)"] = time.monotonic() - started
+    path = image.ensure_image(variant)
+    TIMINGS[f"{variant.name}: image (build or cache hit)"] = time.monotonic() - started
     return path
 
 

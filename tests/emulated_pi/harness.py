@@ -43,7 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "pkl6"
-NETNS = f"{PREFIX}-emu"
+# The namespace's name (PIKUBE_EMU_NETNS): two runs with different names run side by side,
+# each Pi alone on its own bridge (same addresses, separate namespaces). The bridge and tap
+# exist only inside it, so their names need not differ.
+NETNS = os.environ.get("PIKUBE_EMU_NETNS", f"{PREFIX}-emu")
 BRIDGE = f"{PREFIX}-br0"
 TAP = f"{PREFIX}-tap0"
 GATEWAY = "10.77.6.1"
@@ -53,7 +56,6 @@ ACNG_PORT = 3142
 # the interface eth0, as on a real Pi (a locally administered MAC would make it usb0).
 GUEST_MAC = "b8:27:eb:77:06:10"
 DTB = "bcm2837-rpi-3-b.dtb"
-BOOT_FILES = ("vmlinuz", "initrd.img", DTB, "cmdline.txt")
 
 
 def log(msg: str) -> None:
@@ -93,11 +95,43 @@ def mtools_env() -> dict[str, str]:
     return dict(os.environ, MTOOLS_SKIP_CHECK="1")
 
 
+def firmware_files(config_txt: str) -> tuple[str, str | None]:
+    """The kernel and initramfs a Pi 3's firmware loads, as ``config.txt`` names them.
+
+    Only the filters that apply to a Pi 3 count (``[all]``, ``[pi3]``, none yet). The
+    kernel is ``kernel=`` or, for 64-bit systems, ``kernel8.img``; the initramfs is
+    ``initramfs FILE followkernel`` or, with ``auto_initramfs=1``, the kernel's name with
+    ``kernel`` made ``initramfs`` and ``.img`` dropped (kernel8.img -> initramfs8), as the
+    Raspberry Pi documentation of config.txt describes.
+    """
+    kernel, initramfs, auto = "kernel8.img", None, False
+    applies = True
+    for raw in config_txt.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            applies = line[1:-1] in ("all", "pi3")
+        elif not applies or not line:
+            continue
+        elif line.startswith("kernel="):
+            kernel = line.removeprefix("kernel=").strip()
+        elif line.startswith("initramfs "):
+            initramfs = line.split()[1]
+        elif line.replace(" ", "") == "auto_initramfs=1":
+            auto = True
+    if initramfs is None and auto:
+        initramfs = kernel.replace("kernel", "initramfs", 1).removesuffix(".img")
+    return kernel, initramfs
+
+
 def read_boot_files(card: Path, dest: Path) -> dict[str, Path]:
-    """Copy the firmware's inputs out of the FAT partition (partition 1) into ``dest``."""
+    """Copy the firmware's inputs out of the FAT partition (partition 1) into ``dest``:
+    ``kernel``, ``initrd``, the device tree and ``cmdline.txt``, chosen by ``config.txt``."""
+    kernel, initrd = firmware_files(read_boot_text(card, "config.txt"))
+    if initrd is None:
+        raise RuntimeError(f"{card}: config.txt names no initramfs (the image needs one)")
     boot = partitions(card)[0]
     out = {}
-    for name in BOOT_FILES:
+    for key, name in (("kernel", kernel), ("initrd", initrd), (DTB, DTB), ("cmdline.txt",) * 2):
         target = dest / name
         subprocess.run(
             ["mcopy", "-o", "-n", "-i", f"{card}@@{boot.offset}", f"::/{name}", str(target)],
@@ -105,7 +139,7 @@ def read_boot_files(card: Path, dest: Path) -> dict[str, Path]:
             env=mtools_env(),
             capture_output=True,
         )
-        out[name] = target
+        out[key] = target
     return out
 
 
@@ -160,8 +194,8 @@ def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -
         "-no-reboot",
         "-display", "none",
         "-monitor", "none",
-        "-kernel", str(files["vmlinuz"]),
-        "-initrd", str(files["initrd.img"]),
+        "-kernel", str(files["kernel"]),
+        "-initrd", str(files["initrd"]),
         "-dtb", str(files[DTB]),
         "-append", cmdline,
         "-drive", f"file={card},if=sd,format=raw",

@@ -25,7 +25,7 @@ Builds are cached in ``$PIKUBE_LAB_CACHE`` (default /var/cache/pikube-lab):
 * ``pi-rootfs-<hash>.tar`` keyed by the root file system recipe (the slow part: emulated
   dpkg),
 * ``pi-initrd-<hash>.img`` keyed by that plus the initramfs settings (emulated mkinitramfs),
-* ``pi-image-<hash>.img.xz`` keyed by the initrd hash plus this module's source,
+* ``pi-image-<hash>.img`` (raw, sparse) keyed by the initrd hash plus this module's source,
 
 so an image is rebuilt only when its recipe changes. Run ``python -m tests.emulated_pi.image``
 to build (or find) the image; it prints the path.
@@ -48,11 +48,16 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tests.lab.core import RASPIOS_FILES, RASPIOS_IMAGE, raspios_files, raspios_units
+
 CACHE_DIR = Path(os.environ.get("PIKUBE_LAB_CACHE", "/var/cache/pikube-lab"))
 SUITE = "bookworm"
+# Raspberry Pi OS Lite (the catalog's raspios-trixie-lite-arm64) is Debian trixie.
+RASPIOS_SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 # The host's caching apt proxy (tests/lab/acng.py starts one on 127.0.0.1:3142); used for the
 # build when it answers so that a rebuild after a recipe change does not download again.
@@ -219,8 +224,100 @@ DTB = "bcm2837-rpi-3-b.dtb"
 IMAGE_SIZE = 4 << 30
 BOOT_START = 1 << 20
 BOOT_SIZE = 256 << 20
-ROOT_START = BOOT_START + BOOT_SIZE
 LAB_GATEWAY = os.environ.get("PIKUBE_EMU_GATEWAY", "10.77.6.1")
+
+# --- the Raspberry Pi OS variant ------------------------------------------------------------
+# What Raspberry Pi OS Lite has at first boot is described once, for the lab's `--pi-os
+# raspios` nodes: files copied from upstream in tests/lab/raspios/ (provenance in its
+# README.md) and the units pi-gen leaves enabled (tests/lab/core.py). This image uses them
+# from there; what only an image has (partition table, fstab, kernel file names) is here.
+# pi-gen stage2/02-net-tweaks/00-packages: NetworkManager; stage2/04-cloud-init/00-packages:
+# cloud-init with netplan (both already in PACKAGES). No snapd in any of pi-gen's lists.
+RASPIOS_EXTRA_PACKAGES = ["network-manager"]
+# cloud-init's raspberry-pi-os variant renders network config through netplan, then
+# NetworkManager (canonical/cloud-init config/cloud.cfg.tmpl, see tests/lab/raspios/README.md).
+# The seed is read from the FAT partition (labelled bootfs by pi-gen's export-image), as the
+# catalog's raspios entry says: user-data, network-config and meta-data next to config.txt.
+CLOUD_CFG_RASPIOS = """\
+# Written by pikube's emulated-Pi image builder (Raspberry Pi OS variant).
+datasource_list: [ NoCloud, None ]
+datasource:
+  NoCloud:
+    fs_label: bootfs
+system_info:
+  network:
+    renderers: [ netplan, network-manager ]
+"""
+# pi-gen stage1/01-sys-tweaks/files/fstab, with BOOTDEV/ROOTDEV replaced by PARTUUIDs as
+# export-image/04-set-partuuid/00-run.sh does (the disk id is the one in cmdline.txt).
+RASPIOS_FSTAB = """\
+proc            /proc           proc    defaults          0       0
+PARTUUID={disk_id}-01  /boot/firmware  vfat    defaults          0       2
+PARTUUID={disk_id}-02  /               ext4    defaults,noatime  0       1
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One emulated OS image: what differs between Ubuntu's Pi image and Raspberry Pi OS's."""
+
+    name: str
+    suite: str
+    packages: tuple[str, ...]
+    catalog_id: str  # the catalog entry whose OS family pikube flash writes the seed for
+    boot_label: str
+    root_label: str
+    boot_size: int
+    kernel: str  # file names on the FAT partition, as that OS's config.txt names them
+    initrd: str
+    cache_prefix: str
+
+    def cmdline(self) -> str:
+        if self.name == "raspios":
+            return (RASPIOS_FILES / "cmdline.txt").read_text()
+        return CMDLINE
+
+    def config_txt(self) -> str:
+        if self.name == "raspios":
+            return (RASPIOS_FILES / "config.txt").read_text()
+        return CONFIG_TXT
+
+    def disk_id(self) -> str | None:
+        """The MBR disk id that cmdline.txt's root=PARTUUID=<id>-02 names (None: by label)."""
+        for word in self.cmdline().split():
+            if word.startswith("root=PARTUUID="):
+                return word.removeprefix("root=PARTUUID=").rsplit("-", 1)[0]
+        return None
+
+
+UBUNTU = Variant(
+    name="ubuntu",
+    suite=SUITE,
+    packages=tuple(PACKAGES),
+    catalog_id="ubuntu-24.04-server-arm64",
+    boot_label="system-boot",
+    root_label="writable",
+    boot_size=BOOT_SIZE,
+    kernel="vmlinuz",
+    initrd="initrd.img",
+    cache_prefix="pi-",
+)
+# Raspberry Pi OS Lite: pi-gen names the partitions bootfs/rootfs (export-image/prerun.sh),
+# makes the boot partition 512 MiB, and the firmware loads kernel8.img (64-bit) and, with
+# auto_initramfs=1 in config.txt, initramfs8.
+RASPIOS = Variant(
+    name="raspios",
+    suite=RASPIOS_SUITE,
+    packages=(*PACKAGES, *RASPIOS_EXTRA_PACKAGES),
+    catalog_id=RASPIOS_IMAGE,
+    boot_label="bootfs",
+    root_label="rootfs",
+    boot_size=512 << 20,
+    kernel="kernel8.img",
+    initrd="initramfs8",
+    cache_prefix="pi-raspios-",
+)
+VARIANTS = {v.name: v for v in (UBUNTU, RASPIOS)}
 
 
 def log(msg: str) -> None:
@@ -275,31 +372,42 @@ def _code(func: object) -> str:
     return ast.dump(ast.parse(textwrap.dedent(inspect.getsource(func))))  # type: ignore[arg-type]
 
 
-def rootfs_recipe() -> str:
+def rootfs_recipe(variant: Variant) -> str:
     """Everything that decides the debootstrapped tree (the slow part), as text."""
     return json.dumps(
-        {"suite": SUITE, "mirror": MIRROR, "packages": PACKAGES, "code": _code(build_rootfs)},
+        {
+            "suite": variant.suite,
+            "mirror": MIRROR,
+            "packages": list(variant.packages),
+            "code": _code(build_rootfs),
+        },
         sort_keys=True,
     )
 
 
-def rootfs_hash() -> str:
-    return _hash(rootfs_recipe())
+def rootfs_hash(variant: Variant) -> str:
+    return _hash(rootfs_recipe(variant))
 
 
-def initrd_hash() -> str:
+def initrd_hash(variant: Variant) -> str:
     return _hash(
-        rootfs_hash(), INITRAMFS_CONF, INITRAMFS_MODULES, _code(write_initramfs_config),
+        rootfs_hash(variant), INITRAMFS_CONF, INITRAMFS_MODULES, _code(write_initramfs_config),
         _code(build_initrd),
     )  # fmt: skip
 
 
-def image_hash() -> str:
-    return _hash(initrd_hash(), ast.dump(ast.parse(Path(__file__).read_text())))
+def image_hash(variant: Variant) -> str:
+    """The initrd's hash, this module's code, the variant and the upstream files it copies."""
+    upstream = [p.read_text() for p in sorted(RASPIOS_FILES.iterdir()) if p.is_file()]
+    return _hash(
+        initrd_hash(variant), ast.dump(ast.parse(Path(__file__).read_text())), variant.name,
+        *(upstream if variant.name == "raspios" else []),
+        _code(raspios_files), _code(raspios_units),
+    )  # fmt: skip
 
 
-def image_path() -> Path:
-    return CACHE_DIR / f"pi-image-{image_hash()}.img.xz"
+def image_path(variant: Variant) -> Path:
+    return CACHE_DIR / f"{variant.cache_prefix}image-{image_hash(variant)}.img"
 
 
 def check_binfmt() -> None:
@@ -326,7 +434,7 @@ def _mirror() -> str:
         return MIRROR
 
 
-def build_rootfs(root: Path) -> None:
+def build_rootfs(root: Path, variant: Variant) -> None:
     """debootstrap --foreign (host, amd64 tools) then --second-stage under qemu-user."""
     check_binfmt()
     run(
@@ -335,8 +443,8 @@ def build_rootfs(root: Path) -> None:
             "--foreign",
             "--arch=arm64",
             "--variant=minbase",
-            "--include=" + ",".join(PACKAGES),
-            SUITE,
+            "--include=" + ",".join(variant.packages),
+            variant.suite,
             str(root),
             _mirror(),
         ]
@@ -412,36 +520,47 @@ def build_initrd(root: Path) -> Path:
     return root / "boot" / f"initrd.img-{version}"
 
 
-def configure_rootfs(root: Path) -> None:
+def configure_rootfs(root: Path, variant: Variant) -> None:
     """Make the debootstrapped tree a Pi image root: fstab, cloud-init, no per-machine state.
 
     Runs on a fresh copy of the cached tree for every image build (it is quick), so editing
     it rebuilds the image but not the debootstrapped tree.
     """
+    suite = variant.suite
     (root / "etc/apt/sources.list").write_text(
-        f"deb {MIRROR} {SUITE} main\n"
-        f"deb {MIRROR} {SUITE}-updates main\n"
-        f"deb http://deb.debian.org/debian-security {SUITE}-security main\n"
+        f"deb {MIRROR} {suite} main\n"
+        f"deb {MIRROR} {suite}-updates main\n"
+        f"deb http://deb.debian.org/debian-security {suite}-security main\n"
     )
-    (root / "etc/fstab").write_text(FSTAB)
+    disk_id = variant.disk_id()
+    (root / "etc/fstab").write_text(RASPIOS_FSTAB.format(disk_id=disk_id) if disk_id else FSTAB)
     (root / "etc/modprobe.d").mkdir(parents=True, exist_ok=True)
     (root / "etc/modprobe.d/pikube-usb-net.conf").write_text(MODPROBE_USB_NET)
     (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
-    (root / "etc/hostname").write_text("debian\n")
-    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n")
+    hostname = "raspberrypi" if variant.name == "raspios" else "debian"  # pi-gen's default
+    (root / "etc/hostname").write_text(f"{hostname}\n")
+    (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n")
     cfg = root / "etc/cloud/cloud.cfg.d"
     cfg.mkdir(parents=True, exist_ok=True)
-    (cfg / "99-fake_cloud.cfg").write_text(CLOUD_CFG_NOCLOUD)
-    (cfg / "90-pikube-netplan.cfg").write_text(CLOUD_CFG_NETPLAN)
+    if variant.name == "raspios":
+        (cfg / "99-pikube-raspios.cfg").write_text(CLOUD_CFG_RASPIOS)
+    else:
+        (cfg / "99-fake_cloud.cfg").write_text(CLOUD_CFG_NOCLOUD)
+        (cfg / "90-pikube-netplan.cfg").write_text(CLOUD_CFG_NETPLAN)
     (cfg / "90-pikube-locale.cfg").write_text(CLOUD_CFG_LOCALE)
     tsd = root / "etc/systemd/timesyncd.conf.d"
     tsd.mkdir(parents=True, exist_ok=True)
     (tsd / "pikube-lab.conf").write_text(TIMESYNCD_LAB.format(gateway=LAB_GATEWAY))
-    # netplan writes systemd-networkd units; networkd must run at boot.
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     link = wants / "systemd-networkd.service"
-    if not link.is_symlink():
+    if variant.name == "raspios":
+        # NetworkManager runs the network; systemd-networkd stays off (pi-gen
+        # stage2/02-net-tweaks). sshd off and the host-key regeneration on, as upstream.
+        link.unlink(missing_ok=True)
+        raspios_personality(root)
+    elif not link.is_symlink():
+        # netplan writes systemd-networkd units; networkd must run at boot.
         link.symlink_to("/lib/systemd/system/systemd-networkd.service")
     # Per-machine state must not be in an image that becomes many cards.
     for key in (root / "etc/ssh").glob("ssh_host_*"):
@@ -459,6 +578,17 @@ def configure_rootfs(root: Path) -> None:
     write_initramfs_config(root)
 
 
+def raspios_personality(root: Path) -> None:
+    """raspberrypi-sys-mods' host-key regeneration (files as the package installs them) and
+    the units pi-gen leaves enabled and disabled, from the lab's one description of them."""
+    for path, (data, mode) in raspios_files().items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(mode)
+    raspios_units(root)
+
+
 def kernel_files(root: Path) -> tuple[Path, Path, Path]:
     """(vmlinuz, initrd.img, raspi3b dtb) of the installed Debian kernel."""
     version = kernel_version(root)
@@ -470,21 +600,29 @@ def kernel_files(root: Path) -> tuple[Path, Path, Path]:
     return root / "boot" / f"vmlinuz-{version}", initrd, dtb
 
 
-def sfdisk_script() -> str:
+def sfdisk_script(variant: Variant) -> str:
     sector = 512
+    disk_id = variant.disk_id()
     return (
         "label: dos\n"
-        f"start={BOOT_START // sector}, size={BOOT_SIZE // sector}, type=c, bootable\n"
-        f"start={ROOT_START // sector}, type=83\n"
+        + (f"label-id: 0x{disk_id}\n" if disk_id else "")
+        + f"start={BOOT_START // sector}, size={variant.boot_size // sector}, type=c, bootable\n"
+        f"start={(BOOT_START + variant.boot_size) // sector}, type=83\n"
     )
 
 
-def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> None:
-    """Partition a sparse file and fill both partitions without mounting anything."""
-    img = work / "pi.img" if compress else out
+def assemble_image(root: Path, out: Path, work: Path, variant: Variant) -> None:
+    """Partition a sparse file and fill both partitions without mounting anything.
+
+    The image stays raw and sparse (about 1.1 GB of its 4 GiB hold data): xz took longer
+    than the whole root file system under a loaded machine's emulation, and pikube writes a
+    raw image as it writes an .img.xz.
+    """
+    img = work / "pi.img"
     with open(img, "wb") as handle:
         handle.truncate(IMAGE_SIZE)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=sfdisk_script().encode())
+    script = sfdisk_script(variant).encode()
+    run(["sfdisk", "--no-reread", "--no-tell-kernel", str(img)], input=script)
     # FAT32 inside partition 1; -s 1 clusters keep mtools happy with the geometry.
     run(
         [
@@ -494,21 +632,21 @@ def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> 
             "-s",
             "1",
             "-n",
-            "system-boot",
+            variant.boot_label,
             "--offset",
             str(BOOT_START // 512),
             str(img),
-            str(BOOT_SIZE // 1024),
+            str(variant.boot_size // 1024),
         ]
     )
     boot = work / "boot"
     boot.mkdir()
     vmlinuz, initrd, dtb = kernel_files(root)
-    shutil.copyfile(vmlinuz, boot / "vmlinuz")
-    shutil.copyfile(initrd, boot / "initrd.img")
+    shutil.copyfile(vmlinuz, boot / variant.kernel)
+    shutil.copyfile(initrd, boot / variant.initrd)
     shutil.copyfile(dtb, boot / DTB)
-    (boot / "cmdline.txt").write_text(CMDLINE)
-    (boot / "config.txt").write_text(CONFIG_TXT)
+    (boot / "cmdline.txt").write_text(variant.cmdline())
+    (boot / "config.txt").write_text(variant.config_txt())
     for name, text in SEED_PLACEHOLDER.items():
         (boot / name).write_text(text)
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
@@ -523,7 +661,8 @@ def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> 
         ],
         env=env,
     )
-    root_kb = (IMAGE_SIZE - ROOT_START) // 1024
+    root_start = BOOT_START + variant.boot_size
+    root_kb = (IMAGE_SIZE - root_start) // 1024
     run(
         [
             "mke2fs",
@@ -532,24 +671,16 @@ def assemble_image(root: Path, out: Path, work: Path, compress: bool = True) -> 
             "-t",
             "ext4",
             "-L",
-            "writable",
+            variant.root_label,
             "-d",
             str(root),
             "-E",
-            f"offset={ROOT_START}",
+            f"offset={root_start}",
             str(img),
             f"{root_kb}k",
         ]
     )
-    if not compress:
-        return
-    tmp = out.with_suffix(".part")
-    try:
-        with open(tmp, "wb") as handle:
-            run(["xz", "-T2", "-3", "-c", str(img)], stdout=handle)
-        tmp.rename(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    img.rename(out)  # the work dir is in the cache's file system: atomic
 
 
 @contextlib.contextmanager
@@ -562,15 +693,15 @@ def _workdir() -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def ensure_rootfs_tar() -> Path:
-    tar = CACHE_DIR / f"pi-rootfs-{rootfs_hash()}.tar"
+def ensure_rootfs_tar(variant: Variant) -> Path:
+    tar = CACHE_DIR / f"{variant.cache_prefix}rootfs-{rootfs_hash(variant)}.tar"
     if tar.exists():
         return tar
     with _workdir() as work:
         root = work / "root"
         root.mkdir()
         started = time.monotonic()
-        build_rootfs(root)
+        build_rootfs(root, variant)
         log(f"root file system built in {time.monotonic() - started:.0f} s")
         part = tar.with_suffix(".part")
         try:
@@ -581,8 +712,8 @@ def ensure_rootfs_tar() -> Path:
     return tar
 
 
-def ensure_initrd(tar: Path) -> Path:
-    initrd = CACHE_DIR / f"pi-initrd-{initrd_hash()}.img"
+def ensure_initrd(tar: Path, variant: Variant) -> Path:
+    initrd = CACHE_DIR / f"{variant.cache_prefix}initrd-{initrd_hash(variant)}.img"
     if initrd.exists():
         return initrd
     with _workdir() as work:
@@ -598,35 +729,38 @@ def ensure_initrd(tar: Path) -> Path:
     return initrd
 
 
-def ensure_image() -> Path:
-    """The cached image for the current recipe, built first if it is missing."""
-    out = image_path()
+def ensure_image(variant: Variant = UBUNTU) -> Path:
+    """The variant's cached image for the current recipe, built first if it is missing."""
+    out = image_path(variant)
     if out.exists():
         log(f"cached: {out}")
         return out
-    for tool in ("debootstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "xz"):
+    for tool in ("debootstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs"):
         if not shutil.which(tool):
             raise RuntimeError(
                 f"{tool} is missing: apt-get install debootstrap qemu-user-static "
                 "binfmt-support fdisk dosfstools mtools e2fsprogs xz-utils"
             )
-    tar = ensure_rootfs_tar()
-    initrd = ensure_initrd(tar)
+    tar = ensure_rootfs_tar(variant)
+    initrd = ensure_initrd(tar, variant)
     with _workdir() as work:
         root = work / "root"
         root.mkdir()
         run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-xf", str(tar)])
-        configure_rootfs(root)
+        configure_rootfs(root, variant)
         shutil.copyfile(initrd, root / "boot" / f"initrd.img-{kernel_version(root)}")
-        assemble_image(root, out, work)
+        assemble_image(root, out, work, variant)
     log(f"built {out}")
-    prune(keep={out, tar, initrd})
+    prune(keep={out, tar, initrd}, variant=variant)
     return out
 
 
-def prune(keep: set[Path]) -> None:
-    """Remove cached builds of other recipes (a rootfs tar is ~1 GB): one of each stays."""
-    for pattern in ("pi-image-*.img.xz", "pi-initrd-*.img", "pi-rootfs-*.tar"):
+def prune(keep: set[Path], variant: Variant) -> None:
+    """Remove the variant's cached builds of other recipes (a rootfs tar is ~1 GB): one of
+    each stays per variant."""
+    prefix = variant.cache_prefix
+    patterns = (f"{prefix}image-*.img*", f"{prefix}initrd-*.img", f"{prefix}rootfs-*.tar")
+    for pattern in patterns:
         for path in CACHE_DIR.glob(pattern):
             if path not in keep:
                 log(f"removing the outdated {path}")
@@ -640,6 +774,6 @@ def _terminate(signum: int, frame: object) -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _terminate)
     t0 = time.monotonic()
-    path = ensure_image()
+    path = ensure_image(VARIANTS[sys.argv[1] if len(sys.argv) > 1 else "ubuntu"])
     log(f"done in {time.monotonic() - t0:.1f} s")
     print(path)

@@ -1,13 +1,17 @@
-"""Flash-to-SSH and node prep on an emulated Raspberry Pi 3 (QEMU raspi3b, arm64).
+"""From a blank card to a prepared node on an emulated Raspberry Pi 3 (QEMU raspi3b, arm64).
 
-The real flow, end to end: ``pikube flash`` writes the cached Pi image plus the node's
-first-boot config to a card image; QEMU boots the card; Debian's cloud-init applies hostname,
-user, key, the pinned host keys and the static address from the card's NoCloud seed; SSH
-answers with the host key pikube already trusts (and nothing else is trusted); node prep
-(``pikube up --tags prepare``: the product's prepare play, role ``pikube_node_prep``) adds the
-memory cgroup flags to cmdline.txt, reboots once and turns off a swap file planted before;
-``pikube doctor`` then finds the memory cgroup on and swap off. pikube, ssh and Ansible run
-inside the lab's network namespace (``harness.netns_argv``), where the node is.
+The real flow, end to end, for each image variant (Ubuntu's Pi server image, Raspberry Pi
+OS Lite): ``pikube build --until booted`` asks for a card, notices the one inserted (a loop
+device appearing in a test sysfs tree, as in tests/integration/test_build_cards.py), writes
+the cached Pi image plus the node's first-boot config to it and waits for the Pi; the card
+goes "into the Pi" (QEMU boots it); cloud-init applies hostname, user, key, the pinned host
+keys and the static address from the card's NoCloud seed; the build sees SSH answer with the
+host key pinned when the card was written (and nothing else is trusted). ``pikube build
+--until prepared`` then resumes: node prep (the product's prepare play, role
+``pikube_node_prep``) adds the memory cgroup flags to cmdline.txt, reboots once and turns off
+a swap file planted before; ``pikube doctor`` then finds the memory cgroup on and swap off.
+pikube, ssh and Ansible run inside the lab's network namespace (``harness.netns_argv``),
+where the node is.
 
 The node is a Pi 3 B (what QEMU emulates: 1 GB, 4 cores). kubeadm refuses a 1 GB control
 plane, so the one-node cluster uses distribution microk8s, for which node prep is the same
@@ -17,22 +21,27 @@ ARM; the Kubernetes flows are proven in the lab tier.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.emulated_pi import harness
+from pikube.build import CARD_WRITTEN, PREPARED, SSH_UP
+from tests.emulated_pi import harness, image
 from tests.emulated_pi.conftest import TIMINGS
 from tests.factories import make_key_pair
+from tests.image_support import FakeDisk, fake_proc, fake_sys, loop_device
 
 pytestmark = [pytest.mark.slow]
 
@@ -63,14 +72,17 @@ def pikube(
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, variant: image.Variant) -> None:
         self.root = root
+        self.variant = variant
         self.key = make_key_pair(root / "keys")
         self.file = root / "cluster.yaml"
         self.known_hosts = root / "known_hosts"
         data: dict[str, Any] = {
             "name": "emulated",
             "distribution": "microk8s",
+            # The catalog entry whose OS family the card's first-boot files are written for.
+            "image": variant.catalog_id,
             "kubernetes": {"channel": "1.31/stable", "addons": ["dns"]},
             "network": {
                 "subnet": f"{harness.GATEWAY}/{harness.PREFIXLEN}".replace(".1/", ".0/"),
@@ -124,54 +136,157 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    return Cluster(tmp_path_factory.mktemp("cluster"))
+def cluster(tmp_path_factory: pytest.TempPathFactory, variant: image.Variant) -> Cluster:
+    return Cluster(tmp_path_factory.mktemp(f"cluster-{variant.name}"), variant)
+
+
+class Transcript:
+    """A command's stderr, read as it comes, so the test can act when a line appears."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.lines.append("")  # end of output
+            self.changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait_for(
+                lambda: any(text in line for line in self.lines) or "" in self.lines,
+                timeout=timeout,
+            )
+        assert any(text in line for line in self.lines), f"no {text!r} in:\n{self.text()}"
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+# A generous deadline: on this shared 2-core machine a first boot under TCG takes minutes.
+BOOT_TIMEOUT = "2400"
+
+
+@dataclass
+class Build:
+    """The first `pikube build --until booted`: the card it wrote and the Pi booted from it."""
+
+    card: Path
+    flashed_cmdline: str
+    transcript: str
+    returncode: int
+    pi: harness.EmulatedPi
+
+
+def build_stages(cluster: Cluster) -> dict[str, float]:
+    state = json.loads((cluster.root / ".pikube" / "build.json").read_text())
+    stages: dict[str, float] = state["nodes"][NODE]["stages"]
+    return stages
 
 
 @pytest.fixture(scope="module")
-def card(cluster: Cluster, pi_image: Path) -> Iterator[Path]:
-    """A card image written by ``pikube flash`` (removed afterwards: it is 4 GiB)."""
-    path = cluster.root / "card.img"
-    started = time.monotonic()
-    pikube(
-        "flash", NODE, "--output", str(path), "--image", str(pi_image),
-        "-c", str(cluster.file), cwd=cluster.root,
-    )  # fmt: skip
-    TIMINGS["pikube flash (4 GiB card image)"] = time.monotonic() - started
-    yield path
-    if not os.environ.get("PIKUBE_EMU_KEEP"):
-        path.unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="module")
-def flashed_cmdline(card: Path) -> str:
-    """cmdline.txt as pikube flash wrote it, read before anything else touches the card."""
-    return harness.read_boot_text(card, "cmdline.txt")
-
-
-@pytest.fixture(scope="module")
-def pi(card: Path, flashed_cmdline: str, emu_lab: harness.Lab) -> Iterator[harness.EmulatedPi]:
-    """The card booted in QEMU, SSH answering.
+def built(cluster: Cluster, pi_image: Path, emu_lab: harness.Lab) -> Iterator[Build]:
+    """`pikube build --until booted` as a user runs it: it asks for a card; a blank 4 GiB
+    "card" (a loop device in a test sysfs tree: a removable SD/MMC reader) is inserted; the
+    build writes it; the card is taken out of the reader and put into the Pi (QEMU boots the
+    file); the build ends once the Pi answers SSH with the host key pinned on the card.
 
     Before the first boot the cgroup flags are taken out of cmdline.txt again, as on a card
     written by another tool (Raspberry Pi Imager): so node prep's own cmdline edit and reboot
-    are exercised too (the flags pikube flash writes are checked in their own test).
+    are exercised too (the flags the build writes are checked in their own test).
     """
-    stripped = " ".join(w for w in flashed_cmdline.split() if w not in CGROUP_FLAGS) + "\n"
-    harness.write_boot_file(card, "cmdline.txt", stripped)
-    booted = emu_lab.boot(card)
+    card = cluster.root / "card.img"
+    with open(card, "wb") as handle:
+        handle.truncate(image.IMAGE_SIZE)
+    fake = cluster.root / "fake"
+    proc_root = fake_proc(fake)
+    fake_sys(fake, FakeDisk(name="nvme0n1", devnum=(259, 0), removable="0", partitions=2))
+    argv = [
+        sys.executable, "-m", "pikube", "build", "-c", str(cluster.file),
+        "--image", str(pi_image), "--yes", "--until", "booted", "--boot-timeout", BOOT_TIMEOUT,
+        "--sys-root", str(fake / "sys"), "--proc-root", str(proc_root),
+    ]  # fmt: skip
+    reader = contextlib.ExitStack()
+    proc = subprocess.Popen(
+        harness.netns_argv(argv),
+        cwd=cluster.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pi: harness.EmulatedPi | None = None
     try:
-        TIMINGS["boot 1 to SSH"] = booted.wait_for_ssh(NODE_IP)
-        yield booted
+        out = Transcript(proc)
+        out.wait_for(f"insert the card for {NODE}", timeout=600)
+        dev = reader.enter_context(loop_device(card))
+        rdev = os.stat(dev).st_rdev
+        fake_sys(
+            fake,
+            FakeDisk(
+                name=Path(dev).name,
+                devnum=(os.major(rdev), os.minor(rdev)),
+                size=image.IMAGE_SIZE,
+                partitions=0,
+            ),
+        )
+        inserted = time.monotonic()
+        out.wait_for(f"card for {NODE} written", timeout=3600)
+        TIMINGS[f"{cluster.variant.name}: card inserted to written (4 GiB, verified)"] = (
+            time.monotonic() - inserted
+        )
+        reader.close()  # out of the reader ...
+        flashed = harness.read_boot_text(card, "cmdline.txt")
+        stripped = " ".join(w for w in flashed.split() if w not in CGROUP_FLAGS) + "\n"
+        harness.write_boot_file(card, "cmdline.txt", stripped)
+        pi = emu_lab.boot(card)  # ... into the Pi, powered on
+        returncode = proc.wait(timeout=float(BOOT_TIMEOUT) + 600)
+        out.thread.join(10)
+        if returncode == 0:
+            stages = build_stages(cluster)
+            TIMINGS[f"{cluster.variant.name}: card written to SSH up (pinned key)"] = (
+                stages[SSH_UP] - stages[CARD_WRITTEN]
+            )
+        yield Build(card, flashed, out.text(), returncode, pi)
     finally:
-        booted.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if pi is not None:
+            pi.stop()
+        reader.close()
+        if not os.environ.get("PIKUBE_EMU_KEEP"):
+            card.unlink(missing_ok=True)
 
 
-def test_flash_writes_seed_and_cgroup_flags(card: Path, flashed_cmdline: str) -> None:
-    """pikube flash puts the NoCloud seed on system-boot and the cgroup flags in cmdline.txt."""
+@pytest.fixture(scope="module")
+def pi(built: Build) -> harness.EmulatedPi:
+    """The Pi the build waited for (a failed build fails every test that needs the node)."""
+    assert built.returncode == 0, built.transcript[-8000:]
+    return built.pi
+
+
+def test_build_writes_the_inserted_card_with_seed_and_cgroup_flags(
+    built: Build, variant: image.Variant
+) -> None:
+    """The build noticed the card inserted while it waited, wrote the image, the NoCloud
+    seed (on the variant's boot partition) and the cgroup flags in cmdline.txt, and said
+    which Pi the card is for."""
+    assert f"{NODE}: card " in built.transcript, built.transcript
+    assert f"card for {NODE} written: label it {NODE}" in built.transcript, built.transcript
+    flashed_cmdline = built.flashed_cmdline
     for flag in CGROUP_FLAGS:
         assert flag in flashed_cmdline.split(), flashed_cmdline
-    assert "root=LABEL=writable" in flashed_cmdline
+    root = "root=LABEL=writable" if variant.name == "ubuntu" else "root=PARTUUID="
+    assert root in flashed_cmdline
+    card = built.card
     user_data = harness.read_boot_text(card, "user-data")
     assert user_data.startswith("#cloud-config")
     config = yaml.safe_load(user_data)
@@ -181,9 +296,15 @@ def test_flash_writes_seed_and_cgroup_flags(card: Path, flashed_cmdline: str) ->
     assert network["ethernets"]["eth0"]["addresses"] == [f"{NODE_IP}/24"]
 
 
-def test_ssh_with_pinned_host_key(cluster: Cluster, pi: harness.EmulatedPi) -> None:
-    """The first SSH connection is verified against the key pikube flash pinned (no TOFU)."""
-    assert cluster.known_hosts.is_file(), "pikube flash wrote no known_hosts"
+def test_build_waits_for_first_boot_proven_by_the_pinned_host_key(
+    cluster: Cluster, built: Build, pi: harness.EmulatedPi
+) -> None:
+    """The build recorded the Pi's SSH up (it logged in with the key pinned when the card
+    was written, no TOFU) and stopped there (--until booted); ssh does the same."""
+    assert "every node is booted" in built.transcript, built.transcript
+    stages = build_stages(cluster)
+    assert SSH_UP in stages and PREPARED not in stages, stages
+    assert cluster.known_hosts.is_file(), "the build wrote no known_hosts"
     pinned = cluster.known_hosts.read_text()
     assert NODE_IP in pinned, pinned
     assert cluster.ssh("true").returncode == 0
@@ -221,12 +342,30 @@ def test_cloud_init_applied_first_boot_config(cluster: Cluster, pi: harness.Emul
     pinned = cluster.known_hosts.read_text()
     for line in keys.splitlines():
         assert line.split()[1] in pinned, f"host key {line.split()[0]} was not pinned by flash"
-    # The boot partition is mounted where Ubuntu mounts it.
+    # The boot partition is mounted where Ubuntu and Raspberry Pi OS mount it.
     mounts = cluster.ssh("findmnt", "-n", "-o", "SOURCE,FSTYPE", "/boot/firmware").stdout
     assert "vfat" in mounts
     model = cluster.ssh("tr", "-d", r"\0", "<", "/proc/device-tree/model").stdout
     assert model.startswith("Raspberry Pi 3 Model B"), model
     assert cluster.ssh("uname", "-m").stdout.strip() == "aarch64"
+
+
+def test_raspios_first_boot_services_left_the_seed_in_charge(
+    cluster: Cluster, variant: image.Variant, pi: harness.EmulatedPi
+) -> None:
+    """On the Raspberry Pi OS image (sshd shipped disabled, the host-key regeneration
+    enabled, NetworkManager, no snapd) the seed enabled sshd for good, kept the regeneration
+    from replacing the pinned keys, and NetworkManager runs the static address."""
+    if variant.name != "raspios":
+        pytest.skip("Raspberry Pi OS's first-boot services")
+    assert cluster.ssh("systemctl", "is-enabled", "ssh.service").stdout.strip() == "enabled"
+    regen = cluster.ssh("systemctl", "is-enabled", "regenerate_ssh_host_keys.service", check=False)
+    assert regen.stdout.strip() == "masked", regen.stdout + regen.stderr
+    nm = cluster.ssh("nmcli", "-t", "-f", "DEVICE,STATE", "device", "status").stdout
+    assert "eth0:connected" in nm.splitlines(), nm
+    networkd = cluster.ssh("systemctl", "is-active", "systemd-networkd.service", check=False)
+    assert networkd.stdout.strip() != "active", networkd.stdout
+    assert cluster.ssh("sh", "-c", "command -v snap", check=False).returncode != 0
 
 
 @pytest.fixture(scope="module")
@@ -278,17 +417,19 @@ def changed_per_host(run: Path) -> dict[str, int]:
     return {host: stats["changed"] for host, stats in summary["hosts"].items()}
 
 
-PREPARE = ("up", "--tags", "prepare")
+# The build again, resumed: the card is written and the Pi booted, so it goes on with the
+# prepare play (pikube_node_prep) and stops before anything of Kubernetes is installed.
+PREPARE = ("build", "--until", "prepared", "--boot-timeout", BOOT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
 def prepared(
     cluster: Cluster, pi: harness.EmulatedPi, swap_planted: None
 ) -> subprocess.CompletedProcess[str]:
-    """The first `pikube up --tags prepare`: the product's prepare play (pikube_node_prep)."""
+    """The first `pikube build --until prepared`: node prep, its reboot, then a stop."""
     started = time.monotonic()
     proc = pikube(*PREPARE, "-c", str(cluster.file), cwd=cluster.root, check=False, netns=True)
-    TIMINGS["node prep: pikube up --tags prepare (first, incl. reboot)"] = (
+    TIMINGS[f"{cluster.variant.name}: node prep: pikube build --until prepared (incl. reboot)"] = (
         time.monotonic() - started
     )
     (cluster.root / "prep-1.log").write_text(proc.stdout + proc.stderr)
@@ -298,9 +439,13 @@ def prepared(
 def test_node_prep_on_arm_reboots_once_with_cgroup_flags(
     cluster: Cluster, pi: harness.EmulatedPi, prepared: subprocess.CompletedProcess[str]
 ) -> None:
-    """Node prep succeeds with changes, adds each cgroup flag to the card's cmdline.txt once
-    and reboots the node once: QEMU was started again with the new command line."""
+    """The resumed build asks for no card, prepares the node with changes, adds each cgroup
+    flag to the card's cmdline.txt once and reboots the node once (QEMU was started again
+    with the new command line), records it prepared and stops there."""
     assert prepared.returncode == 0, prepared.stderr[-8000:]
+    assert "insert the card" not in prepared.stderr
+    assert "every node is prepared" in prepared.stderr, prepared.stderr[-4000:]
+    assert PREPARED in build_stages(cluster)
     assert changed_per_host(state_runs(cluster)[-1])[NODE] > 0
     assert len(pi.boots) == 2, "node prep did not reboot the node"
     assert "cgroup_enable=memory" in pi.boots[1].cmdline
@@ -332,11 +477,13 @@ def test_doctor_after_prep_memory_cgroup_on_swap_off(
 def test_node_prep_second_run_changes_nothing(
     cluster: Cluster, pi: harness.EmulatedPi, prepared: subprocess.CompletedProcess[str]
 ) -> None:
-    """A second `pikube up --tags prepare` changes nothing and does not reboot."""
+    """A second `pikube build --until prepared` changes nothing and does not reboot."""
     assert prepared.returncode == 0, "node prep failed; see the tests above"
     started = time.monotonic()
     second = pikube(*PREPARE, "-c", str(cluster.file), cwd=cluster.root, check=False, netns=True)
-    TIMINGS["node prep: second run (no changes)"] = time.monotonic() - started
+    TIMINGS[f"{cluster.variant.name}: node prep: second run (no changes)"] = (
+        time.monotonic() - started
+    )
     (cluster.root / "prep-2.log").write_text(second.stdout + second.stderr)
     assert second.returncode == 0, second.stderr[-8000:]
     assert changed_per_host(state_runs(cluster)[-1]) == {NODE: 0}

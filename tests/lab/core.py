@@ -584,11 +584,11 @@ class Lab:
             (ndir / "model").write_bytes(PI_MODEL_STRING.encode() + b"\0")
         files.update(node_files)
         if spec.os == "raspios":
-            files.update(_raspios_files())
+            files.update(raspios_files())
         for path, (data, mode) in files.items():
             _write_inside(root, path, data, mode)
         if spec.os == "raspios":
-            _raspios_units(root)
+            raspios_units(root)
         ssh = _write_inside(
             root, f"/home/{rootfs.USER}/.ssh/authorized_keys", self.public_key.read_bytes(), 0o600
         )
@@ -1174,7 +1174,7 @@ def _user_ids(root: Path, user: str) -> tuple[int, int]:
 REGENERATE_UNIT = "regenerate_ssh_host_keys.service"
 
 
-def _raspios_files() -> dict[str, tuple[bytes, int]]:
+def raspios_files() -> dict[str, tuple[bytes, int]]:
     """raspberrypi-sys-mods' host-key regeneration, as the package installs it."""
     return {
         f"/usr/lib/systemd/system/{REGENERATE_UNIT}": (
@@ -1188,7 +1188,7 @@ def _raspios_files() -> dict[str, tuple[bytes, int]]:
     }
 
 
-def _raspios_units(root: Path) -> None:
+def raspios_units(root: Path) -> None:
     """What Raspberry Pi OS's image build leaves enabled: `systemctl disable ssh` (no
     multi-user.target.wants/ssh.service, no sshd.service alias) and, as pi-gen did until
     2025-08, `systemctl enable regenerate_ssh_host_keys` (see raspios/README.md)."""

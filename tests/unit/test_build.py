@@ -3,6 +3,7 @@ from, the stages a playbook's events move nodes to, and the board that shows the
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,13 +16,18 @@ from pikube.build import (
     READY,
     SSH_UP,
     STAGES,
+    BuildPlan,
     BuildState,
+    BuildSteps,
     PlayTracker,
     nodes_needing_cards,
+    run_build,
     stage_recorder,
 )
 from pikube.config import load_cluster
 from pikube.errors import ConfigError
+from pikube.image.cards import FlashOptions
+from pikube.probe.boot import BootEvent
 from pikube.runner.board import StageRow, stage_cells
 from tests.factories import base_cluster, write_cluster
 
@@ -122,3 +128,58 @@ def test_stages_from_the_playbook_are_recorded_for_the_next_run(
         tracker.apply(item)
     assert shown.stages == [("pi-cp1", PREPARED)]
     assert BuildState.load(tmp_path / "state").latest("pi-cp1") == PREPARED
+
+
+@pytest.mark.parametrize("until", [SSH_UP, PREPARED])
+def test_build_until_stops_at_that_stage_before_kubernetes(
+    cluster_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, until: str
+) -> None:
+    """`--until booted` stops once every Pi answered on SSH, before doctor and the playbook;
+    `--until prepared` runs the playbook for node preparation only and stops before asking
+    Kubernetes for Ready nodes. The Pis' SSH answers are given (no network in unit tests)."""
+    cluster = load_cluster(cluster_file)
+    state = BuildState.load(tmp_path / "state")
+    for node in cluster.nodes:
+        state.reach(node.name, CARD_WRITTEN)
+
+    def all_up(targets: dict[str, object], timeout: float) -> list[BootEvent]:
+        return [BootEvent(name, "up", 1.0) for name in targets]
+
+    def never(*args: object) -> list[str]:
+        raise AssertionError("the build asked Kubernetes for Ready nodes")
+
+    monkeypatch.setattr("pikube.probe.boot.wait_for_ssh", all_up)
+    monkeypatch.setattr("pikube.build.record_ready", never)
+    provisioned: list[tuple[str, bool]] = []
+    preflights: list[str] = []
+    shown = Shown()
+
+    def provision(limit: str, tracker: PlayTracker, view: object, prepare_only: bool) -> None:
+        provisioned.append((limit, prepare_only))
+        for item in (
+            event("play_start", play="Prepare the nodes"),
+            *(event("runner", host=n.name, status="ok") for n in cluster.nodes),
+            event("stats"),
+        ):
+            tracker.apply(item)
+
+    def no_image() -> object:
+        raise AssertionError("every card is written: no image needed")
+
+    steps = BuildSteps(
+        resolve_image=no_image,  # type: ignore[arg-type]
+        announce=lambda line: None,
+        confirm=lambda: None,
+        open_view=lambda: contextlib.nullcontext(shown),
+        preflight=preflights.append,
+        provision=provision,
+    )
+    run_build(cluster, state, BuildPlan(options=FlashOptions(), until=until), steps)
+    again = BuildState.load(tmp_path / "state")
+    if until == SSH_UP:
+        assert provisioned == [] and preflights == []
+        assert {again.latest(n.name) for n in cluster.nodes} == {SSH_UP}
+    else:
+        assert provisioned == [("pi-cp1,pi-w1,pi-w2", True)]
+        assert preflights == ["pi-cp1,pi-w1,pi-w2"]
+        assert {again.latest(n.name) for n in cluster.nodes} == {PREPARED}

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pikube.build import UNTIL
 from pikube.cli.common import RunFlags, cluster_option, complete_node_name, info, load
 from pikube.cli.flash import card_options, image_options
 from pikube.cli.up import skip_doctor_option
-from pikube.distribution import SITE_PLAYBOOK
+from pikube.distribution import FLAVOUR_PACKAGES_TAG, PREPARE_TAG, SITE_PLAYBOOK
 from pikube.errors import PikubeError
 from pikube.probe.boot import DEFAULT_WAIT_BOOT_S
 
@@ -151,6 +152,13 @@ def build_view(cluster: Cluster, state: BuildState) -> Iterator[BuildBoard]:
     help="How long a Pi may take to answer on SSH after its card is written.",
 )
 @click.option("--cards-only", is_flag=True, help="Write the cards, then stop.")
+@click.option(
+    "--until",
+    type=click.Choice(list(UNTIL)),
+    help="Stop once every Pi has booted (answers SSH with its pinned host key) or is "
+    "prepared (node preparation done, nothing of Kubernetes installed yet); run `pikube "
+    "build` again to go on.",
+)
 @skip_doctor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the build's result as JSON.")
 @click.option("--dev-root", type=click.Path(path_type=Path), default="/dev", hidden=True)
@@ -165,6 +173,7 @@ def build(
     no_verify: bool,
     boot_timeout: float,
     cards_only: bool,
+    until: str | None,
     skip_doctor: bool,
     as_json: bool,
     sys_root: Path,
@@ -209,6 +218,7 @@ def build(
             boot_timeout=boot_timeout,
             cards_only=cards_only,
             reflash=reflash,
+            until=UNTIL[until] if until else None,
         )
         steps = build_steps(cluster, state, image_ref, catalog_file, cache_dir, yes, skip_doctor)
         error: PikubeError | None = None
@@ -216,6 +226,8 @@ def build(
             run_build(cluster, state, plan, steps)
             if cards_only:
                 info("cards written: put each in its Pi, power them on, run `pikube build` again")
+            elif until:
+                info(f"every node is {until}: run `pikube build` again to go on")
             else:
                 kubeconfig = kubeconfig_path(cluster)
                 info(f"every node is Ready: kubectl --kubeconfig {kubeconfig} get nodes")
@@ -262,13 +274,15 @@ def build_steps(
                 fix="answer y to let the build write the cards you insert (or pass --yes)",
             )
 
-    def provision(limit: str, tracker: PlayTracker, view: BuildView) -> None:
+    def provision(limit: str, tracker: PlayTracker, view: BuildView, prepare_only: bool) -> None:
         assert isinstance(view, BuildBoard)  # noqa: S101 - open_view made it
+        # --until prepared: the play that prepares nodes, without the flavour's packages.
+        only = RunFlags(tags=PREPARE_TAG, skip_tags=FLAVOUR_PACKAGES_TAG)
         run_site(
             cluster,
             command="build",
             playbook=SITE_PLAYBOOK,
-            flags=RunFlags(),
+            flags=only if prepare_only else RunFlags(),
             limit=limit,
             progress=lambda: view.playbook_progress(tracker),
         )

@@ -75,6 +75,7 @@ class RunFlags:
     verbose: int = 0
     limit: str | None = None
     json: bool = False
+    skip_tags: str | None = None  # not an option of its own: `build --until prepared` sets it
 
 
 @dataclass(frozen=True)

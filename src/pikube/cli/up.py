@@ -35,6 +35,7 @@ def playbook_options(flags: RunFlags, limit: str | None, extra_vars: dict[str, o
         diff=flags.diff,
         limit=limit,
         tags=flags.tags,
+        skip_tags=flags.skip_tags,
         verbosity=flags.verbose,
         extra_vars=extra_vars,
     )
