@@ -183,18 +183,7 @@ def firmware_cmdline(cmdline: str) -> str:
     words = [w.replace("console=serial0", "console=ttyAMA0") for w in words]
     if "cgroup_enable=memory" not in words:
         words.append("cgroup_disable=memory")
-    return " ".join([*words, *EMULATION_TIMEOUTS])
-
-
-# Not a Pi behaviour, the emulator's: under TCG on a loaded host a boot runs 10-50 times
-# slower than on a Pi, and systemd's 90 s wait for a device (here /dev/disk/by-label/
-# system-boot, for /boot/firmware) expired at 2026-12-06's load of 25: emergency mode.
-# systemd 252 (bookworm) waits DefaultTimeoutStartSec for devices, 254+ (trixie)
-# DefaultDeviceTimeoutSec; both are raised on the command line, never on the card.
-EMULATION_TIMEOUTS = (
-    "systemd.default_timeout_start_sec=900",
-    "systemd.default_device_timeout_sec=900",
-)
+    return " ".join(words)
 
 
 def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -> list[str]:
