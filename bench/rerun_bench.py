@@ -38,7 +38,9 @@ import yaml
 from tests.lab.core import Lab
 
 REPO = Path(__file__).resolve().parent.parent
-STOCK_CFG = "[defaults]\n# stock Ansible settings: everything at its default\n"
+# Stock Ansible settings: everything at its default but where pikube's own modules live
+# (without it the roles do not load at all, which is not a setting but a path).
+STOCK_CFG = "[defaults]\nlibrary = {library}\n"
 # Runs the site playbook through a tree's runner with a chosen ansible.cfg (argv: cluster
 # file, config file or ""); prints the changed count.
 RUNNER_SNIPPET = """
@@ -156,7 +158,7 @@ def ratio(a: str, b: str) -> float:
 def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> None:
     """kubeadm, 3 nodes: fresh up, no-op (both trees, both cfgs), reset then up."""
     stock = work / "stock-ansible.cfg"
-    stock.write_text(STOCK_CFG)
+    stock.write_text(STOCK_CFG.format(library=REPO / "plugins" / "modules"))
     # The baseline's own fresh up and reset-then-up need a lab each: only with --baseline-fresh.
     fresh_trees = trees if args.baseline_fresh else {"change": trees["change"]}
     for tree, src in fresh_trees.items():
