@@ -9,6 +9,7 @@ each decide what is left to do, so a node changed by hand is still repaired.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -106,21 +107,15 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
     # The kernel's values of the drop-in's settings, in the order asked (None: unreadable).
     rc, out, _ = run("sysctl", "--values", *ask["sysctl"])
     state["sysctl"] = [line.strip() for line in out.splitlines()] if rc == 0 else None
-    try:
-        import apt  # noqa: F401  the apt module needs python3-apt for check mode
-
-        state["python_apt"] = True
-    except ImportError:
-        state["python_apt"] = False
+    # The apt module needs python3-apt for check mode.
+    state["python_apt"] = importlib.util.find_spec("apt") is not None
     state["container"] = run("systemd-detect-virt", "--container")[0] == 0
     state["chrony"] = os.path.exists("/usr/sbin/chronyd")
     model_file = first_existing(ask["model_files"])
     state["model"] = ""
     if model_file:
-        with open(model_file, "rb") as handle:
-            state["model"] = (
-                handle.read(4096).replace(b"\0", b"").decode("utf-8", "replace").strip()
-            )
+        with open(model_file, "rb") as raw:
+            state["model"] = raw.read(4096).replace(b"\0", b"").decode("utf-8", "replace").strip()
     state["cmdline_file"] = first_existing(ask["cmdline_files"])
     # Packages dpkg does not have installed ("ii ", or "hi " when held).
     _, out, _ = run(
