@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from ipaddress import IPv4Network
@@ -27,23 +26,10 @@ from typing import Any
 
 import yaml
 
+from bench.up_bench import pikube_up, say
 from tests.lab.core import Lab
 
 CONTROL_PLANES = ("node-1", "node-2", "node-3")
-
-
-def say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def pikube_up(cluster: Path) -> float:
-    argv = [str(Path(sys.executable).parent / "pikube"), "up", "--skip-doctor", "-c", str(cluster)]
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"pikube up failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return elapsed
 
 
 def kubectl_answers(kubeconfig: Path) -> bool:

@@ -200,23 +200,13 @@ def etcd_binary() -> str:
     return common.env("PIKUBE_STANDIN_ETCD_BIN", "/usr/bin/etcd")
 
 
-def main(argv: list[str] | None = None) -> int:
-    import yaml
-
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        args = ["--from-manifest", str(common.path("/etc/kubernetes/manifests/etcd.yaml"))]
-    if len(args) != 2 or args[0] != "--from-manifest":
-        return common.die("usage: python3 -m pikube_standin.etcd --from-manifest FILE", 2)
-    manifest = Path(args[1])
-    if not manifest.exists():
-        return common.die(f"{manifest} does not exist (kubeadm has not configured etcd)", 1)
-    pod = yaml.safe_load(manifest.read_text())
-    command = [str(c) for c in pod["spec"]["containers"][0]["command"]]
+def supervise(args: list[str]) -> int:
+    """Run etcd with ``args`` in the foreground (the service's main process): signals are
+    passed on, its exit status returned; in tests it goes with the test process."""
     env = dict(os.environ)
     if platform.machine() in ("aarch64", "arm64"):  # etcd 3.4 runs on arm64 only when told to
         env["ETCD_UNSUPPORTED_ARCH"] = "arm64"
-    proc = subprocess.Popen([etcd_binary(), *command[1:]], stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen([etcd_binary(), *args], stdin=subprocess.DEVNULL, env=env)
     watched = os.environ.get("PIKUBE_STANDIN_WATCH_PID")
     if watched:  # tests: etcd goes when the test process goes (even after SIGKILL)
 
@@ -238,6 +228,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, forward)
     rc = proc.wait()
     return rc if rc >= 0 else 128 - rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        args = ["--from-manifest", str(common.path("/etc/kubernetes/manifests/etcd.yaml"))]
+    if len(args) != 2 or args[0] != "--from-manifest":
+        return common.die("usage: python3 -m pikube_standin.etcd --from-manifest FILE", 2)
+    manifest = Path(args[1])
+    if not manifest.exists():
+        return common.die(f"{manifest} does not exist (kubeadm has not configured etcd)", 1)
+    pod = yaml.safe_load(manifest.read_text())
+    command = [str(c) for c in pod["spec"]["containers"][0]["command"]]
+    return supervise(command[1:])
 
 
 if __name__ == "__main__":

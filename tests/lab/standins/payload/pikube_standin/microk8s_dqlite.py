@@ -28,16 +28,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from . import common
-from .etcd import Etcd, EtcdError, etcd_binary
+from .etcd import Etcd, EtcdError, etcd_binary, supervise
 
 UNIT = "snap.microk8s.daemon-k8s-dqlite"
 # go-dqlite app defaults (app/options.go WithVoters 3, WithStandBys 3): the roles by join order.
@@ -215,28 +212,7 @@ def etcd_argv() -> list[str]:
 
 def main() -> int:
     backend().mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(etcd_argv(), stdin=subprocess.DEVNULL)
-    watched = os.environ.get("PIKUBE_STANDIN_WATCH_PID")
-    if watched:  # tests: etcd goes when the test process goes (even after SIGKILL)
-
-        def watchdog() -> None:
-            while proc.poll() is None:
-                try:
-                    os.kill(int(watched), 0)
-                except ProcessLookupError:
-                    proc.kill()
-                    return
-                time.sleep(2)
-
-        threading.Thread(target=watchdog, daemon=True).start()
-
-    def forward(signum: int, _frame: Any) -> None:
-        proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    rc = proc.wait()
-    return rc if rc >= 0 else 128 - rc
+    return supervise(etcd_argv()[1:])
 
 
 if __name__ == "__main__":
