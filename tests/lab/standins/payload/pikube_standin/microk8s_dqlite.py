@@ -26,15 +26,19 @@ is plain HTTP (dqlite's uses TLS with the shared cluster.crt).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import common
 from .etcd import Etcd, EtcdError, etcd_binary, supervise
+
+T = TypeVar("T")
 
 UNIT = "snap.microk8s.daemon-k8s-dqlite"
 # go-dqlite app defaults (app/options.go WithVoters 3, WithStandBys 3): the roles by join order.
@@ -150,28 +154,31 @@ def add_member(name: str, new: str) -> tuple[list[str], str]:
     return voters, ",".join(peers)
 
 
-def member_add(c: Etcd, peer_url: str, timeout: float = 60.0) -> dict[str, Any]:
-    """etcd refuses a new member while the last one is not connected to every peer for a few
-    seconds yet ("unhealthy cluster", its strict reconfiguration check); dqlite's join waits
-    for the cluster likewise (join.py update_dqlite)."""
+def reconfigure(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """etcd refuses a membership change while a member is not connected to every peer for a
+    few seconds yet ("unhealthy cluster", its strict reconfiguration check); dqlite's join and
+    leave wait for the cluster likewise (join.py update_dqlite, leave.py)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return c.member_add([peer_url])
+            return call()
         except EtcdError as e:
             if "unhealthy cluster" not in e.message or time.monotonic() > deadline:
                 raise
         time.sleep(1)
 
 
+def member_add(c: Etcd, peer_url: str, timeout: float = 60.0) -> dict[str, Any]:
+    return reconfigure(lambda: c.member_add([peer_url]), timeout)
+
+
 def remove_member(addr: str) -> bool:
     """remove_dqlite_node(): drop the member at ``addr`` (IP:port); False if none is."""
     c = client()
-    for m in c.members():
-        if m.get("peerURLs") and m["peerURLs"][0] == f"http://{addr}":
-            c.member_remove(str(m["ID"]))
-            return True
-    return False
+    ids = [str(m["ID"]) for m in c.members() if (m.get("peerURLs") or [""])[0] == f"http://{addr}"]
+    for member_id in ids[:1]:
+        reconfigure(functools.partial(c.member_remove, member_id))
+    return bool(ids)
 
 
 def healthy() -> bool:
