@@ -228,8 +228,8 @@ def removable_control_plane(cluster: Cluster, node: Node, cluster_file: Path) ->
     if refusal is not None:
         raise QuorumError(
             f"refusing to remove {node.name}: {refusal}; nothing was changed",
-            fix=view.quorum.fix or "bring the members that are down back first "
-            "(`pikube status` shows them)",
+            fix=view.quorum.fix
+            or "bring the members that are down back first (`pikube status` shows them)",
         )
     healthy = {m.node for m in view.members if m.healthy}
     candidates = [n for n in cluster.control_planes if n != node]
