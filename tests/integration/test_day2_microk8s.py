@@ -7,8 +7,8 @@ stand-ins (tests/lab/standins: channels 1.30/stable and 1.31/stable, `snap refre
 `microk8s leave`/`remove-node`, single-use join tokens) and the real kubectl through the
 fetched kubeconfig. One lab for the module; the steps build on each other in file order.
 
-Default tier: the whole module takes 6-7 minutes (MicroK8s stand-in builds are quick), so
-every day-2 flow runs in CI for one flavour; the kubeadm module (12-16 min) is the slow tier.
+Slow tier (6-7 minutes), like the kubeadm module (12-16 min): the default tier's budget goes
+to the highly available `up` and the addons.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.clusterlab import Pikube, check_remove_of_an_unreachable_node, cluster_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 NODES = ("node-1", "node-2", "node-3")
 SNAP = "/snap/bin/microk8s"

@@ -20,7 +20,7 @@ import yaml
 
 from tests.integration.clusterlab import Pikube, cluster_lab
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # the default tier's budget: flannel's up is there
 
 
 POD_CIDR = "10.42.0.0/16"  # not the kubeadm default, so a lost substitution shows
