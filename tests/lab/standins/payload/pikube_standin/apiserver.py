@@ -235,6 +235,16 @@ class HttpError(Exception):
         self.code = code
 
 
+def conflict(plural: str, name: str) -> HttpError:
+    """kube-apiserver's 409 for a write based on an outdated resourceVersion."""
+    return HttpError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
+    )
+
+
 # --------------------------------------------------------------------------- patches
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
@@ -687,13 +697,7 @@ class Api:
                 raise AssertionError
             rv = new.get("metadata", {}).get("resourceVersion")
             if rv and rv != old["metadata"]["resourceVersion"]:
-                raise HttpError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
-                    "object has been modified; please apply your changes to the latest version "
-                    "and try again",
-                )
+                raise conflict(r.plural, name)
             merged = copy.deepcopy(new)
             meta = merged.setdefault("metadata", {})
             for f in ("uid", "creationTimestamp", "name", "namespace"):
@@ -718,13 +722,7 @@ class Api:
             try:
                 merged = self.store.replace(k, merged, old["metadata"]["resourceVersion"])
             except Conflict:
-                raise HttpError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
-                    "object has been modified; please apply your changes to the latest version "
-                    "and try again",
-                ) from None
+                raise conflict(r.plural, name) from None
             return self.present(r, merged)
 
     def delete(self, r: Res, ns: str, name: str) -> dict[str, Any]:
@@ -734,13 +732,7 @@ class Api:
             try:
                 gone = self.store.delete(k, obj["metadata"]["resourceVersion"])
             except Conflict:
-                raise HttpError(
-                    409,
-                    "Conflict",
-                    f'Operation cannot be fulfilled on {r.plural} "{name}": the '
-                    "object has been modified; please apply your changes to the latest version "
-                    "and try again",
-                ) from None
+                raise conflict(r.plural, name) from None
             obj["metadata"]["resourceVersion"] = gone["metadata"]["resourceVersion"]
             if r.plural == "namespaces":
                 for kk in [kk for kk in self.store.objects if kk[2] == name]:
