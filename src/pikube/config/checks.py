@@ -293,20 +293,9 @@ def _check_vip(
             which = "network" if vip == subnet.network_address else "broadcast"
             yield (where, f"vip {vip} is the {which} address of {subnet}", fix)
             return
-    if gateway is not None and vip == gateway:
-        yield (where, f"vip {vip} is the gateway's address", fix)
-        return
-    dns = network.get("dns")
-    if isinstance(dns, list) and vip in {_ip(server) for server in dns}:
-        yield (where, f"vip {vip} is the address of a DNS server (network.dns)", fix)
-        return
-    for index, node in enumerate(nodes):
-        if _ip(node.get("ip")) == vip:
-            yield (
-                where,
-                f"vip {vip} is the address of node {node.get('name')!r} (nodes[{index}])",
-                fix,
-            )
+    for held, what in _taken_addresses(network, nodes, gateway):
+        if held == vip:
+            yield (where, f"vip {vip} is {what}", fix)
             return
 
 
@@ -369,21 +358,30 @@ def _check_lb_range(
         ):
             if subnet.prefixlen < 31 and first <= address <= last:
                 yield (where, f"lb_range holds {address}, the {which} address of {subnet}", fix)
-    taken: list[tuple[IPv4Address | None, str]] = [
-        (gateway, "the gateway's address"),
-        (_ip(network.get("vip")) if network.get("vip") is not None else None, "network.vip"),
-    ]
-    dns = network.get("dns")
-    taken += [
-        (_ip(s), "a DNS server (network.dns)") for s in (dns if isinstance(dns, list) else [])
-    ]
-    taken += [
-        (_ip(n.get("ip")), f"the address of node {n.get('name')!r} (nodes[{i}])")
-        for i, n in enumerate(nodes)
-    ]
+    vip = _ip(network.get("vip")) if network.get("vip") is not None else None
+    taken = [*_taken_addresses(network, nodes, gateway), (vip, "network.vip")]
     for held, what in taken:
         if held is not None and first <= held <= last:
             yield (where, f"lb_range holds {held}, {what}", fix)
+
+
+def _taken_addresses(
+    network: dict[str, Any], nodes: list[dict[str, Any]], gateway: IPv4Address | None
+) -> list[tuple[IPv4Address | None, str]]:
+    """The addresses other machines answer on, with what each is: a VIP or a load-balancer
+    address must be none of them (keepalived or MetalLB would take it over)."""
+    dns = network.get("dns")
+    return [
+        (gateway, "the gateway's address"),
+        *(
+            (_ip(s), "the address of a DNS server (network.dns)")
+            for s in (dns if isinstance(dns, list) else [])
+        ),
+        *(
+            (_ip(n.get("ip")), f"the address of node {n.get('name')!r} (nodes[{i}])")
+            for i, n in enumerate(nodes)
+        ),
+    ]
 
 
 def _check_low_memory_guard(distribution: Any, nodes: list[dict[str, Any]]) -> Iterator[Finding]:
