@@ -40,10 +40,7 @@ def memory_cgroup_flags() -> tuple[str, ...]:
     (``pikube_node_prep_cgroup_flags``), which adds them on nodes flashed elsewhere; the
     flash writes the same flags into cmdline.txt and doctor reports them missing.
     """
-    from pikube.resources import data_path
-
-    path = data_path("roles", "pikube_node_prep", "defaults", "main.yml")
-    flags = yaml.safe_load(path.read_text(encoding="utf-8"))["pikube_node_prep_cgroup_flags"]
+    flags = role_default("pikube_node_prep", "pikube_node_prep_cgroup_flags")
     return tuple(str(flag) for flag in flags)
 
 
@@ -55,10 +52,23 @@ def vip_port() -> int:
     the joins and every kubelet reach the API servers through it
     (``Cluster.control_plane_endpoint``).
     """
+    return int(role_default("pikube_vip", "pikube_vip_port"))
+
+
+def etcd_pki() -> str:
+    """The folder of kubeadm's etcd certificates on a control plane: the kubeadm role's
+    default (``pikube_kubeadm_etcd_pki``), which status and doctor read too."""
+    return str(role_default("pikube_kubeadm", "pikube_kubeadm_etcd_pki"))
+
+
+@functools.cache
+def role_default(role: str, name: str) -> Any:
+    """A role's default (``roles/ROLE/defaults/main.yml``): facts the roles own and Python
+    needs too are read from there, never written twice."""
     from pikube.resources import data_path
 
-    path = data_path("roles", "pikube_vip", "defaults", "main.yml")
-    return int(yaml.safe_load(path.read_text(encoding="utf-8"))["pikube_vip_port"])
+    path = data_path("roles", role, "defaults", "main.yml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))[name]
 
 
 DistributionName = Literal["kubeadm", "microk8s"]

@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pikube.distribution import etcd_pki
+
 Level = Literal["ok", "warning", "error"]
 
-# kubeadm's stacked etcd: its client port on every control plane and the certificates
-# kubeadm writes for health checks (kubeadm's etcd static Pod uses the same for its probe).
-ETCD_PKI = "/etc/kubernetes/pki/etcd"
+# kubeadm's stacked etcd: its client port on every control plane (the certificates kubeadm
+# writes for health checks are under etcd_pki(); its static Pod probes with the same).
 ETCD_LOCAL = "https://127.0.0.1:2379"
 ETCD_TIMEOUTS = ("--dial-timeout=3s", "--command-timeout=5s")
 # `microk8s status` asks dqlite for the members and retries for up to a minute when it cannot
@@ -220,15 +221,16 @@ def etcd_script() -> str:
     etcdctl is the host's if installed, else the one in kubeadm's etcd container (``crictl
     exec``), which mounts the same certificate folder.
     """
+    pki = etcd_pki()
     tls = [
-        f"--cacert={ETCD_PKI}/ca.crt",
-        f"--cert={ETCD_PKI}/healthcheck-client.crt",
-        f"--key={ETCD_PKI}/healthcheck-client.key",
+        f"--cacert={pki}/ca.crt",
+        f"--cert={pki}/healthcheck-client.crt",
+        f"--key={pki}/healthcheck-client.key",
         *ETCD_TIMEOUTS,
     ]
     local = shlex.join([f"--endpoints={ETCD_LOCAL}", *tls])
     return f"""
-echo @@member; [ -e {ETCD_PKI}/ca.crt ] && echo 1; echo "@@rc $?"
+echo @@member; [ -e {pki}/ca.crt ] && echo 1; echo "@@rc $?"
 if command -v etcdctl >/dev/null 2>&1; then
   ctl() {{ etcdctl {local} "$@"; }}
 elif id=$(crictl ps --name '^etcd$' --state running --quiet 2>/dev/null | head -n 1) \\
