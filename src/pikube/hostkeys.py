@@ -24,7 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pikube.errors import ConfigError, PikubeError, Problem
+from pikube.config.known_hosts import read_known_hosts
+from pikube.errors import PikubeError
 from pikube.invoker import hand_over
 
 KEY_TYPES = ("ed25519", "ecdsa")  # cloud-init's ssh_keys names; ecdsa for older clients
@@ -188,37 +189,6 @@ def pin_known_hosts(
     # other's lines.
     with locked(path.with_name(f".{path.name}.lock")):
         return _pin(path, list(hosts), replace=replace)
-
-
-def read_known_hosts(path: Path) -> list[str]:
-    """The lines of a known_hosts file ([] when there is none yet); ``ConfigError`` (exit 3,
-    with the file and line) when it cannot be a known_hosts file. Checked before a flash
-    writes anything, so the keys on a card can always be pinned afterwards."""
-    if not path.exists():
-        return []
-
-    def bad(message: str, fix: str, line: int | None = None) -> ConfigError:
-        return ConfigError([Problem("", message, fix, line, str(path))], file=str(path))
-
-    if not path.is_file():
-        raise bad(
-            "known_hosts is not a file",
-            "point ssh.known_hosts in the cluster file at a file (it is created if missing)",
-        )
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise bad(
-            "known_hosts is not UTF-8 text",
-            "fix or remove that line (ssh-keygen -R HOST -f FILE removes a host's lines)",
-            line,
-        ) from None
-    if "\0" in text:
-        line = text[: text.index("\0")].count("\n") + 1
-        raise bad("known_hosts contains a NUL byte", "fix or remove that line", line)
-    return text.splitlines()
 
 
 def _pin(path: Path, hosts: list[KnownHost], *, replace: bool) -> list[KnownHost]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import multiprocessing
 import stat
 import subprocess
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pikube.errors import ConfigError
 from pikube.hostkeys import (
     HostKeyConflict,
     KnownHost,
@@ -18,6 +21,15 @@ from pikube.hostkeys import (
     node_known_hosts,
     pin_known_hosts,
 )
+
+
+def _key(key_type: str, tag: str) -> str:
+    """A well-formed known_hosts key of ``key_type`` (a blob naming its type), unique per tag:
+    pikube refuses malformed lines, so other lines of a user's file must be real-looking."""
+    name = key_type.encode()
+    body = hashlib.sha256(tag.encode()).digest()
+    blob = len(name).to_bytes(4, "big") + name + len(body).to_bytes(4, "big") + body
+    return f"{key_type} {base64.b64encode(blob).decode()}"
 
 
 def ssh_keygen(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,16 +76,17 @@ def test_a_private_key_without_its_public_half_is_replaced_by_a_whole_pair(
 
 def test_pinning_adds_each_key_once_and_keeps_other_lines(tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("# mine\nother.lan ssh-ed25519 AAAAother\n|1|hashed= ssh-rsa AAAA\n")
+    other = next(h.key for h in node_known_hosts("o", "10.9.0.9", ensure_host_keys(tmp_path, "o")))
+    hashed = "|1|c2FsdHNhbHRzYWx0c2FsdHNhbHQ=|aGFzaGhhc2hoYXNoaGFzaGhhc2g="
+    mine = ["# mine", f"other.lan {other}", f"{hashed} {other}"]
+    known_hosts.write_text("\n".join(mine) + "\n")
     cp = node_known_hosts("cp", "10.9.0.10", ensure_host_keys(tmp_path, "cp"))
     w1 = node_known_hosts("w1", "10.9.0.11", ensure_host_keys(tmp_path, "w1"))
     assert pin_known_hosts(known_hosts, [*cp, *w1]) == [*cp, *w1]
     assert pin_known_hosts(known_hosts, [*cp, *w1]) == []
     lines = known_hosts.read_text().splitlines()
     assert lines == [
-        "# mine",
-        "other.lan ssh-ed25519 AAAAother",
-        "|1|hashed= ssh-rsa AAAA",
+        *mine,
         *(f"{','.join(h.names)} {h.key}" for h in [*cp, *w1]),
     ]
     # OpenSSH itself finds both pinned keys for the address and the name.
@@ -97,15 +110,15 @@ def test_a_different_key_already_pinned_for_the_address_is_a_conflict(tmp_path: 
 def test_replacing_drops_stale_keys_of_the_node_only(tmp_path: Path) -> None:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(
-        "pi-w1,192.168.1.102 ssh-ed25519 OLDKEY\n"
-        "[192.168.1.102]:2222 ssh-rsa OLDRSA\n"
-        "otherhost ssh-ed25519 KEEP\n"
+        f"pi-w1,192.168.1.102 {_key('ssh-ed25519', 'old')}\n"
+        f"[192.168.1.102]:2222 {_key('ssh-rsa', 'old')}\n"
+        f"otherhost {_key('ssh-ed25519', 'keep')}\n"
     )
     pins = node_known_hosts("pi-w1", "192.168.1.102", ensure_host_keys(tmp_path, "pi-w1"))
     assert pin_known_hosts(known_hosts, pins, replace=True) == pins
     assert pin_known_hosts(known_hosts, pins, replace=True) == []  # idempotent
     lines = known_hosts.read_text().splitlines()
-    assert lines == ["otherhost ssh-ed25519 KEEP", *(host.line() for host in pins)]
+    assert lines == [f"otherhost {_key('ssh-ed25519', 'keep')}", *(host.line() for host in pins)]
     found = ssh_keygen("-F", "192.168.1.102", "-f", str(known_hosts))
     assert found.returncode == 0 and pins[0].key in found.stdout
 
@@ -142,7 +155,7 @@ def test_simultaneous_first_flashes_of_a_node_agree_on_one_set_of_keys(tmp_path:
 
 def _pin_after(barrier: Any, path: str, index: int) -> None:
     barrier.wait()
-    host = KnownHost((f"node-{index}", f"10.0.0.{index}"), f"ssh-ed25519 KEY{index}")
+    host = KnownHost((f"node-{index}", f"10.0.0.{index}"), _key("ssh-ed25519", str(index)))
     for _ in range(20):  # each flash pins its node again (replace=True), as re-flashes do
         pin_known_hosts(Path(path), [host], replace=True)
 
@@ -160,5 +173,20 @@ def test_flashes_pinning_different_nodes_at_once_keep_every_line(tmp_path: Path)
         proc.join()
         assert proc.exitcode == 0
     assert sorted(path.read_text().splitlines()) == sorted(
-        f"node-{i},10.0.0.{i} ssh-ed25519 KEY{i}" for i in range(count)
+        f"node-{i},10.0.0.{i} {_key('ssh-ed25519', str(i))}" for i in range(count)
     )
+
+
+def test_pinning_into_a_malformed_known_hosts_is_a_located_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Pinning reads known_hosts through the same checked, bounded reader as every command:
+    a line OpenSSH would misread is refused with its line number, and the file is kept."""
+    known_hosts = tmp_path / "known_hosts"
+    before = f"otherhost {_key('ssh-ed25519', 'keep')}\notherhost ssh-ed25519 not-base64!\n"
+    known_hosts.write_text(before)
+    pins = node_known_hosts("pi-w1", "10.9.0.11", ensure_host_keys(tmp_path, "pi-w1"))
+    with pytest.raises(ConfigError) as caught:
+        pin_known_hosts(known_hosts, pins, replace=True)
+    assert caught.value.problems[0].line == 2
+    assert known_hosts.read_text() == before

@@ -85,17 +85,26 @@ def line_problem(line: str) -> str | None:
 def check_known_hosts(path: Path) -> None:
     """Raise ``ConfigError`` naming every malformed line of ``path``; a missing file is fine
     (pikube creates it when it pins the first host key)."""
+    read_known_hosts(path)
+
+
+def read_known_hosts(path: Path) -> list[str]:
+    """The lines of ``path`` ([] when there is none yet), read bounded and checked line by
+    line: the one reader of a known_hosts file, for the check every command runs and for
+    pinning new keys into it."""
     try:
         path.lstat()
     except FileNotFoundError:
-        return
+        return []
     text = read_input_file(
         path, what="known_hosts file", limit=MAX_KNOWN_HOSTS_BYTES, missing_fix="check the path"
     )
+    lines = text.split("\n")  # OpenSSH's line ends
     problems = [
         Problem("", message, FIX.format(path=path), line=number, file=str(path))
-        for number, line in enumerate(text.split("\n"), start=1)  # OpenSSH's line ends
+        for number, line in enumerate(lines, start=1)
         if (message := line_problem(line))
     ]
     if problems:
         raise ConfigError(problems, file=str(path))
+    return lines[:-1] if lines and lines[-1] == "" else lines

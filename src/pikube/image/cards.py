@@ -140,7 +140,7 @@ def check_target(target: FlashTarget, image: ImageSource, options: FlashOptions)
 
 def check_known_hosts(cluster: Cluster) -> None:
     """The known_hosts file must be readable and valid before a card carries new keys."""
-    from pikube.hostkeys import read_known_hosts
+    from pikube.config.known_hosts import read_known_hosts
 
     read_known_hosts(Path(str(cluster.ssh.known_hosts)))
 
