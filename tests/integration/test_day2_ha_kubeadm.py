@@ -205,13 +205,17 @@ def test_restore_brings_all_three_members_back_and_keep_rotates_the_local_copies
     mine.write_text("not a backup")
     assert pk.kubectl("create", "configmap", "ha-before", "--from-literal=a=1").returncode == 0
     for _ in range(3):
-        pk.ok("backup", "--keep", "2")
+        started = time.monotonic()
+        taken = pk.ok("backup", "--keep", "2")
+        print(f"backup: {time.monotonic() - started:.0f} s; {taken.stderr.strip()[-300:]}")
         time.sleep(1)  # names carry the second they were taken
     archives = sorted(folder.glob("*.tar.gz"))
     assert len(archives) == 2 and mine.exists()
     assert all(Path(f"{a}.sha256").exists() for a in archives)
     assert pk.kubectl("create", "configmap", "ha-after", "--from-literal=b=2").returncode == 0
+    started = time.monotonic()
     pk.ok("restore", str(archives[-1]), "--yes")
+    print(f"restore: {time.monotonic() - started:.0f} s")  # for the record, not asserted
     assert pk.kubectl("get", "configmap", "ha-before").returncode == 0
     gone = pk.kubectl("get", "configmap", "ha-after")
     assert gone.returncode != 0 and "NotFound" in gone.stderr
