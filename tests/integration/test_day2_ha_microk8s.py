@@ -207,10 +207,12 @@ def test_two_of_three_control_planes_stopped_is_lost_quorum(pk: Pikube) -> None:
     try:
         proc = pk("status")
         assert proc.returncode == EXIT_QUORUM, proc.stderr[-3000:]
-        assert "dqlite has lost quorum: 1/3 members healthy, 2 needed" in proc.stderr
+        # node-1's MicroK8s does not answer ready either: its API server has no datastore
+        assert "dqlite has lost quorum: 0/3 members healthy, 2 needed" in proc.stderr
         assert "fix: bring back enough control planes" in proc.stderr
         data = status_json(pk, expect=EXIT_QUORUM)
-        assert data["control_plane"]["quorum"]["level"] == "error"
+        quorum = data["control_plane"]["quorum"]
+        assert (quorum["level"], quorum["healthy"], quorum["total"]) == ("error", 0, 3)
         doctor = pk("doctor")
         assert doctor.returncode == EXIT_QUORUM, doctor.stderr[-3000:]
         assert "quorum:" in doctor.stdout
