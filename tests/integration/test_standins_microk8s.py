@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -515,6 +516,48 @@ def test_a_worker_join_stays_out_of_the_datastore(lab: Lab) -> None:
     assert mk(worker, "status").stdout.startswith(
         "This MicroK8s deployment is acting as a node in a cluster."
     )
+
+
+def worker_ready(cp: FakeNode, name: str) -> bool | None:
+    """The worker's Ready condition as the control plane reports it (None: no answer)."""
+    proc = mk(cp, "kubectl", "get", "node", name, "-o", "json")
+    if proc.returncode != 0:
+        return None
+    conditions = json.loads(proc.stdout)["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def wait_worker_ready(cp: FakeNode, name: str, want: bool, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while worker_ready(cp, name) is not want:
+        assert time.monotonic() < deadline, f"{name} never turned Ready={want}"
+        time.sleep(1)
+
+
+def test_a_worker_reaches_the_api_through_its_apiserver_proxy(lab: Lab) -> None:
+    """join.py update_apiserver_proxy + utils.sh create_worker_kubeconfigs: the worker's kubelet
+    talks to its own apiserver-proxy (run-apiserver-proxy-with-args), which forwards to the
+    control planes of args/traefik/provider.yaml (the contacted one first); the API servers
+    list themselves in Endpoints default/kubernetes, where the proxy refreshes that list."""
+    import yaml
+
+    cp, w = joined_worker(lab, "127.0.7.96", "127.0.7.97")
+    snap_data = w.root / "var/snap/microk8s/current"
+    provider = yaml.safe_load((snap_data / "args/traefik/provider.yaml").read_text())
+    servers = provider["tcp"]["services"]["kube-apiserver"]["loadBalancer"]["servers"]
+    assert servers == [{"address": f"{cp.ip}:{cp.env['PIKUBE_STANDIN_MICROK8S_API_PORT']}"}]
+    assert "--refresh-interval 30s" in (snap_data / "args/apiserver-proxy").read_text()
+    kubelet = yaml.safe_load((snap_data / "credentials/kubelet.config").read_text())
+    # a real worker: https://127.0.0.1:16443; fake nodes share the host's loopback
+    local = f"https://{w.ip}:{w.env['PIKUBE_STANDIN_MICROK8S_API_PORT']}"
+    assert kubelet["clusters"][0]["cluster"]["server"] == local
+    endpoints = json.loads(mk(cp, "kubectl", "get", "endpoints", "kubernetes", "-o", "json").stdout)
+    assert [a["ip"] for a in endpoints["subsets"][0]["addresses"]] == [cp.ip]
+    wait_worker_ready(cp, "w97", True)
+    w.service("stop", "snap.microk8s.daemon-apiserver-proxy")
+    wait_worker_ready(cp, "w97", False)  # its kubelet has no other way to the API
+    w.service("start", "snap.microk8s.daemon-apiserver-proxy")
+    wait_worker_ready(cp, "w97", True)
 
 
 def test_refresh_certs_puts_the_template_ips_into_the_server_certificate(lab: Lab) -> None:

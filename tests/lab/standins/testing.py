@@ -169,6 +169,7 @@ class FakeNode:
             "pikube-standin-etcd",
             "snap.microk8s.daemon-kubelite",
             "snap.microk8s.daemon-cluster-agent",
+            "snap.microk8s.daemon-apiserver-proxy",
         ):
             with contextlib.suppress(subprocess.SubprocessError):
                 self.service("stop", unit)

@@ -7,7 +7,8 @@ skips validation of kinds it does not find), CRUD + list + watch on built-in
 kinds and CRD-defined kinds, merge / strategic-merge / JSON patches, Table
 output for `kubectl get`, and the controllers the stand-ins need:
 node lifecycle (NotReady after a grace period), bootstrap signer (JWS in
-kube-public/cluster-info), token cleaner, CSR signer, workload status.
+kube-public/cluster-info), token cleaner, CSR signer, workload status, and every API
+server's endpoint reconciler (its address in Endpoints default/kubernetes while it runs).
 
 Flags follow kube-apiserver's names; it reads them from a kubeadm static-pod
 manifest (--from-manifest) or a MicroK8s args file (--from-args-file).
@@ -170,6 +171,12 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 SEED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 HEALTH = ("/healthz", "/readyz", "/livez")
 CNI_DAEMONSETS = re.compile(r"flannel|calico-node|cilium|weave-net|kube-router|canal")
+
+
+# kube-apiserver's lease endpoint reconciler: renew every 10 s, a lease lives 15 s
+# (pkg/controlplane: DefaultEndpointReconcilerInterval, --endpoint-reconciler ttl).
+ENDPOINT_RECONCILE_S = 10.0
+ENDPOINT_LEASE_TTL_S = 15.0
 
 
 def now() -> dt.datetime:
@@ -785,6 +792,59 @@ class Api:
                 continue
             except Exception as e:  # a controller must survive its own bugs; log them
                 common.log(f"apiserver: controller error: {e!r}")
+
+    # ---- the endpoint reconciler (kube-apiserver's default --endpoint-reconciler-type=lease,
+    # pkg/controlplane/reconcilers/lease.go): every API server, leader or not, renews a lease
+    # on its advertise address every ENDPOINT_RECONCILE_S with a TTL of ENDPOINT_LEASE_TTL_S
+    # and writes the addresses of the unexpired leases, port "https" = its secure port, into
+    # Endpoints default/kubernetes. Upstream keeps the leases in etcd under
+    # /registry/masterleases/; here they are an annotation of that object. MicroK8s workers'
+    # apiserver-proxy reads the object to find every control plane.
+    ENDPOINT_LEASES = "pikube.standin/master-leases"
+
+    def endpoint_reconciler(self) -> None:
+        while True:
+            try:
+                with self.store.cond:
+                    self._reconcile_endpoints()
+            except Unavailable:
+                pass
+            except Exception as e:  # a controller must survive its own bugs; log them
+                common.log(f"apiserver: endpoint reconciler error: {e!r}")
+            time.sleep(ENDPOINT_RECONCILE_S)
+
+    def _reconcile_endpoints(self) -> None:
+        r = self.res_for("", "endpoints")
+        k = self.key(r, "default", "kubernetes")
+        cached = self.store.objects.get(k)
+        obj: dict[str, Any] = (
+            copy.deepcopy(cached)
+            if cached is not None
+            else {"metadata": {"name": "kubernetes", "namespace": "default"}}
+        )
+        annotations = obj["metadata"].setdefault("annotations", {})
+        try:
+            leases = {
+                ip: float(expiry)
+                for ip, expiry in json.loads(annotations.get(self.ENDPOINT_LEASES, "{}")).items()
+            }
+        except (ValueError, AttributeError, TypeError):
+            leases = {}
+        t = time.time()
+        leases = {ip: expiry for ip, expiry in leases.items() if expiry > t}
+        leases[self.s.advertise] = t + ENDPOINT_LEASE_TTL_S
+        annotations[self.ENDPOINT_LEASES] = json.dumps(leases, sort_keys=True)
+        obj["subsets"] = [
+            {
+                "addresses": [{"ip": ip} for ip in sorted(leases)],
+                "ports": [{"name": "https", "port": self.s.port, "protocol": "TCP"}],
+            }
+        ]
+        if cached is None:
+            with contextlib.suppress(HttpError, KeyExists, Conflict):
+                self._create_locked(r, "default", obj)
+        else:
+            self._save(k, obj)
 
     def _tick(self) -> None:
         for k, cached in list(self.store.objects.items()):
@@ -2009,6 +2069,7 @@ def make_server(s: Settings) -> Server:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=api.controllers, daemon=True).start()
+    threading.Thread(target=api.endpoint_reconciler, daemon=True).start()
     return srv
 
 

@@ -125,6 +125,7 @@ def kubeconfig(
     key_pem: bytes | None = None,
     token: str | None = None,
     cluster: str = "kubernetes",
+    tls_server_name: str | None = None,
 ) -> str:
     u: dict[str, str] = {}
     if cert_pem is not None and key_pem is not None:
@@ -138,7 +139,11 @@ def kubeconfig(
         "clusters": [
             {
                 "name": cluster,
-                "cluster": {"certificate-authority-data": b64(ca_pem), "server": server},
+                "cluster": {
+                    "certificate-authority-data": b64(ca_pem),
+                    "server": server,
+                    **({"tls-server-name": tls_server_name} if tls_server_name else {}),
+                },
             }
         ],
         "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
@@ -165,6 +170,7 @@ def load_kubeconfig(p: Path) -> dict[str, Any]:
         else None,
         "key": base64.b64decode(user["client-key-data"]) if "client-key-data" in user else None,
         "token": user.get("token"),
+        "tls_server_name": cluster.get("tls-server-name"),
     }
 
 
@@ -176,6 +182,23 @@ class ApiError(Exception):
         self.url = url
         msg = body.get("message", "") if isinstance(body, dict) else body
         super().__init__(f"{status}: {msg}")
+
+
+class ServerNameContext(ssl.SSLContext):
+    """A client context that checks the server's certificate for a fixed name instead of the
+    URL's host: kubeconfig's `tls-server-name` (client-go's rest.TLSClientConfig.ServerName)."""
+
+    server_name = ""
+
+    @classmethod
+    def create(cls, server_name: str) -> ServerNameContext:
+        ctx = cls(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.server_name = server_name
+        return ctx
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["server_hostname"] = self.server_name
+        return super().wrap_socket(sock, *args, **kwargs)
 
 
 class Client:
@@ -191,11 +214,16 @@ class Client:
         token: str | None = None,
         insecure: bool = False,
         timeout: float = 10.0,
+        server_name: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx = (
+            ServerNameContext.create(server_name)
+            if server_name
+            else ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        )
         if insecure or ca_pem is None:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
@@ -222,6 +250,7 @@ class Client:
             cert_pem=kc["cert"],
             key_pem=kc["key"],
             token=kc["token"],
+            server_name=kc["tls_server_name"],
             **kw,
         )
 
@@ -287,6 +316,7 @@ def spawn_argv(unit: str) -> list[str]:
         "snap.microk8s.daemon-kubelite": "pikube_standin.microk8s_daemon",
         "snap.microk8s.daemon-cluster-agent": "pikube_standin.microk8s_agent",
         "snap.microk8s.daemon-k8s-dqlite": "pikube_standin.microk8s_dqlite",
+        "snap.microk8s.daemon-apiserver-proxy": "pikube_standin.microk8s_apiserver_proxy",
     }[unit]
     return [sys.executable, "-m", mod]
 

@@ -55,11 +55,14 @@ If you would still like to start the control plane services, start MicroK8s with
     microk8s start --disable-low-memory-guard
 """
 # In start order: the datastore (k8s-dqlite; etcd here, see microk8s_dqlite.py), kubelite
-# (the API server on it), the cluster agent.
+# (the API server on it), the cluster agent, and the apiserver-proxy (it runs on workers only,
+# microk8s_apiserver_proxy.py; elsewhere it exits 0 at once).
+APISERVER_PROXY = "snap.microk8s.daemon-apiserver-proxy"
 UNITS = (
     "snap.microk8s.daemon-k8s-dqlite",
     "snap.microk8s.daemon-kubelite",
     "snap.microk8s.daemon-cluster-agent",
+    APISERVER_PROXY,
 )
 # name: (description, version, enabled by default), as the core addons repository lists them
 # (canonical/microk8s-core-addons addons.yaml); every one lives in repository "core".
@@ -367,7 +370,11 @@ def write_units() -> None:
         ("snap.microk8s.daemon-k8s-dqlite", "microk8s_dqlite"),
         ("snap.microk8s.daemon-kubelite", "microk8s_daemon"),
         ("snap.microk8s.daemon-cluster-agent", "microk8s_agent"),
+        (APISERVER_PROXY, "microk8s_apiserver_proxy"),
     ):
+        # snapd's default for a `daemon: simple` app: restart on failure only (the
+        # apiserver-proxy exits 0 on a node that is not a worker, and stays down)
+        restart = "on-failure" if unit == APISERVER_PROXY else "always"
         name = unit.removeprefix("snap.microk8s.")
         common.write_file(
             path(f"/etc/systemd/system/{unit}.service"),
@@ -381,7 +388,7 @@ Environment=SNAP=/snap/microk8s/current
 Environment=SNAP_DATA=/var/snap/microk8s/current
 EnvironmentFile=-/etc/default/pikube-standin
 ExecStart=/usr/bin/python3 -m pikube_standin.{mod}
-Restart=always
+Restart={restart}
 RestartSec=3
 
 [Install]
@@ -393,8 +400,11 @@ WantedBy=multi-user.target
 
 def hook(name: str) -> int:
     if name == "install":
+        from . import microk8s_apiserver_proxy as apiserver_proxy
+
         create_group()
         write_standalone_config()
+        apiserver_proxy.write_default_args()
         if mem_total_kb() <= LOW_MEMORY_GUARD_KB:  # snap/hooks/install
             lock("low-memory-guard.lock").touch()
         write_units()
@@ -747,17 +757,41 @@ def cmd_join(a: argparse.Namespace) -> int:
 
 
 def join_worker(info: dict[str, Any], agent: str) -> None:
-    """join_dqlite_worker_node(): the cluster's CA, a kubelet certificate, the API to use."""
+    """join_dqlite_worker_node(): the cluster's CA, a kubelet certificate and its kubeconfig
+    pointing at this node's apiserver-proxy (create_worker_kubeconfigs), the proxy's first
+    control plane: the one contacted (update_apiserver_proxy); mark_worker_node() restarts
+    kubelite and the apiserver-proxy."""
+    from . import microk8s_apiserver_proxy as apiserver_proxy
+
     certs = data() / "certs"
     common.write_file(certs / "ca.remote.crt", info["ca"])
     common.write_file(certs / "kubelet.crt", info["kubelet_cert"])
     common.write_file(certs / "kubelet.key", info["kubelet_key"], 0o600)
+    server = apiserver_proxy.local_server()
+    common.write_file(
+        data() / "credentials/kubelet.config",
+        common.kubeconfig(
+            f"https://{server}",
+            info["ca"].encode(),
+            f"system:node:{common.node_name()}",
+            cert_pem=info["kubelet_cert"].encode(),
+            key_pem=info["kubelet_key"].encode(),
+            cluster="microk8s-cluster",
+            # host tests: the fake node's address is in no server certificate; 127.0.0.1,
+            # the address a real worker uses, is in every one (csr.conf.template)
+            tls_server_name=None if server.startswith("127.0.0.1:") else "127.0.0.1",
+        ),
+        0o600,
+    )
     ji = {"api": info["api"], "ca": info["ca"], "role": "worker", "cluster_agent": agent}
     common.write_file(data() / "credentials/join.json", json.dumps(ji), 0o600)
+    lock("no-apiserver-proxy").unlink(missing_ok=True)
+    apiserver_proxy.write_servers([f"{agent.rsplit(':', 1)[0]}:{info['api_port']}"])
     (data() / "var/lock").mkdir(parents=True, exist_ok=True)
     for name in ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue"):  # mark_worker_node()
         lock(name).touch(mode=0o700)
     common.service_start("snap.microk8s.daemon-kubelite")
+    common.service_start(APISERVER_PROXY)
 
 
 def join_full_member(info: dict[str, Any]) -> None:
@@ -797,9 +831,12 @@ def cmd_leave(_a: argparse.Namespace) -> int:
     if not is_worker():  # leave.py: take this node out of the dqlite cluster first
         with contextlib.suppress(dqlite.EtcdError):
             dqlite.remove_member(dqlite.address())
+    if is_worker():  # leave.py disable_apiserver_proxy()
+        lock("no-apiserver-proxy").touch(mode=0o700)
     for u in UNITS:
         common.service_stop(u)
     (data() / "credentials/join.json").unlink(missing_ok=True)
+    (data() / "credentials/kubelet.config").unlink(missing_ok=True)
     for name in ("clustered.lock", "no-k8s-dqlite", "no-cert-reissue"):
         lock(name).unlink(missing_ok=True)
     (data() / "certs/ca.remote.crt").unlink(missing_ok=True)

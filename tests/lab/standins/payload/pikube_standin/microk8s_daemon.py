@@ -160,13 +160,18 @@ def main() -> int:
             labels["node.kubernetes.io/microk8s-worker"] = "microk8s-worker"
         else:
             labels["node.kubernetes.io/microk8s-controlplane"] = "microk8s-controlplane"
-    client = common.Client(
-        server,
-        ca_pem=ca,
-        cert_pem=(certs / "kubelet.crt").read_bytes(),
-        key_pem=(certs / "kubelet.key").read_bytes(),
-        timeout=5,
-    )
+    kubelet_config = data() / "credentials/kubelet.config"
+    if ji is not None and ji["role"] == "worker" and kubelet_config.exists():
+        # a worker's kubelet talks to its apiserver-proxy (create_worker_kubeconfigs)
+        client = common.Client.from_kubeconfig(kubelet_config, timeout=5)
+    else:
+        client = common.Client(
+            server,
+            ca_pem=ca,
+            cert_pem=(certs / "kubelet.crt").read_bytes(),
+            key_pem=(certs / "kubelet.key").read_bytes(),
+            timeout=5,
+        )
     try:
         kubelet.serve_kubelet_ports(common.node_name())
     except OSError as e:
