@@ -76,6 +76,16 @@ def control_plane(cluster: Cluster) -> Node:
     return next(n for n in cluster.nodes if n.role == "control-plane")
 
 
+def run_limit(cluster: Cluster, node: Node, via: Node) -> str:
+    """The hosts of an add-node or remove-node run: the node and the control plane it goes
+    through, and for a control plane every other one too (their haproxy backends and
+    keepalived peers list every control plane)."""
+    hosts = [node, via]
+    if node.role == "control-plane":
+        hosts += cluster.control_planes
+    return ",".join(dict.fromkeys(n.name for n in hosts))
+
+
 def checked(check: bool, message: str) -> str:
     return "check mode: nothing was changed" if check else message
 
@@ -93,7 +103,8 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
     Only NAME and the first control plane are contacted; for a worker, the control plane
     only answers reads and creates the join token, so it reports changed=0 and the other
     nodes are untouched. A control plane (of several) joins as one, with a certificate key
-    fresh to this run; the first control plane is built by `pikube up`, not added.
+    fresh to this run, and every control plane's haproxy and keepalived list it (so every
+    control plane is contacted); the first control plane is built by `pikube up`, not added.
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
@@ -111,7 +122,7 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
         command="add-node",
         playbook=playbook,
         flags=flags,
-        limit=f"{name},{cp.name}",
+        limit=run_limit(cluster, node, cp),
         extra_vars={"pikube_add_node": name},
         retry=lambda _hosts: f"pikube add-node {name}",
     )
@@ -149,8 +160,9 @@ def remove_node(
     A node already gone from Kubernetes skips the Kubernetes part. An unreachable machine
     cannot be reset: the Kubernetes side is still cleaned, and the command exits 6 naming it.
     A control plane (of several) loses its etcd or dqlite member first; a removal that would
-    break the datastore's quorum is refused before anything changes (exit 7). Afterwards,
-    delete the node from cluster.yaml (or add it back with `pikube add-node`).
+    break the datastore's quorum is refused before anything changes (exit 7); the other
+    control planes' haproxy and keepalived drop it, and its own stop. Afterwards, delete the
+    node from cluster.yaml (or add it back with `pikube add-node`).
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
@@ -170,7 +182,7 @@ def remove_node(
             command="remove-node",
             playbook=playbook,
             flags=flags,
-            limit=f"{name},{via.name}",
+            limit=run_limit(cluster, node, via),
             extra_vars={
                 "pikube_remove_node": name,
                 "pikube_remove_via": via.name,
