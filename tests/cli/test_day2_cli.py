@@ -144,6 +144,62 @@ def test_remove_node_of_a_control_plane_refuses_when_quorum_cannot_be_checked(
     assert runs(ha_cluster) == []
 
 
+def members_answer(monkeypatch: pytest.MonkeyPatch, healthy: dict[str, bool]) -> list[str]:
+    """The control planes answer as etcd members (``healthy`` by node); the playbook run is
+    replaced: returns the --limit add-node or remove-node hands it, as a list."""
+    from pikube.probe import status
+    from pikube.probe.ha import ControlPlaneView, Member, quorum
+
+    members = [
+        Member(name=n, address=f"127.0.0.{i}", healthy=h, node=n)
+        for i, (n, h) in enumerate(healthy.items(), 1)
+    ]
+    view = ControlPlaneView("etcd", "127.0.0.100", [], members, quorum(members))
+    monkeypatch.setattr(status, "ha_view", lambda cluster: view)
+    limits: list[str] = []
+    monkeypatch.setattr(day2, "run_site", lambda *a, **k: limits.append(k["limit"]))
+    return limits
+
+
+def test_add_node_of_a_control_plane_runs_on_every_serving_control_plane(
+    ha_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pi-cp3 was removed: pi-cp1 and pi-cp2 are the members, and their haproxy and
+    # keepalived must list it again, so the run covers them.
+    limits = members_answer(monkeypatch, {"pi-cp1": True, "pi-cp2": True})
+    result = run("add-node", "pi-cp3", "--cluster", str(ha_cluster))
+    assert result.exit_code == 0, result.stderr
+    assert limits == ["pi-cp3,pi-cp1,pi-cp2"]
+
+
+def test_add_node_leaves_a_listed_control_plane_that_is_no_member_yet_alone(
+    ha_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Growing one at a time: the cluster file lists pi-cp3 before it joins; adding pi-cp2
+    # must not need pi-cp3 to answer (nor set it up).
+    limits = members_answer(monkeypatch, {"pi-cp1": True})
+    result = run("add-node", "pi-cp2", "--cluster", str(ha_cluster))
+    assert result.exit_code == 0, result.stderr
+    assert limits == ["pi-cp2,pi-cp1"]
+
+
+def test_add_node_of_a_worker_contacts_only_the_first_control_plane(
+    ha_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = members_answer(monkeypatch, {"pi-cp1": True, "pi-cp2": True, "pi-cp3": True})
+    assert run("add-node", "pi-w1", "--cluster", str(ha_cluster)).exit_code == 0
+    assert limits == ["pi-w1,pi-cp1"]
+
+
+def test_remove_node_of_a_control_plane_runs_on_every_other_serving_control_plane(
+    ha_cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = members_answer(monkeypatch, {"pi-cp1": True, "pi-cp2": True, "pi-cp3": True})
+    result = run("remove-node", "pi-cp3", "--yes", "--cluster", str(ha_cluster))
+    assert result.exit_code == 0, result.stderr
+    assert limits == ["pi-cp3,pi-cp1,pi-cp2"]
+
+
 def test_remove_node_rejects_a_zero_drain_timeout(cluster: Path) -> None:
     result = run("remove-node", "pi-w1", "--drain-timeout", "0", "--yes", "--cluster", str(cluster))
     assert result.exit_code == EXIT_USAGE

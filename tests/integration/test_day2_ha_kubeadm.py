@@ -32,6 +32,9 @@ CONTROL_PLANES = ("node-1", "node-2", "node-3")
 NODES = (*CONTROL_PLANES, "node-4")
 EXIT_UNREACHABLE = 6
 EXIT_QUORUM = 7
+HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+VIP_SERVICES = ("keepalived", "haproxy")
 
 
 @pytest.fixture(scope="module")
@@ -139,19 +142,73 @@ def test_removing_a_healthy_member_while_another_is_down_is_refused(pk: Pikube) 
     wait_quorum_ok(pk)
 
 
+def node_ip(pk: Pikube, name: str) -> str:
+    nodes = yaml.safe_load(pk.cluster.read_text())["nodes"]
+    return str(next(n["ip"] for n in nodes if n["name"] == name))
+
+
+def vip_members(pk: Pikube, node: str) -> tuple[set[str], set[str]]:
+    """(haproxy's backend servers as "name address", keepalived's unicast peers) on a node."""
+    haproxy = pk.lab.exec(node, ["cat", HAPROXY_CFG])
+    keepalived = pk.lab.exec(node, ["cat", KEEPALIVED_CONF])
+    assert haproxy.returncode == 0, haproxy.stderr
+    assert keepalived.returncode == 0, keepalived.stderr
+    servers = {
+        " ".join(line.split()[1:3]).rsplit(":", 1)[0]
+        for line in haproxy.stdout.splitlines()
+        if line.strip().startswith("server ")
+    }
+    peers_block = keepalived.stdout.split("unicast_peer {", 1)[1].split("}", 1)[0]
+    return servers, set(peers_block.split())
+
+
+def service_pids(pk: Pikube, node: str) -> list[str]:
+    """keepalived's and haproxy's main PIDs: a reload keeps them, a restart does not."""
+    proc = pk.lab.exec(node, ["systemctl", "show", "--property=MainPID", "--value", *VIP_SERVICES])
+    assert proc.returncode == 0, proc.stderr
+    pids = proc.stdout.split()
+    assert len(pids) == 2 and "0" not in pids, pids  # both running
+    return pids
+
+
+def check_vip_members(pk: Pikube, planes: tuple[str, ...]) -> None:
+    """Every control plane of ``planes`` lists exactly ``planes`` in haproxy and keepalived."""
+    for node in planes:
+        servers, peers = vip_members(pk, node)
+        assert servers == {f"{n} {node_ip(pk, n)}" for n in planes}, (node, servers)
+        assert peers == {node_ip(pk, n) for n in planes if n != node}, (node, peers)
+
+
 def test_remove_a_control_plane_then_add_it_back(pk: Pikube) -> None:
+    check_vip_members(pk, CONTROL_PLANES)
+    stay = ("node-1", "node-2")
+    pids = {n: service_pids(pk, n) for n in stay}
     pk.ok("remove-node", "node-3", "--yes")
     assert etcd_member_names(pk) == {"node-1", "node-2"}
-    assert "node-3" not in pk.nodes()
+    assert "node-3" not in pk.nodes()  # through the VIP
     assert not pk.exists("node-3", "/etc/kubernetes/manifests/etcd.yaml")
     assert pk.kubeconfig.exists()  # the cluster is still there: its kubeconfig stays
+    # The removed node neither holds nor bids for the VIP, nor forwards to API servers; the
+    # others reloaded (same PIDs: the VIP stayed up) without it.
+    for args in (["is-active"], ["is-enabled"]):
+        state = pk.lab.exec("node-3", ["systemctl", *args, *VIP_SERVICES]).stdout.split()
+        assert state == (["inactive"] * 2 if args == ["is-active"] else ["disabled"] * 2), state
+    for path in (HAPROXY_CFG, KEEPALIVED_CONF):
+        assert not pk.exists("node-3", path)
+    check_vip_members(pk, stay)
+    assert {n: service_pids(pk, n) for n in stay} == pids
+    assert len(holders(pk, stay)) == 1
     data = status_json(pk)
     quorum = data["control_plane"]["quorum"]
     # node-3 is still in cluster.yaml, but no longer an etcd member: the datastore decides.
     assert (quorum["level"], quorum["healthy"], quorum["total"]) == ("ok", 2, 2)
     pk.ok("add-node", "node-3")
-    pk.wait_all_ready(NODES)
+    pk.wait_all_ready(NODES)  # through the VIP
     assert etcd_member_names(pk) == set(CONTROL_PLANES)
+    check_vip_members(pk, CONTROL_PLANES)
+    assert {n: service_pids(pk, n) for n in stay} == pids  # reloaded, not restarted
+    service_pids(pk, "node-3")
+    assert len(holders(pk)) == 1
     wait_quorum_ok(pk)
 
 

@@ -71,6 +71,18 @@ def test_an_even_number_of_control_planes_is_refused(
     assert "1, 3 or 5" in problem.fix
 
 
+def test_four_control_planes_say_how_to_grow_from_three_to_five(
+    tmp_path: Path, ssh_key: Path
+) -> None:
+    # A user adding one control plane at a time edits cluster.yaml to 4: the count applies
+    # to the file, so the fix names the flow (both in the file, then add-node each in turn).
+    data = control_planes(base_cluster(ssh_key, nodes=6), 4)
+    data["network"]["vip"] = "192.168.1.100"
+    problem = only(problems_for(tmp_path, data)[0], "nodes")
+    assert "to grow from 3 to 5 control planes, list both new ones here" in problem.fix
+    assert "`pikube add-node NAME` for each, one after the other" in problem.fix
+
+
 def test_more_than_five_control_planes_are_refused(tmp_path: Path, ssh_key: Path) -> None:
     data = control_planes(base_cluster(ssh_key, nodes=8), 7)
     data["network"]["vip"] = "192.168.1.100"

@@ -19,6 +19,7 @@ from pikube.errors import EXIT_CONFIG, EXIT_USAGE, HostsUnreachable, PikubeError
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster, Node
+    from pikube.probe.ha import ControlPlaneView
 
 
 class UntrackedChannel(PikubeError):
@@ -76,6 +77,23 @@ def control_plane(cluster: Cluster) -> Node:
     return next(n for n in cluster.nodes if n.role == "control-plane")
 
 
+def run_limit(*nodes: Node) -> str:
+    """An add-node or remove-node run's --limit: each node once, in order."""
+    return ",".join(dict.fromkeys(n.name for n in nodes))
+
+
+def serving_members(cluster: Cluster, view: ControlPlaneView | None) -> list[Node]:
+    """The control planes whose haproxy backends and keepalived peers an add-node or
+    remove-node of a control plane updates: those that answer as healthy datastore members.
+    One still to be added (growing from 3 to 5, the fifth is listed before it joins) or down
+    is left alone; `pikube up` brings its files in line later. Every control plane when none
+    could be asked (the run then stops at its own readiness check)."""
+    if view is None:
+        return list(cluster.control_planes)
+    healthy = {m.node for m in view.members if m.healthy}
+    return [n for n in cluster.control_planes if n.name in healthy]
+
+
 def checked(check: bool, message: str) -> str:
     return "check mode: nothing was changed" if check else message
 
@@ -93,7 +111,9 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
     Only NAME and the first control plane are contacted; for a worker, the control plane
     only answers reads and creates the join token, so it reports changed=0 and the other
     nodes are untouched. A control plane (of several) joins as one, with a certificate key
-    fresh to this run; the first control plane is built by `pikube up`, not added.
+    fresh to this run, and the haproxy and keepalived of every control plane that answers as
+    a datastore member list it (those are contacted too); the first control plane is built
+    by `pikube up`, not added.
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
@@ -105,13 +125,18 @@ def add_node(cluster_file: Path, name: str, flags: RunFlags) -> None:
             where=str(cluster_file),
             fix="use `pikube up` to build the control plane",
         )
+    members: list[Node] = []
+    if node.role == "control-plane":
+        from pikube.probe.status import ha_view
+
+        members = serving_members(cluster, ha_view(cluster))
     playbook = "add_node.yml"
     run_site(
         cluster,
         command="add-node",
         playbook=playbook,
         flags=flags,
-        limit=f"{name},{cp.name}",
+        limit=run_limit(node, cp, *members),
         extra_vars={"pikube_add_node": name},
         retry=lambda _hosts: f"pikube add-node {name}",
     )
@@ -149,14 +174,16 @@ def remove_node(
     A node already gone from Kubernetes skips the Kubernetes part. An unreachable machine
     cannot be reset: the Kubernetes side is still cleaned, and the command exits 6 naming it.
     A control plane (of several) loses its etcd or dqlite member first; a removal that would
-    break the datastore's quorum is refused before anything changes (exit 7). Afterwards,
-    delete the node from cluster.yaml (or add it back with `pikube add-node`).
+    break the datastore's quorum is refused before anything changes (exit 7); the other
+    control planes' haproxy and keepalived drop it, and its own stop. Afterwards, delete the
+    node from cluster.yaml (or add it back with `pikube add-node`).
     """
     cluster = load(cluster_file)
     node = find_node(cluster, name, cluster_file)
-    via = control_plane(cluster)
+    via: Node = control_plane(cluster)
+    members: list[Node] = []
     if node.role != "worker":
-        via = removable_control_plane(cluster, node, cluster_file)
+        via, members = removable_control_plane(cluster, node, cluster_file)
     confirm_destruction(
         cluster,
         f"remove {name} from cluster {cluster.name} and reset it",
@@ -170,7 +197,7 @@ def remove_node(
             command="remove-node",
             playbook=playbook,
             flags=flags,
-            limit=f"{name},{via.name}",
+            limit=run_limit(node, via, *members),
             extra_vars={
                 "pikube_remove_node": name,
                 "pikube_remove_via": via.name,
@@ -192,8 +219,11 @@ def remove_node(
     info(checked(flags.check, done))
 
 
-def removable_control_plane(cluster: Cluster, node: Node, cluster_file: Path) -> Node:
-    """The control plane that removes ``node``'s datastore member; refuse what breaks quorum.
+def removable_control_plane(
+    cluster: Cluster, node: Node, cluster_file: Path
+) -> tuple[Node, list[Node]]:
+    """The control plane that removes ``node``'s datastore member, and the others whose
+    haproxy and keepalived drop it (``serving_members``); refuse what breaks quorum.
 
     Asks the control planes themselves (``pikube.probe.status.ha_view``) which members are
     healthy, and refuses, before anything changes, the last control plane, the first one (the
@@ -231,9 +261,9 @@ def removable_control_plane(cluster: Cluster, node: Node, cluster_file: Path) ->
             fix=view.quorum.fix
             or "bring the members that are down back first (`pikube status` shows them)",
         )
-    healthy = {m.node for m in view.members if m.healthy}
+    members = [n for n in serving_members(cluster, view) if n != node]
     candidates = [n for n in cluster.control_planes if n != node]
-    return next((n for n in candidates if n.name in healthy), candidates[0])
+    return next((n for n in candidates if n in members), candidates[0]), members
 
 
 # --- reset ---------------------------------------------------------------------------------

@@ -254,14 +254,20 @@ def _check_control_plane_count(
             else f"{count} control-plane nodes: pikube builds at most "
             f"{max(CONTROL_PLANE_COUNTS)} (more members slow every write of etcd and dqlite)"
         )
-        yield (
-            ("nodes",),
-            why,
+        fix = (
             "mark "
             + ", ".join(map(str, CONTROL_PLANE_COUNTS[:-1]))
             + f" or {CONTROL_PLANE_COUNTS[-1]} nodes as role: control-plane, the others as "
-            "role: worker",
+            "role: worker"
         )
+        if count - 1 in CONTROL_PLANE_COUNTS[1:] and count + 1 in CONTROL_PLANE_COUNTS:
+            # Growing an HA control plane passes an even count of members, never of file
+            # entries: the file names the final set, add-node joins one member at a time.
+            fix += (
+                f"; to grow from {count - 1} to {count + 1} control planes, list both new "
+                "ones here, then run `pikube add-node NAME` for each, one after the other"
+            )
+        yield (("nodes",), why, fix)
     if count > 1 and network.get("vip") is None:
         yield (
             ("network",),
