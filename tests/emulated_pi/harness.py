@@ -186,6 +186,24 @@ def firmware_cmdline(cmdline: str) -> str:
     return " ".join(words)
 
 
+# What the harness adds to the firmware's command line because the CPU is emulated, never
+# written to the card (node prep and doctor see the card's cmdline.txt as pikube left it).
+# QEMU's TCG runs the Cortex-A53 10-50x slower than a Pi, and this machine's other work slows
+# it further; systemd's and udev's timeouts are meant for real hardware. Each is scaled by
+# ~10, not disabled: a service that hangs still fails the boot (and the test, with the
+# console log: ``EmulatedPi.failure``). The wait for fstab's devices is the image's
+# (image.EMULATED_CPU_SYSTEMD_CONF): bookworm's systemd has no command-line switch for it.
+EMULATION_CMDLINE = (
+    "systemd.default_timeout_start_sec=900",  # a unit's start (90 s)
+    "udev.event_timeout=1800",  # a udev rule's worker is killed after 180 s
+)
+
+
+def emulated_cmdline(cmdline_txt: str) -> str:
+    """What QEMU passes to Linux: the firmware's command line plus ``EMULATION_CMDLINE``."""
+    return " ".join([firmware_cmdline(cmdline_txt), *EMULATION_CMDLINE])
+
+
 def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -> list[str]:
     return [
         "qemu-system-aarch64",
@@ -421,6 +439,11 @@ class Boot:
         return "reboot.target" in tail and "poweroff.target" not in tail
 
 
+# Console text of a boot that will not reach SSH whatever the wait: the kernel gave up, the
+# initramfs dropped to its shell (no root file system), or systemd went to emergency mode.
+FATAL_CONSOLE = ("Kernel panic", "Dropping to a shell", "emergency mode", "Emergency Shell")
+
+
 @dataclass
 class EmulatedPi:
     """One card booted under a supervisor that restarts QEMU when the guest reboots."""
@@ -443,7 +466,7 @@ class EmulatedPi:
         files_dir = self.workdir / f"boot{n}"
         files_dir.mkdir()
         files = read_boot_files(self.card, files_dir)
-        cmdline = firmware_cmdline(files["cmdline.txt"].read_text())
+        cmdline = emulated_cmdline(files["cmdline.txt"].read_text())
         console = self.workdir / f"console-{n}.log"
         boot = Boot(n, cmdline, console, time.monotonic())
         argv = qemu_argv(files, self.card, cmdline, console)
@@ -499,12 +522,34 @@ class EmulatedPi:
         if self._thread:
             self._thread.join(timeout=15)
 
+    def failure(self) -> str | None:
+        """Why the Pi will not come up, once that is certain: QEMU ended without a guest
+        reboot, or the current boot's console shows one of ``FATAL_CONSOLE``. With the
+        console's tail, so a failed boot fails its test with the evidence."""
+        if self.error:
+            return self.error
+        if not self.boots:
+            return None
+        boot = self.boots[-1]
+        text = boot.console_text()
+        for marker in FATAL_CONSOLE:
+            if marker in text:
+                return (
+                    f"boot {boot.number} failed: {marker!r} on the console ({boot.console}); "
+                    f"console tail:\n{text[-6000:]}"
+                )
+        return None
+
+    def console_tail(self, chars: int = 6000) -> str:
+        return self.boots[-1].console_text()[-chars:] if self.boots else ""
+
     def wait_for_ssh(self, host: str, timeout: float = 900, since_boot: int = 1) -> float:
         """Seconds from the start of boot ``since_boot`` until sshd sends its banner."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.error:
-                raise RuntimeError(self.error)
+            failure = self.failure()
+            if failure:
+                raise RuntimeError(failure)
             if len(self.boots) >= since_boot:
                 try:
                     with netns_socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
@@ -516,7 +561,7 @@ class EmulatedPi:
                 except OSError:
                     pass
             time.sleep(2)
-        tail = self.boots[-1].console_text()[-3000:] if self.boots else ""
+        tail = self.console_tail()
         raise TimeoutError(f"no SSH on {host} after {timeout:.0f} s; console tail:\n{tail}")
 
 

@@ -520,6 +520,20 @@ def build_initrd(root: Path) -> Path:
     return root / "boot" / f"initrd.img-{version}"
 
 
+# Emulation only, not a Pi's setting (see "Emulation accommodations" in tests/emulated_pi/
+# README.md). QEMU's TCG runs the Cortex-A53 10-50x slower than a Pi: at first boot on this
+# shared machine udevd started ~90 s after systemd, so systemd's 90 s wait for the fstab
+# devices (LABEL=system-boot on /boot/firmware) expired and the boot went to emergency mode.
+# Scaled by 10, not disabled: a device that never appears still fails the boot. A setting of
+# the image, not the harness's kernel command line, because Debian bookworm's systemd 252 has
+# DefaultDeviceTimeoutSec= (backported) without its command-line switch.
+EMULATED_CPU_SYSTEMD_CONF = """\
+# Written by pikube's emulated-Pi image builder: for an emulated CPU, not a Pi's setting.
+[Manager]
+DefaultDeviceTimeoutSec=900s
+"""
+
+
 def configure_rootfs(root: Path, variant: Variant) -> None:
     """Make the debootstrapped tree a Pi image root: fstab, cloud-init, no per-machine state.
 
@@ -548,6 +562,9 @@ def configure_rootfs(root: Path, variant: Variant) -> None:
         (cfg / "99-fake_cloud.cfg").write_text(CLOUD_CFG_NOCLOUD)
         (cfg / "90-pikube-netplan.cfg").write_text(CLOUD_CFG_NETPLAN)
     (cfg / "90-pikube-locale.cfg").write_text(CLOUD_CFG_LOCALE)
+    manager = root / "etc/systemd/system.conf.d"
+    manager.mkdir(parents=True, exist_ok=True)
+    (manager / "pikube-emulated-cpu.conf").write_text(EMULATED_CPU_SYSTEMD_CONF)
     tsd = root / "etc/systemd/timesyncd.conf.d"
     tsd.mkdir(parents=True, exist_ok=True)
     (tsd / "pikube-lab.conf").write_text(TIMESYNCD_LAB.format(gateway=LAB_GATEWAY))

@@ -192,6 +192,19 @@ def build_stages(cluster: Cluster) -> dict[str, float]:
     return stages
 
 
+def wait_for_build(proc: subprocess.Popen[str], pi: harness.EmulatedPi, deadline: float) -> int:
+    """The build's exit code once it ends; a boot that failed for certain (panic, emergency
+    mode, QEMU gone) ends the wait at once with the console's tail, not at the deadline."""
+    while proc.poll() is None:
+        failure = pi.failure()
+        if failure:
+            raise AssertionError(f"the Pi did not come up: {failure}")
+        if time.monotonic() > deadline + 600:  # the build's own --boot-timeout ends it first
+            raise AssertionError(f"the build still runs; console tail:\n{pi.console_tail()}")
+        time.sleep(5)
+    return proc.returncode
+
+
 @pytest.fixture(scope="module")
 def built(cluster: Cluster, pi_image: Path, emu_lab: harness.Lab) -> Iterator[Build]:
     """`pikube build --until booted` as a user runs it: it asks for a card; a blank 4 GiB
@@ -247,7 +260,7 @@ def built(cluster: Cluster, pi_image: Path, emu_lab: harness.Lab) -> Iterator[Bu
         stripped = " ".join(w for w in flashed.split() if w not in CGROUP_FLAGS) + "\n"
         harness.write_boot_file(card, "cmdline.txt", stripped)
         pi = emu_lab.boot(card)  # ... into the Pi, powered on
-        returncode = proc.wait(timeout=float(BOOT_TIMEOUT) + 600)
+        returncode = wait_for_build(proc, pi, deadline=time.monotonic() + float(BOOT_TIMEOUT))
         out.thread.join(10)
         if returncode == 0:
             stages = build_stages(cluster)
@@ -269,7 +282,9 @@ def built(cluster: Cluster, pi_image: Path, emu_lab: harness.Lab) -> Iterator[Bu
 @pytest.fixture(scope="module")
 def pi(built: Build) -> harness.EmulatedPi:
     """The Pi the build waited for (a failed build fails every test that needs the node)."""
-    assert built.returncode == 0, built.transcript[-8000:]
+    assert built.returncode == 0, (
+        f"{built.transcript[-8000:]}\nconsole tail:\n{built.pi.console_tail()}"
+    )
     return built.pi
 
 
@@ -442,7 +457,9 @@ def test_node_prep_on_arm_reboots_once_with_cgroup_flags(
     """The resumed build asks for no card, prepares the node with changes, adds each cgroup
     flag to the card's cmdline.txt once and reboots the node once (QEMU was started again
     with the new command line), records it prepared and stops there."""
-    assert prepared.returncode == 0, prepared.stderr[-8000:]
+    assert prepared.returncode == 0, (
+        prepared.stderr[-8000:] + "\n" + (pi.failure() or "console:\n" + pi.console_tail())
+    )
     assert "insert the card" not in prepared.stderr
     assert "every node is prepared" in prepared.stderr, prepared.stderr[-4000:]
     assert PREPARED in build_stages(cluster)
