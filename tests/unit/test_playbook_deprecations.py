@@ -66,6 +66,8 @@ def test_conditionals_lex_without_warnings(path: Path) -> None:
 NOT_FACTS = {
     "ansible_check_mode",
     "ansible_diff_mode",
+    "ansible_failed_result",  # set in a rescue block
+    "ansible_failed_task",
     "ansible_facts",
     "ansible_forks",
     "ansible_limit",
