@@ -987,6 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("start").add_argument("--disable-low-memory-guard", action="store_true")
     sub.add_parser("stop")
     sub.add_parser("version")
+    sub.add_parser("dbctl", add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -994,7 +995,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("kubectl", "microk8s.kubectl"):
         return cmd_kubectl(args[1:])
-    a = build_parser().parse_args(args)
+    # dbctl parses its own options (its --debug comes before the command)
+    if args and args[0] == "dbctl":
+        a = argparse.Namespace(hook=None, cmd="dbctl", args=args[1:])
+    else:
+        a = build_parser().parse_args(args)
     if a.hook:
         return hook(a.hook)
     if a.cmd is None:
@@ -1025,6 +1030,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(table[a.cmd](a))
     if a.cmd in ("enable", "disable"):
         return cmd_enable(a, a.cmd == "enable")
+    if a.cmd == "dbctl":
+        from . import microk8s_dbctl
+
+        return microk8s_dbctl.main(a.args, is_worker(), LOCKED)
     if a.cmd == "start":
         return cmd_start_stop(True, a.disable_low_memory_guard)
     if a.cmd == "stop":
