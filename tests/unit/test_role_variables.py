@@ -49,6 +49,8 @@ LIFECYCLE_REQUEST = {
     "pikube_remove_node",
     "pikube_remove_force",
     "pikube_reset_purge",
+    "pikube_backup_remote_path",
+    "pikube_restore_remote_path",
 }
 # Set only by the Vagrant rehearsal's inventory.
 REHEARSAL = {"pikube_node_is_vm"}
