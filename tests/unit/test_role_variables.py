@@ -49,7 +49,9 @@ LIFECYCLE_REQUEST = {
     "pikube_remove_node",
     "pikube_remove_force",
     "pikube_reset_purge",
+    # playbooks/backup.yml and restore.yml pass them to the backup / restore entry points
     "pikube_backup_remote_path",
+    "pikube_backup_install_only",
     "pikube_restore_remote_path",
 }
 # Set only by the Vagrant rehearsal's inventory.
@@ -111,7 +113,7 @@ def test_role_reads_only_its_own_and_cluster_wide_variables(role: str) -> None:
 LIFECYCLE = ("site.yml", "add_node.yml", "remove_node.yml", "reset.yml")
 
 
-@pytest.mark.parametrize("playbook", [*LIFECYCLE, "upgrade.yml"])
+@pytest.mark.parametrize("playbook", [*LIFECYCLE, "upgrade.yml", "backup.yml", "restore.yml"])
 def test_lifecycle_playbook_validates_first_and_never_branches_on_the_flavour(
     playbook: str,
 ) -> None:

@@ -48,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "remove-node": ("pikube.cli.day2:remove_node", "Drain, delete and reset one node."),
     "reset": ("pikube.cli.day2:reset", "Tear the cluster down to freshly prepared nodes."),
     "upgrade": ("pikube.cli.day2:upgrade", "Upgrade Kubernetes one minor, node by node."),
+    "backup": (
+        "pikube.cli.backup:backup",
+        "Snapshot the cluster state to backups/ (--keep N, --schedule daily).",
+    ),
+    "restore": ("pikube.cli.backup:restore", "Bring the cluster back to a backup (typed confirm)."),
 }
 
 EXIT_CODES_HELP = (

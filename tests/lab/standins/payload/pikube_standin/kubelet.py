@@ -224,10 +224,69 @@ def serve_kubelet_ports(name: str) -> None:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
+# The static Pods kubeadm's stand-in writes manifests for, and the units that run them.
+STATIC_POD_UNITS = {
+    "etcd.yaml": "pikube-standin-etcd",
+    "kube-apiserver.yaml": "pikube-standin-apiserver",
+}
+STOPPED_STATIC_PODS = "/var/lib/kubelet/pikube-standin-stopped-static-pods"
+
+
+class StaticPods:
+    """The kubelet's static Pods follow their manifests in staticPodPath.
+
+    Upstream (pkg/kubelet/config/file.go, file_linux.go): the kubelet watches the folder
+    (inotify, and a re-list every fileCheckFrequency, 20 s); a manifest that leaves it removes
+    its Pod (the containers are killed), one that comes back creates it again. kubeadm's
+    documented etcd restore relies on this (move the manifests out, restore, move them back).
+    Stand-in: the Pods are the units kubeadm's stand-in starts itself (`init`, `join`,
+    `upgrade`), so the kubelet does not start them in the first place (deviation); it stops a
+    unit whose manifest it saw and that left the folder, remembers that it did (in
+    /var/lib/kubelet, so a kubelet restart keeps it), and starts exactly those units again
+    when their manifest is back. The new Pod runs the command of the manifest then in place,
+    as upstream; the API server stand-in reads its state from etcd when it starts.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.seen: set[str] = set()
+        self.record = path(STOPPED_STATIC_PODS)
+
+    def stopped(self) -> set[str]:
+        return set(self.record.read_text().split()) if self.record.exists() else set()
+
+    def sync(self) -> None:
+        stopped = self.stopped()
+        before = set(stopped)
+        for manifest, unit in STATIC_POD_UNITS.items():
+            if (self.folder / manifest).exists():
+                self.seen.add(manifest)
+                if unit in stopped:
+                    klog("I", f'"Starting static pod" manifest="{manifest}" unit="{unit}"')
+                    common.service_start(unit, restart=False)
+                    stopped.discard(unit)
+            elif manifest in self.seen:
+                self.seen.discard(manifest)
+                if common.service_active(unit):
+                    klog("I", f'"Killing static pod, its manifest is gone" manifest="{manifest}"')
+                    common.service_stop(unit)
+                    stopped.add(unit)
+        if stopped != before:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            self.record.write_text("".join(f"{u}\n" for u in sorted(stopped)))
+
+
 def heartbeat_loop(
-    client: Client, name: str, ip: str, version: str, cri: str, labels: dict[str, str] | None = None
+    client: Client,
+    name: str,
+    ip: str,
+    version: str,
+    cri: str,
+    labels: dict[str, str] | None = None,
+    static_pods: StaticPods | None = None,
 ) -> None:
-    """Register the Node, then post its status every PIKUBE_STANDIN_HEARTBEAT s until SIGTERM."""
+    """Register the Node, then post its status every PIKUBE_STANDIN_HEARTBEAT s until SIGTERM;
+    meanwhile keep the static Pods in step with their manifests (every second)."""
     interval = float(common.env("PIKUBE_STANDIN_HEARTBEAT", "5"))
     stop = False
 
@@ -271,7 +330,12 @@ def heartbeat_loop(
             klog("E", f'"Unable to register node with API server" err="{e}" node="{name}"')
         deadline = time.monotonic() + interval
         while not stop and time.monotonic() < deadline:
-            time.sleep(0.2)
+            if static_pods is not None:
+                try:
+                    static_pods.sync()
+                except (OSError, subprocess.SubprocessError) as e:
+                    klog("E", f'"Static pod sync failed, will retry" err="{e}"')
+            time.sleep(1.0 if static_pods is not None else 0.2)
     klog("I", '"Shutting down kubelet"')
 
 
@@ -342,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         bind, port, _h, _hp = kubelet_ports()
         return fail(f"failed to run Kubelet: failed to listen on {bind}:{port}: {e.strerror or e}")
-    heartbeat_loop(client, name, ip, version, cri)
+    pods = StaticPods(path(cfg["staticPodPath"])) if cfg.get("staticPodPath") else None
+    heartbeat_loop(client, name, ip, version, cri, static_pods=pods)
     return 0
 
 
