@@ -181,7 +181,9 @@ def test_enable_and_disable_addon(lab: Lab) -> None:
     r = mk(n, "enable", "metrics-server")
     assert r.returncode == 0 and "metrics-server is enabled" in r.stdout
     assert mk(n, "status", "-a", "metrics-server").stdout.strip() == "enabled"
-    assert "addon-metrics-server" in mk(n, "kubectl", "get", "deploy", "-n", "kube-system").stdout
+    # addons/metrics-server/metrics-server.yaml: Deployment kube-system/metrics-server
+    listed = mk(n, "kubectl", "get", "deploy", "-n", "kube-system", "-o", "name").stdout.split()
+    assert "deployment.apps/metrics-server" in listed
     assert mk(n, "disable", "metrics-server").returncode == 0
     assert mk(n, "status", "-a", "metrics-server").stdout.strip() == "disabled"
     assert mk(n, "enable", "no-such-addon").returncode == 1
@@ -204,7 +206,23 @@ def test_the_addons_pikube_maps_its_words_to_enable_as_upstreams_do(lab: Lab) ->
         assert mk(n, "enable", addon).returncode == 0
     for addon in ("metallb", "ingress", "hostpath-storage", "metrics-server"):
         assert mk(n, "status", "-a", addon).stdout.strip() == "enabled"
+    # the workloads upstream's manifests deploy (canonical/microk8s-core-addons 1.31)
+    workloads = mk(n, "kubectl", "get", "deployments,daemonsets", "-A", "-o", "json")
+    found = {
+        (i["metadata"]["namespace"], i["kind"], i["metadata"]["name"])
+        for i in json.loads(workloads.stdout)["items"]
+    }
+    assert {
+        ("metallb-system", "DaemonSet", "speaker"),
+        ("metallb-system", "Deployment", "controller"),
+        ("ingress", "DaemonSet", "nginx-ingress-microk8s-controller"),
+        ("kube-system", "Deployment", "hostpath-provisioner"),
+        ("kube-system", "Deployment", "metrics-server"),
+    } <= found, found
+    for addon in ("metallb", "ingress", "hostpath-storage", "metrics-server"):
         assert mk(n, "disable", addon).returncode == 0
+    left = mk(n, "kubectl", "get", "deployments,daemonsets", "-A", "-o", "name").stdout
+    assert "speaker" not in left and "hostpath-provisioner" not in left, left
 
 
 def test_add_node_tokens_are_single_use(lab: Lab) -> None:
