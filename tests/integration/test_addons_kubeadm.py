@@ -219,7 +219,9 @@ def test_backup_then_restore_brings_back_the_snapshot_and_drops_what_came_after(
     is Ready; the archive is 0600 with its sha256 recorded; `--schedule daily` installs the
     timer on the control plane and a second call changes nothing. Secrets stay out of output."""
     assert pk.kubectl("create", "configmap", "before-backup", "--from-literal=a=1").returncode == 0
-    pk.ok("backup", "--keep", "3")
+    started = time.monotonic()
+    taken = pk.ok("backup", "--keep", "3")
+    print(f"backup: {time.monotonic() - started:.0f} s; {taken.stderr.strip().splitlines()[-1]}")
     folder = pk.state_dir / "backups"
     (archive,) = sorted(folder.glob("*.tar.gz"))
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -233,7 +235,9 @@ def test_backup_then_restore_brings_back_the_snapshot_and_drops_what_came_after(
     assert "etcd/snapshot.db" in names and "pki/etcd/ca.key" in names
     assert pk.kubectl("create", "configmap", "after-backup", "--from-literal=b=2").returncode == 0
 
+    started = time.monotonic()
     pk.ok("restore", str(archive), "--yes")
+    print(f"restore: {time.monotonic() - started:.0f} s")  # for the record, not asserted
     assert configmap(pk, "before-backup").returncode == 0
     gone = configmap(pk, "after-backup")
     assert gone.returncode != 0 and "NotFound" in gone.stderr

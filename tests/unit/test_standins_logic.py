@@ -285,3 +285,51 @@ def test_etcd_prefix_range_end_is_clientv3s() -> None:
 
     assert base64.b64decode(etcd.prefix_end("/registry/")) == b"/registry0"
     assert base64.b64decode(etcd.prefix_end("/registry/pods/")) == b"/registry/pods0"
+
+
+def test_kubelet_stops_a_static_pod_whose_manifest_left_and_starts_it_when_it_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubeadm's etcd restore moves the manifests out of staticPodPath and back: the kubelet
+    stops the Pods, then starts them again (and only those), also across its own restart."""
+    from pikube_standin import common, kubelet
+
+    monkeypatch.setenv("PIKUBE_STANDIN_ROOT", str(tmp_path))
+    running = {"pikube-standin-etcd", "pikube-standin-apiserver"}
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(common, "service_active", lambda unit: unit in running)
+
+    def stop(unit: str) -> None:
+        calls.append(("stop", unit))
+        running.discard(unit)
+
+    def start(unit: str, *, restart: bool = True) -> None:
+        calls.append(("start", unit))
+        running.add(unit)
+
+    monkeypatch.setattr(common, "service_stop", stop)
+    monkeypatch.setattr(common, "service_start", start)
+    folder = tmp_path / "etc/kubernetes/manifests"
+    aside = tmp_path / "aside"
+    folder.mkdir(parents=True)
+    aside.mkdir()
+    for name in ("etcd.yaml", "kube-apiserver.yaml", "kube-scheduler.yaml"):
+        (folder / name).write_text("kind: Pod\n")
+    pods = kubelet.StaticPods(folder)
+    pods.sync()
+    assert calls == []  # kubeadm started them; the kubelet leaves running Pods alone
+    for manifest in folder.iterdir():
+        manifest.rename(aside / manifest.name)
+    pods.sync()
+    assert sorted(calls) == [("stop", "pikube-standin-apiserver"), ("stop", "pikube-standin-etcd")]
+    calls.clear()
+    pods = kubelet.StaticPods(folder)  # the kubelet restarted meanwhile
+    pods.sync()
+    assert calls == []
+    for manifest in aside.iterdir():
+        manifest.rename(folder / manifest.name)
+    pods.sync()
+    assert calls == [("start", "pikube-standin-etcd"), ("start", "pikube-standin-apiserver")]
+    calls.clear()
+    pods.sync()
+    assert calls == []
