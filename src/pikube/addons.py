@@ -7,6 +7,14 @@ metrics-server); MicroK8s enables its own addon of the same purpose (``microk8s 
 MicroK8s clusters may also name MicroK8s' own addons there (``dns``, ``metallb:RANGE``), as
 before. This table is the one place that knows the words, their MicroK8s addons and which
 workloads show each addon's health; group_vars carry what the roles need.
+
+The MicroK8s workloads are the ones each addon's manifest deploys in
+canonical/microk8s-core-addons, branches 1.30 and 1.31 (c421c775 for 1.31):
+addons/metallb/metallb.yaml (DaemonSet ``speaker`` and Deployment ``controller`` in
+``metallb-system``), addons/ingress/ingress.yaml (DaemonSet
+``nginx-ingress-microk8s-controller`` in ``ingress``), addons/hostpath-storage/storage.yaml
+and addons/metrics-server/metrics-server.yaml (Deployments in ``kube-system``); addons.yaml's
+``check_status`` names the same workloads.
 """
 
 from __future__ import annotations
@@ -32,16 +40,39 @@ class Addon:
     kubeadm: str
     # The MicroK8s addon of the same purpose (`microk8s enable NAME[:ARG]`).
     microk8s: str
+    # What that MicroK8s addon runs: (namespace, "deployment|daemonset/NAME"), its health.
+    microk8s_workloads: tuple[tuple[str, str], ...]
     needs_lb_range: bool = False
 
 
 ADDONS: dict[str, Addon] = {
     a.name: a
     for a in (
-        Addon("load-balancer", "MetalLB (L2)", "metallb", needs_lb_range=True),
-        Addon("ingress", "Traefik", "ingress"),
-        Addon("storage", "local-path-provisioner", "hostpath-storage"),
-        Addon("metrics", "metrics-server", "metrics-server"),
+        Addon(
+            "load-balancer",
+            "MetalLB (L2)",
+            "metallb",
+            (("metallb-system", "deployment/controller"), ("metallb-system", "daemonset/speaker")),
+            needs_lb_range=True,
+        ),
+        Addon(
+            "ingress",
+            "Traefik",
+            "ingress",
+            (("ingress", "daemonset/nginx-ingress-microk8s-controller"),),
+        ),
+        Addon(
+            "storage",
+            "local-path-provisioner",
+            "hostpath-storage",
+            (("kube-system", "deployment/hostpath-provisioner"),),
+        ),
+        Addon(
+            "metrics",
+            "metrics-server",
+            "metrics-server",
+            (("kube-system", "deployment/metrics-server"),),
+        ),
     )
 }
 
@@ -58,6 +89,11 @@ def kubeadm_workloads() -> dict[str, tuple[tuple[str, str], ...]]:
         name: tuple((str(w["namespace"]), str(w["name"])) for w in entry["workloads"])
         for name, entry in catalog.items()
     }
+
+
+def microk8s_workloads() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Addon word -> the workloads its MicroK8s addon runs, (namespace, "deployment/NAME")."""
+    return {a.name: a.microk8s_workloads for a in ADDONS.values()}
 
 
 def lb_range_bounds(text: str) -> tuple[IPv4Address, IPv4Address]:

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 
-from pikube.addons import kubeadm_group_vars, kubeadm_workloads, microk8s_group_vars
+from pikube.addons import (
+    kubeadm_group_vars,
+    kubeadm_workloads,
+    microk8s_group_vars,
+    microk8s_workloads,
+)
 
 if TYPE_CHECKING:
     from pikube.config.model import Cluster
@@ -261,7 +266,7 @@ class Distribution:
 
     def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
         """Addon word -> the workloads (namespace, "deployment/NAME") `pikube status` reports
-        for it; empty where the flavour's own tooling owns the addons (MicroK8s)."""
+        for it."""
         return {}
 
 
@@ -369,6 +374,9 @@ class MicroK8s(Distribution):
 
     def pod_network(self, cni: str | None) -> PodNetwork:
         return MICROK8S_CALICO
+
+    def addon_workloads(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        return microk8s_workloads()
 
     def flavour_vars(self, cluster: Cluster) -> dict[str, Any]:
         return {

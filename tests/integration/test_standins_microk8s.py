@@ -182,7 +182,9 @@ def test_enable_and_disable_addon(lab: Lab) -> None:
     r = mk(n, "enable", "metrics-server")
     assert r.returncode == 0 and "metrics-server is enabled" in r.stdout
     assert mk(n, "status", "-a", "metrics-server").stdout.strip() == "enabled"
-    assert "addon-metrics-server" in mk(n, "kubectl", "get", "deploy", "-n", "kube-system").stdout
+    # addons/metrics-server/metrics-server.yaml: Deployment kube-system/metrics-server
+    listed = mk(n, "kubectl", "get", "deploy", "-n", "kube-system", "-o", "name").stdout.split()
+    assert "deployment.apps/metrics-server" in listed
     assert mk(n, "disable", "metrics-server").returncode == 0
     assert mk(n, "status", "-a", "metrics-server").stdout.strip() == "disabled"
     assert mk(n, "enable", "no-such-addon").returncode == 1
@@ -205,7 +207,23 @@ def test_the_addons_pikube_maps_its_words_to_enable_as_upstreams_do(lab: Lab) ->
         assert mk(n, "enable", addon).returncode == 0
     for addon in ("metallb", "ingress", "hostpath-storage", "metrics-server"):
         assert mk(n, "status", "-a", addon).stdout.strip() == "enabled"
+    # the workloads upstream's manifests deploy (canonical/microk8s-core-addons 1.31)
+    workloads = mk(n, "kubectl", "get", "deployments,daemonsets", "-A", "-o", "json")
+    found = {
+        (i["metadata"]["namespace"], i["kind"], i["metadata"]["name"])
+        for i in json.loads(workloads.stdout)["items"]
+    }
+    assert {
+        ("metallb-system", "DaemonSet", "speaker"),
+        ("metallb-system", "Deployment", "controller"),
+        ("ingress", "DaemonSet", "nginx-ingress-microk8s-controller"),
+        ("kube-system", "Deployment", "hostpath-provisioner"),
+        ("kube-system", "Deployment", "metrics-server"),
+    } <= found, found
+    for addon in ("metallb", "ingress", "hostpath-storage", "metrics-server"):
         assert mk(n, "disable", addon).returncode == 0
+    left = mk(n, "kubectl", "get", "deployments,daemonsets", "-A", "-o", "name").stdout
+    assert "speaker" not in left and "hostpath-provisioner" not in left, left
 
 
 def test_add_node_tokens_are_single_use(lab: Lab) -> None:
@@ -575,3 +593,62 @@ def test_refresh_certs_puts_the_template_ips_into_the_server_certificate(lab: La
     sans = pki.sans_of((certs / "server.crt").read_bytes())
     assert {"10.77.9.99", "127.0.0.1", "10.152.183.1", n.ip, "kubernetes"} <= set(sans)
     assert mk(n, "status", "--wait-ready", "--timeout", "60").returncode == 0
+
+
+# --------------------------------------------------------------------------- dbctl
+def test_dbctl_backup_writes_kines_key_files_and_restore_puts_them_back(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """scripts/wrappers/dbctl.py + k8s-dqlite pkg/migrator: `dbctl backup -o NAME` packs NAME/
+    with i.key/i.data per key into NAME.tar.gz; `dbctl restore NAME.tar.gz` creates or puts
+    every key of NAME/ (keys the backup lacks stay); an archive whose directory has another
+    name restores nothing, as upstream."""
+    import tarfile
+
+    n = lab.installed("c17", "127.0.7.97")
+    assert mk(n, "kubectl", "create", "configmap", "a", "--from-literal=k=before").returncode == 0
+    archive = tmp_path / "snap1.tar.gz"
+    out = mk(n, "dbctl", "backup", "-o", str(tmp_path / "snap1"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines() == ["Backing up the datastore", f"The backup is: {archive}"]
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        keys = {
+            tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name.endswith(".key")
+        }
+    count = len(keys)
+    assert count > 10 and set(names) == {"snap1"} | {
+        f"snap1/{i}.{ext}" for i in range(count) for ext in ("key", "data")
+    }
+    assert "/registry/configmaps/default/a" in keys
+    assert not any(k.startswith("/pikube-standin/") for k in keys)
+
+    assert mk(n, "kubectl", "delete", "configmap", "a").returncode == 0
+    assert mk(n, "kubectl", "create", "configmap", "b").returncode == 0
+    renamed = tmp_path / "other.tar.gz"
+    renamed.write_bytes(archive.read_bytes())
+    nothing = mk(n, "dbctl", "restore", str(renamed))
+    assert nothing.returncode == 0 and "entries=0" in nothing.stderr
+    assert mk(n, "kubectl", "get", "configmap", "a").returncode != 0
+
+    restored = mk(n, "dbctl", "restore", str(archive))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert restored.stdout.startswith(f"Restoring from {archive}\n")
+    assert f"entries={count}" in restored.stderr
+    got = mk(n, "kubectl", "get", "configmap", "a", "-o", "jsonpath={.data.k}")
+    assert got.stdout == "before", got.stderr
+    assert mk(n, "kubectl", "get", "configmap", "b").returncode == 0  # not in the backup: kept
+
+
+def test_dbctl_needs_the_datastore(lab: Lab, tmp_path: Path) -> None:
+    """dbctl.py: without kine (the datastore down) it exits 10 with upstream's line."""
+    n = lab.installed("c18", "127.0.7.98")
+    n.service("stop", "snap.microk8s.daemon-k8s-dqlite")
+    r = mk(n, "dbctl", "backup", "-o", str(tmp_path / "x"))
+    assert r.returncode == 10
+    assert r.stdout.strip() == (
+        "Please ensure the kubernetes apiserver is running and HA is enabled."
+    )
+    assert not (tmp_path / "x.tar.gz").exists()

@@ -133,6 +133,72 @@ def test_status_reports_each_addons_ready_replicas() -> None:
     assert health["storage"]["workloads"][0]["ready"] is None  # not installed
 
 
+def test_status_reports_microk8s_addons_by_the_workloads_upstreams_manifests_run() -> None:
+    """MicroK8s clusters get each addon word's health too: the workloads of the MicroK8s addon
+    it maps to (canonical/microk8s-core-addons 1.31 manifests). The listing has the shape
+    `microk8s kubectl get deployments,daemonsets -A -o json` prints: a Deployment with no
+    ready replica has no readyReplicas field; MicroK8s' own calico-node and coredns are there
+    too and belong to no word."""
+    from pikube.distribution import distribution
+    from pikube.probe.status import addon_health
+
+    def deployment(ns: str, name: str, ready: int | None) -> dict[str, Any]:
+        status: dict[str, Any] = {"replicas": 1, "observedGeneration": 1}
+        if ready is not None:
+            status.update(readyReplicas=ready, availableReplicas=ready, updatedReplicas=1)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"namespace": ns, "name": name, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": status,
+        }
+
+    def daemonset(ns: str, name: str, ready: int, desired: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"namespace": ns, "name": name, "generation": 1},
+            "status": {
+                "currentNumberScheduled": desired,
+                "desiredNumberScheduled": desired,
+                "numberAvailable": ready,
+                "numberMisscheduled": 0,
+                "numberReady": ready,
+                "observedGeneration": 1,
+                "updatedNumberScheduled": desired,
+            },
+        }
+
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            deployment("kube-system", "calico-kube-controllers", 1),
+            deployment("kube-system", "coredns", 1),
+            deployment("kube-system", "hostpath-provisioner", None),
+            deployment("kube-system", "metrics-server", 1),
+            deployment("metallb-system", "controller", 1),
+            daemonset("kube-system", "calico-node", 2, 2),
+            daemonset("metallb-system", "speaker", 2, 2),
+            daemonset("ingress", "nginx-ingress-microk8s-controller", 1, 2),
+        ],
+        "metadata": {"resourceVersion": ""},
+    }
+    table = distribution("microk8s").addon_workloads()
+    assert set(table) == {"load-balancer", "ingress", "storage", "metrics"}
+    health = {a["name"]: a for a in addon_health(table, json.dumps(listing))}
+    assert health["load-balancer"]["healthy"] is True
+    assert [w["name"] for w in health["load-balancer"]["workloads"]] == [
+        "deployment/controller",
+        "daemonset/speaker",
+    ]
+    assert health["metrics"]["healthy"] is True
+    assert health["ingress"]["healthy"] is False  # one of two controllers ready
+    assert health["storage"]["healthy"] is False  # the provisioner has no ready replica
+    assert health["storage"]["workloads"][0]["ready"] == 0
+
+
 def test_doctor_probes_the_range_it_was_given() -> None:
     from pikube.probe.arp import MAX_PROBED, probed_addresses
 

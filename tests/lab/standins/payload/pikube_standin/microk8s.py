@@ -86,6 +86,51 @@ ADDONS = {
     "registry": ("Private image registry exposed on localhost:32000", "2.6", False),
     "storage": ("Alias to hostpath-storage add-on, deprecated", "1.1.0", False),
 }
+# The workloads an addon's manifest deploys, (namespace, kind, name): canonical/microk8s-core-
+# addons 1.31 (c421c775; the same on 1.30) addons/metallb/metallb.yaml, ingress/ingress.yaml,
+# hostpath-storage/storage.yaml, metrics-server/metrics-server.yaml (addons.yaml check_status
+# names them too). Other addons get one Deployment kube-system/addon-NAME.
+ADDON_WORKLOADS = {
+    "metallb": (
+        ("metallb-system", "DaemonSet", "speaker"),
+        ("metallb-system", "Deployment", "controller"),
+    ),
+    "ingress": (("ingress", "DaemonSet", "nginx-ingress-microk8s-controller"),),
+    "hostpath-storage": (("kube-system", "Deployment", "hostpath-provisioner"),),
+    "metrics-server": (("kube-system", "Deployment", "metrics-server"),),
+}
+
+
+def addon_workloads(name: str) -> tuple[tuple[str, str, str], ...]:
+    return ADDON_WORKLOADS.get(name, (("kube-system", "Deployment", f"addon-{name}"),))
+
+
+def workload_url(namespace: str, kind: str, name: str = "") -> str:
+    plural = "daemonsets" if kind == "DaemonSet" else "deployments"
+    return f"/apis/apps/v1/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+
+def create_addon_workloads(name: str) -> None:
+    client = api_client()
+    for namespace, kind, workload in addon_workloads(name):
+        with contextlib.suppress(common.ApiError):  # exists already
+            client.post("/api/v1/namespaces", {"metadata": {"name": namespace}})
+        labels = {"microk8s-addon": name, "app": workload}
+        spec: dict[str, Any] = {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": workload, "image": f"standin/{name}"}]},
+            },
+        }
+        if kind == "Deployment":
+            spec["replicas"] = 1
+        body = {
+            "metadata": {"name": workload, "namespace": namespace, "labels": labels},
+            "spec": spec,
+        }
+        with contextlib.suppress(common.ApiError):
+            client.post(workload_url(namespace, kind), body)
 
 
 # --------------------------------------------------------------------------- paths + state
@@ -553,27 +598,7 @@ def cmd_enable(a: argparse.Namespace, on: bool) -> int:
             print(f"Enabling {name}")
             if name == "metallb" and not metallb_ranges_ok(raw.partition(":")[2]):
                 return 1
-            with contextlib.suppress(common.ApiError):
-                api_client().post(
-                    "/apis/apps/v1/namespaces/kube-system/deployments",
-                    {
-                        "metadata": {
-                            "name": f"addon-{name}",
-                            "namespace": "kube-system",
-                            "labels": {"microk8s-addon": name},
-                        },
-                        "spec": {
-                            "replicas": 1,
-                            "selector": {"matchLabels": {"microk8s-addon": name}},
-                            "template": {
-                                "metadata": {"labels": {"microk8s-addon": name}},
-                                "spec": {
-                                    "containers": [{"name": name, "image": f"standin/{name}"}]
-                                },
-                            },
-                        },
-                    },
-                )
+            create_addon_workloads(name)
             cur.append(name)
             print(f"{name} is enabled" if name != "dns" else "DNS is enabled")
         else:
@@ -581,10 +606,9 @@ def cmd_enable(a: argparse.Namespace, on: bool) -> int:
                 print(f"Addon core/{name} is already disabled")
                 continue
             print(f"Disabling {name}")
-            with contextlib.suppress(common.ApiError):
-                api_client().delete(
-                    f"/apis/apps/v1/namespaces/kube-system/deployments/addon-{name}"
-                )
+            for namespace, kind, workload in addon_workloads(name):
+                with contextlib.suppress(common.ApiError):
+                    api_client().delete(workload_url(namespace, kind, workload))
             cur.remove(name)
             print(f"{name} is disabled")
     common.write_file(data() / "var/addons.json", json.dumps(cur))
@@ -1024,6 +1048,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("start").add_argument("--disable-low-memory-guard", action="store_true")
     sub.add_parser("stop")
     sub.add_parser("version")
+    sub.add_parser("dbctl", add_help=False).add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -1031,7 +1056,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in ("kubectl", "microk8s.kubectl"):
         return cmd_kubectl(args[1:])
-    a = build_parser().parse_args(args)
+    # dbctl parses its own options (its --debug comes before the command)
+    if args and args[0] == "dbctl":
+        a = argparse.Namespace(hook=None, cmd="dbctl", args=args[1:])
+    else:
+        a = build_parser().parse_args(args)
     if a.hook:
         return hook(a.hook)
     if a.cmd is None:
@@ -1062,6 +1091,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(table[a.cmd](a))
     if a.cmd in ("enable", "disable"):
         return cmd_enable(a, a.cmd == "enable")
+    if a.cmd == "dbctl":
+        from . import microk8s_dbctl
+
+        return microk8s_dbctl.main(a.args, is_worker(), LOCKED)
     if a.cmd == "start":
         return cmd_start_stop(True, a.disable_low_memory_guard)
     if a.cmd == "stop":

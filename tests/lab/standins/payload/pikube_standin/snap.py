@@ -145,7 +145,8 @@ sys.exit(main({args}))
 def write_commands(name: str) -> None:
     """snapd exposes a classic snap's apps in /snap/bin (microk8s, microk8s.kubectl, ...)."""
     common.write_file(path(f"/snap/bin/{name}"), WRAPPER.format(name=name, args=""), 0o755)
-    for app in ("kubectl", "status", "config", "add-node", "join", "leave", "enable", "disable"):
+    apps = ("kubectl", "status", "config", "add-node", "join", "leave", "enable", "disable")
+    for app in (*apps, "dbctl"):
         extra = f'["{app}"] + sys.argv[1:]'
         common.write_file(
             path(f"/snap/bin/{name}.{app}"), WRAPPER.format(name=name, args=extra), 0o755
