@@ -58,6 +58,7 @@ print(result.changed_total)
 """
 
 figures: dict[str, Any] = {}
+profiles: dict[str, str] = {}  # row -> bench.profile_run's report of the run it timed
 deadline = float("inf")  # time.time() after which no new command starts (--stop-after)
 
 
@@ -151,6 +152,17 @@ def trimmed(cluster: Path, keep: int, out: Path) -> Path:
     return out
 
 
+def keep_profile(row: str, cluster: Path, top: int = 12) -> None:
+    """Profile the newest run under the cluster's state dir (the run just timed)."""
+    from bench.profile_run import profile_events, render
+
+    state_dir = Path(yaml.safe_load(cluster.read_text())["state_dir"])
+    runs = sorted((state_dir / "runs").iterdir(), key=lambda run: run.stat().st_mtime)
+    events = (runs[-1] / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    profiles[row] = render(profile_events(events), top)
+    say(f"profile of {row}:\n{profiles[row]}")
+
+
 def ratio(a: str, b: str) -> float:
     return round(float(figures[a]) / float(figures[b]), 2)
 
@@ -171,6 +183,7 @@ def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> N
                         if config is stock and other == "baseline" and not args.baseline_stock:
                             continue
                         seconds, changed = runner_up(other_src, cluster, config)
+                        keep_profile(f"kubeadm_noop_3_{other}_{name}", cluster)
                         record(f"kubeadm_noop_3_{other}_{name}_s", seconds)
                         record(f"kubeadm_noop_3_{other}_{name}_changed", changed)
                 noop_ratios(trees)
@@ -212,6 +225,7 @@ def part_microk8s(args: argparse.Namespace, trees: dict[str, Path], work: Path) 
         record("microk8s_fresh_up_3_change_s", up(trees["change"], cluster))
         for tree, src in trees.items():
             record(f"microk8s_noop_3_{tree}_s", up(src, cluster))
+            keep_profile(f"microk8s_noop_3_{tree}", cluster)
     record(
         "microk8s_noop_3_baseline_over_change",
         ratio("microk8s_noop_3_baseline_s", "microk8s_noop_3_change_s"),
@@ -258,6 +272,7 @@ def main() -> None:
     parser.add_argument("--reset", action="store_true", help="also time reset then up")
     parser.add_argument("--stop-after", type=float, help="start no command after S seconds")
     parser.add_argument("--mitogen", type=Path, help="an unpacked mitogen wheel: one more row")
+    parser.add_argument("--profiles", type=Path, help="write the no-op runs' profiles there")
     args = parser.parse_args()
     if args.stop_after is not None:
         global deadline
@@ -291,6 +306,10 @@ def main() -> None:
                 record(
                     "add_node_big_over_alone_change",
                     ratio(f"add_node_to_{args.big}_change_s", "add_node_to_1_change_s"),
+                )
+            if args.profiles:
+                args.profiles.write_text(
+                    "".join(f"== {row}\n{text}\n" for row, text in profiles.items())
                 )
             print(json.dumps(figures, indent=2))
 

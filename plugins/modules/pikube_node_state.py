@@ -2,7 +2,8 @@
 
 Swap in use and the services that bring it back, kernel modules still to load or unknown,
 the kernel's values of the role's sysctls, python3-apt, whether the node is a container,
-chrony, the device-tree model, cmdline.txt, packages dpkg lacks, the age of apt's lists and
+chrony, the device-tree model, cmdline.txt and its words, the kernel's cgroup controllers,
+packages dpkg lacks, the age of apt's lists and
 the hostnames. Read-only (changes nothing, so check mode runs it too); the role's tasks then
 each decide what is left to do, so a node changed by hand is still repaired.
 """
@@ -66,7 +67,8 @@ RETURN = r"""
 state:
   description: The node's state (swap_active, swap_services, modules_to_load, modules_unknown,
     modules_missing, sysctl, python_apt, container, chrony, model, cmdline_file,
-    packages_missing, apt_lists_age, hostname, static_hostname).
+    cmdline_words, proc_cgroups, packages_missing, apt_lists_age, hostname,
+    static_hostname).
   returned: always
   type: dict
 """
@@ -117,6 +119,17 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
         with open(model_file, "rb") as raw:
             state["model"] = raw.read(4096).replace(b"\0", b"").decode("utf-8", "replace").strip()
     state["cmdline_file"] = first_existing(ask["cmdline_files"])
+    # cmdline.txt is one line: its words (the role adds the flags it lacks).
+    state["cmdline_words"] = []
+    if state["cmdline_file"]:
+        with open(state["cmdline_file"], encoding="utf-8", errors="replace") as handle:
+            state["cmdline_words"] = handle.readline().split()
+    # The kernel's cgroup controllers (subsys_name hierarchy num_cgroups enabled).
+    try:
+        with open("/proc/cgroups", encoding="utf-8") as handle:
+            state["proc_cgroups"] = handle.read()
+    except OSError:
+        state["proc_cgroups"] = ""
     # Packages dpkg does not have installed ("ii ", or "hi " when held).
     _, out, _ = run(
         "dpkg-query", "--show", "--showformat=${db:Status-Abbrev}${Package}\n", *ask["packages"]

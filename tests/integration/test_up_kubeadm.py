@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lab
 
 
 WORKER_DOWN = "node-3"
+KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"  # the signed-by keyring apt reads
 OUTPUTS: list[str] = []  # everything the CLI printed in this module, searched for secrets
 
 
@@ -133,8 +134,9 @@ def test_check_mode_on_converged_cluster_reports_no_changes(kubeadm_lab: tuple[A
 
 def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> None:
     """A re-run that looks like a no-op still reads each node's real state (#18's guard):
-    swap brought back at boot, a sysctl reverted, the kubelet stopped and a package unheld
-    by hand on a converged worker are all repaired, and only there."""
+    swap brought back at boot, a sysctl reverted, the kubelet stopped, a package unheld,
+    containerd's systemd cgroup driver reverted, containerd stopped and apt's Kubernetes
+    keyring deleted by hand on a converged worker are all repaired, and only there."""
     lab, cluster = kubeadm_lab
     node = "node-2"
     lab.exec(
@@ -148,7 +150,10 @@ def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> 
             " && systemctl unmask swap.target"
             " && sysctl -w net.ipv4.ip_forward=0"
             " && systemctl stop kubelet"
-            " && apt-mark unhold kubelet",
+            " && apt-mark unhold kubelet"
+            " && sed -i 's/SystemdCgroup = true/SystemdCgroup = false/' /etc/containerd/config.toml"
+            " && systemctl stop containerd"
+            f" && rm {KEYRING}",
         ],
         check=True,
     )
@@ -166,6 +171,9 @@ def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> 
     assert on_node("sysctl", "--values", "net.ipv4.ip_forward") == "1"
     assert on_node("systemctl", "is-active", "kubelet") == "active"
     assert "kubelet" in on_node("apt-mark", "showhold").split()
+    assert "SystemdCgroup = true" in on_node("cat", "/etc/containerd/config.toml")
+    assert on_node("systemctl", "is-active", "containerd") == "active"
+    assert lab.exec(node, ["test", "-s", KEYRING]).returncode == 0
     assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
 
 
