@@ -279,3 +279,23 @@ def test_restore_brings_all_three_members_back_and_keep_rotates_the_local_copies
     assert etcd_member_names(pk) == set(CONTROL_PLANES)
     wait_quorum_ok(pk)
     pk.wait_all_ready(NODES)
+
+
+def test_the_drill_reset_then_up_takes_the_vip_down_and_builds_again_behind_it(
+    pk: Pikube,
+) -> None:
+    """Issue #15's drill on the HA cluster: `reset --yes` stops keepalived and haproxy on every
+    control plane, so nobody holds the VIP; `up` builds the cluster again: three members with
+    quorum ok, every node Ready, exactly one VIP holder."""
+    pk.ok("reset", "--yes")
+    for node in CONTROL_PLANES:
+        states = [
+            pk.lab.exec(node, ["systemctl", "is-active", service]).stdout.strip()
+            for service in VIP_SERVICES
+        ]
+        assert "active" not in states, (node, states)
+    assert holders(pk) == []
+    pk.ok("up")
+    wait_quorum_ok(pk)
+    pk.wait_all_ready(NODES)
+    assert len(holders(pk)) == 1

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 CONTROL_PLANES = ("node-1", "node-2", "node-3")
 WORKER = "node-4"
 NODES = (*CONTROL_PLANES, WORKER)
+VIP_SERVICES = ("keepalived", "haproxy")
 EXIT_UNREACHABLE = 6
 EXIT_QUORUM = 7
 
@@ -246,3 +247,23 @@ def test_upgrade_takes_one_control_plane_at_a_time_then_the_worker(pk: Pikube) -
     wait_quorum_ok(pk)
     for node in CONTROL_PLANES:
         assert voters(pk, node) == set(CONTROL_PLANES)
+
+
+def test_the_drill_reset_then_up_takes_the_vip_down_and_builds_again_behind_it(
+    pk: Pikube,
+) -> None:
+    """Issue #15's drill on the HA cluster: `reset --yes` stops keepalived and haproxy on every
+    control plane, so nobody holds the VIP; `up` builds the cluster again: three members with
+    quorum ok, every node Ready, exactly one VIP holder."""
+    pk.ok("reset", "--yes")
+    for node in CONTROL_PLANES:
+        states = [
+            pk.lab.exec(node, ["systemctl", "is-active", service]).stdout.strip()
+            for service in VIP_SERVICES
+        ]
+        assert "active" not in states, (node, states)
+    assert holders(pk) == []
+    pk.ok("up")
+    wait_quorum_ok(pk)
+    pk.wait_all_ready(NODES)
+    assert len(holders(pk)) == 1
