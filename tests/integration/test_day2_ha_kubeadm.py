@@ -18,23 +18,29 @@ import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.integration.clusterlab import Pikube, cluster_lab
+from tests.integration.ha_day2 import (
+    CONTROL_PLANES,
+    EXIT_QUORUM,
+    EXIT_UNREACHABLE,
+    NODES,
+    VIP_SERVICES,
+    drill,
+    holders,
+    status_json,
+    vip,
+    wait_quorum_ok,
+)
 
 # Slow tier (PIKUBE_SLOW=1): an HA build, an upgrade of four nodes, a removal and a re-add.
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-CONTROL_PLANES = ("node-1", "node-2", "node-3")
-NODES = (*CONTROL_PLANES, "node-4")
-EXIT_UNREACHABLE = 6
-EXIT_QUORUM = 7
 HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
-VIP_SERVICES = ("keepalived", "haproxy")
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +55,6 @@ def pk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pikube]:
         path = tmp_path_factory.mktemp("ha-day2") / "cluster.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         yield Pikube(lab, path, "kubeadm")
-
-
-def vip(pk: Pikube) -> str:
-    return str(yaml.safe_load(pk.cluster.read_text())["network"]["vip"])
-
-
-def holders(pk: Pikube, up: tuple[str, ...] = CONTROL_PLANES) -> list[str]:
-    """The nodes with the VIP on an interface, read from the nodes (not through pikube)."""
-    return [n for n in up if f" {vip(pk)}/" in pk.lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
 
 
 def etcd_member_names(pk: Pikube, via: str = "node-1") -> set[str]:
@@ -78,27 +75,6 @@ def etcd_member_names(pk: Pikube, via: str = "node-1") -> set[str]:
     )
     assert proc.returncode == 0, proc.stderr
     return {m.get("name", "") for m in json.loads(proc.stdout)["members"]}
-
-
-def status_json(pk: Pikube, expect: int = 0) -> dict[str, Any]:
-    proc = pk("status", "--json")
-    assert proc.returncode == expect, proc.stderr[-3000:]
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
-
-
-def wait_quorum_ok(pk: Pikube, members: int = 3, timeout: float = 300) -> dict[str, Any]:
-    """status --json until every node answers and the etcd quorum is ok with ``members``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = pk("status", "--json")
-        data: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
-        plane = data.get("control_plane") or {}
-        quorum = plane.get("quorum") or {}
-        if proc.returncode == 0 and quorum.get("level") == "ok" and quorum.get("total") == members:
-            return data
-        assert time.monotonic() < deadline, proc.stdout[-3000:] + proc.stderr[-2000:]
-        time.sleep(5)
 
 
 def test_up_and_status_show_the_vip_holder_every_member_and_quorum_ok(pk: Pikube) -> None:
@@ -284,18 +260,4 @@ def test_restore_brings_all_three_members_back_and_keep_rotates_the_local_copies
 def test_the_drill_reset_then_up_takes_the_vip_down_and_builds_again_behind_it(
     pk: Pikube,
 ) -> None:
-    """Issue #15's drill on the HA cluster: `reset --yes` stops keepalived and haproxy on every
-    control plane, so nobody holds the VIP; `up` builds the cluster again: three members with
-    quorum ok, every node Ready, exactly one VIP holder."""
-    pk.ok("reset", "--yes")
-    for node in CONTROL_PLANES:
-        states = [
-            pk.lab.exec(node, ["systemctl", "is-active", service]).stdout.strip()
-            for service in VIP_SERVICES
-        ]
-        assert "active" not in states, (node, states)
-    assert holders(pk) == []
-    pk.ok("up")
-    wait_quorum_ok(pk)
-    pk.wait_all_ready(NODES)
-    assert len(holders(pk)) == 1
+    drill(pk)
