@@ -34,6 +34,7 @@ from tests.image_support import BuiltImage, mtype
 from tests.integration.clusterlab import LAB_TASK_TIMEOUT, cluster_lab
 from tests.integration.firstboot import SEED_DIR, SEED_FILES, install_cloud_init
 from tests.integration.test_build_cards import Readers, Transcript, blank
+from tests.signals import interruptible
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -90,7 +91,12 @@ def start(argv: list[str]) -> subprocess.Popen[str]:
     env = dict(os.environ, PIKUBE_DEBUG="0")
     env.setdefault("ANSIBLE_TASK_TIMEOUT", str(LAB_TASK_TIMEOUT))
     return subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=interruptible,
     )
 
 

@@ -23,6 +23,7 @@ from pikube.image.flash import image_chunks
 from pikube.image.writer import verify_image, write_image
 from tests.factories import base_cluster, write_cluster
 from tests.image_support import BuiltImage, fill, is_root, loop_device, mtype
+from tests.signals import interruptible
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="loop devices need root")
 
@@ -164,6 +165,7 @@ def test_ctrl_c_or_kill_leaves_an_unbootable_card_and_says_so(
             [*PIKUBE, *flash_argv(cluster_file, pi_image, dev)],
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=interruptible,
         )
         assert proc.stderr is not None
         for line in proc.stderr:

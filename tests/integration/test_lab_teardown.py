@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import Lab
+from tests.signals import interruptible
 
 pytestmark = pytest.mark.lab
 
@@ -75,6 +76,7 @@ def test_ctrl_c_during_up_leaves_nothing_behind(make_lab: Callable[[str], Lab]) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     supervisor = lab.state_dir / "run" / "node-1.supervisor.pid"
     deadline = time.monotonic() + 120
