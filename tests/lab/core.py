@@ -656,31 +656,15 @@ class Lab:
         return f"supervisor {pid}: state {stat}, argv {_cmdline(pid)[:120]!r}"
 
     def supervisor_pid(self, node: str) -> int | None:
-        """The node's supervisor, if it runs. A pid file can outlive its process and the
-        kernel reuses PIDs (pid_max may be 32768), so the live process must be this node's
-        own supervisor: its argv names this lab's nspawn pid file, not just supervisor.py
-        (another lab's supervisor would be stopped otherwise)."""
-        run = self.state_dir / "run"
-        pid = _read_pid(run / f"{node}.supervisor.pid")
-        if not pid or not _pid_alive(pid):
-            return None
-        argv = _cmdline(pid).split(" ")
-        mine = ["--pidfile", str(run / f"{node}.nspawn.pid")]
-        own = "supervisor.py" in _cmdline(pid) and any(
-            argv[i : i + 2] == mine for i in range(len(argv) - 1)
-        )
-        return pid if own else None
+        pid = _read_pid(self.state_dir / "run" / f"{node}.supervisor.pid")
+        return pid if pid and _pid_alive(pid) and "supervisor.py" in _cmdline(pid) else None
 
     def leader_pid(self, node: str) -> int | None:
         """PID (host view) of the node's systemd: the child of its systemd-nspawn."""
         spec = self.node(node)
         nspawn = _read_pid(self.state_dir / "run" / f"{spec.name}.nspawn.pid")
-        if (
-            not nspawn
-            or not _pid_alive(nspawn)
-            or f"--machine={spec.machine}" not in _cmdline(nspawn)
-        ):
-            return None  # gone, or its PID now belongs to another process (another lab's)
+        if not nspawn or not _pid_alive(nspawn):
+            return None
         try:
             children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
         except OSError:

@@ -120,30 +120,3 @@ except KeyboardInterrupt:
     lines = done.stdout.splitlines()
     assert lines[:1] == ["teardown went on"], done.stdout + done.stderr
     assert lines[-1:] == ["interrupted"], done.stdout + done.stderr
-
-
-def test_a_stale_pid_file_never_names_another_labs_supervisor(tmp_path: Path) -> None:
-    """PIDs are reused (pid_max can be 32768): a node's supervisor pid file left behind may
-    name a live supervisor of another lab. `stop` and `down` act on supervisor_pid, so it
-    must only ever return this node's own supervisor (a merged run lost a node of a
-    concurrent lab that way)."""
-    mine = Lab("pkl1", "10.77.1.0/24", state_root=tmp_path)
-    other = Lab("pkl2", "10.77.2.0/24", state_root=tmp_path)
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "supervisor.py"]
-
-    def supervisor_of(lab: Lab) -> subprocess.Popen[bytes]:
-        run = lab.state_dir / "run"
-        run.mkdir(parents=True, exist_ok=True)
-        pidfile = str(run / "node-2.nspawn.pid")
-        return subprocess.Popen([*sleeper, "--pidfile", pidfile, "--", "true"])
-
-    theirs = supervisor_of(other)
-    try:
-        (mine.state_dir / "run").mkdir(parents=True)
-        (mine.state_dir / "run" / "node-2.supervisor.pid").write_text(f"{theirs.pid}\n")
-        assert mine.supervisor_pid("node-2") is None
-        (other.state_dir / "run" / "node-2.supervisor.pid").write_text(f"{theirs.pid}\n")
-        assert other.supervisor_pid("node-2") == theirs.pid
-    finally:
-        theirs.kill()
-        theirs.wait()
