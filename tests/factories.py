@@ -150,3 +150,9 @@ def plain_listing(value: Any) -> Any:
     if isinstance(value, list):
         return [plain_listing(v) for v in value]
     return value
+
+
+def run_dirs(cluster: Path) -> list[Path]:
+    """The run folders pikube recorded for the cluster file ``cluster`` (state dir .pikube)."""
+    base = cluster.parent / ".pikube" / "runs"
+    return sorted(base.iterdir()) if base.is_dir() else []

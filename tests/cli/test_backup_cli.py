@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-import pikube.cli.day2 as day2
 from pikube.backup import backup_name, partial_path, store
 from pikube.cli.main import cli
 from pikube.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_VERIFY_FAILED
 from tests.factories import loopback_cluster_data, write_cluster
+from tests.factories import run_dirs as runs
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -37,16 +37,6 @@ def archive(tmp_path: Path) -> Path:
     partial_path(final).write_bytes(b"snapshot and pki")
     store(partial_path(final), final)
     return final
-
-
-@pytest.fixture
-def tty(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(day2, "stdin_is_interactive", lambda: True)
-
-
-def runs(cluster: Path) -> list[Path]:
-    base = cluster.parent / ".pikube" / "runs"
-    return sorted(base.iterdir()) if base.is_dir() else []
 
 
 def test_backup_and_restore_are_in_the_command_table() -> None:

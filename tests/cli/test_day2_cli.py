@@ -16,6 +16,7 @@ import pikube.cli.day2 as day2
 from pikube.cli.main import cli
 from pikube.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_QUORUM, EXIT_UNREACHABLE, EXIT_USAGE
 from tests.factories import loopback_cluster_data, write_cluster
+from tests.factories import run_dirs as runs
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -27,16 +28,6 @@ def cluster(tmp_path: Path, ssh_key: Path) -> Path:
     data = loopback_cluster_data(tmp_path, ssh_key, 3)
     data["kubernetes"]["version"] = "1.30"
     return write_cluster(tmp_path, data)
-
-
-@pytest.fixture
-def tty(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(day2, "stdin_is_interactive", lambda: True)
-
-
-def runs(cluster: Path) -> list[Path]:
-    base = cluster.parent / ".pikube" / "runs"
-    return sorted(base.iterdir()) if base.is_dir() else []
 
 
 def test_every_day2_command_is_in_the_command_table() -> None:
