@@ -39,6 +39,7 @@ def role_vars(cni: str, **cluster: Any) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     for part in ("defaults", "vars"):
         variables |= loader.load_from_file(str(role / part / "main.yml"), trusted_as_template=True)
+    variables |= {"ansible_play_hosts": []}  # a magic variable: the play's hosts
     variables |= cluster
     templar = Templar(loader=loader, variables=variables)
     # Through JSON, as module arguments travel (and into plain str, list, dict).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,26 @@ def test_upgrade_to_the_next_minor_moves_every_node(pk: Pikube) -> None:
     assert "version: '1.31'  # start here" in pk.cluster.read_text()  # in place, comment kept
     pk.ok("upgrade", "--to", "1.31", "--yes")
     assert pk.changed("upgrade") == {"node-1": 0, "node-2": 0, "node-3": 0}
+
+
+def test_up_with_a_registered_worker_cut_off_converges_the_others(pk: Pikube) -> None:
+    # node-3 is a Pi that is down: registered, NotReady, its flannel pod never Ready again.
+    # `up` reaches node-1 and node-2, waits for flannel there only and names node-3; it used to
+    # wait for the DaemonSet on every node (`kubectl rollout status`) until the task timeout.
+    pk.lab.isolate("node-3")
+    try:
+        deadline = time.monotonic() + 180
+        while "node-3" in pk.ready_nodes():
+            assert time.monotonic() < deadline, "node-3 still Ready 180 s after it was cut off"
+            time.sleep(5)
+        proc = pk("up")
+    finally:
+        pk.lab.heal("node-3")
+    assert proc.returncode == 6, proc.stderr[-4000:]
+    assert "could not reach node-3" in proc.stderr
+    hosts = pk.summary("up")["hosts"]
+    assert hosts["node-1"]["failed"] == hosts["node-2"]["failed"] == 0
+    pk.wait_all_ready(NODES)
 
 
 def test_remove_node_of_an_unreachable_node_cleans_kubernetes(pk: Pikube) -> None:
