@@ -210,9 +210,6 @@ def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -
         "-M", "raspi3b",
         "-m", "1G",
         "-no-reboot",
-        # A power-off pauses the guest instead of ending QEMU: QEMU then exits 0 only when the
-        # guest asked for a reset (-no-reboot), whatever the console shows of it.
-        "-action", "shutdown=pause",
         "-display", "none",
         "-monitor", "none",
         "-kernel", str(files["kernel"]),
@@ -428,6 +425,19 @@ class Boot:
         except FileNotFoundError:
             return ""
 
+    @property
+    def rebooted(self) -> bool:
+        """The guest asked for a reset (QEMU's -no-reboot then exits 0, as on power-off).
+
+        The kernel's "reboot: Restarting system" does not always reach the log before QEMU
+        exits; systemd's reboot.target (printed before it) tells a reboot from a power-off.
+        """
+        text = self.console_text()
+        if "reboot: Restarting system" in text:
+            return True
+        tail = text[-4000:]
+        return "reboot.target" in tail and "poweroff.target" not in tail
+
 
 # Console text of a boot that will not reach SSH whatever the wait: the kernel gave up, the
 # initramfs dropped to its shell (no root file system), or systemd went to emergency mode.
@@ -483,11 +493,7 @@ class EmulatedPi:
                 boot.ended = time.monotonic()
                 if self._stop.is_set():
                     return
-                # Exit 0 is a guest reset: a power-off pauses (qemu_argv). Raspberry Pi OS's
-                # cmdline.txt puts the serial console first, so neither systemd's reboot.target
-                # nor (with Linux 6.12's deferred printk) the kernel's "reboot: Restarting
-                # system" reliably reaches the serial log before QEMU exits.
-                if boot.exit_code == 0:
+                if boot.exit_code == 0 and boot.rebooted:
                     log(f"boot {boot.number}: guest rebooted; starting again with cmdline.txt")
                     continue
                 self.error = (
