@@ -231,6 +231,20 @@ class Pikube:
         assert all(is_ready(n) for n in found.values())
         return found
 
+    def wait_not_ready(self, node: str, timeout: float = 240) -> None:
+        """Wait until `node` is no longer Ready: its kubelet stopped posting and the grace
+        period ran out. A read that fails (an API server going away behind the VIP) is retried;
+        still Ready after `timeout` fails the test, as what follows would prove nothing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.kubectl("get", "nodes", "--output", "json", "--request-timeout=10s")
+            if proc.returncode == 0:
+                found = {n["metadata"]["name"]: n for n in json.loads(proc.stdout)["items"]}
+                if not is_ready(found[node]):
+                    return
+            time.sleep(5)
+        pytest.fail(f"{node} never turned NotReady within {timeout:.0f} s", pytrace=False)
+
     def exists(self, node: str, path: str) -> bool:
         return bool(self.lab.exec(node, ["test", "-e", path]).returncode == 0)
 
