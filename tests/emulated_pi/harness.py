@@ -11,7 +11,12 @@ What a Pi's firmware does before Linux starts, QEMU does not: it ignores ``confi
 
 ``-no-reboot`` makes QEMU exit when the guest reboots; the supervisor then starts it again
 with the card's *current* cmdline.txt, as a Pi's firmware would read it again. So node prep
-can add kernel flags and ``ansible.builtin.reboot`` works.
+can add kernel flags and ``ansible.builtin.reboot`` works. A reboot is told from a power-off
+by QEMU's own word: its QMP ``SHUTDOWN`` event says ``guest-reset`` or ``guest-shutdown``
+(QEMU's BCM2835 power manager, hw/misc/bcm2835_powermgt.c, turns Linux's watchdog reset into
+the first, and the same reset with RSTS partition 63, Linux's halt, into the second). The
+console is no witness: on Raspberry Pi OS the serial console is not the last ``console=``,
+so systemd writes to tty1, and the kernel's last line may not reach the log before QEMU ends.
 
 The lab network lives in its own network namespace, ``pkl6-emu``: a bridge ``pkl6-br0`` with
 10.77.6.1/24 and QEMU's tap. Nothing of it is in the host's namespace, and the namespace has
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -204,14 +210,11 @@ def emulated_cmdline(cmdline_txt: str) -> str:
     return " ".join([firmware_cmdline(cmdline_txt), *EMULATION_CMDLINE])
 
 
-def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -> list[str]:
+def qemu_argv(
+    files: dict[str, Path], card: Path, cmdline: str, console: Path, qmp: Path
+) -> list[str]:
     return [
-        "qemu-system-aarch64",
-        "-M", "raspi3b",
-        "-m", "1G",
-        "-no-reboot",
-        "-display", "none",
-        "-monitor", "none",
+        *qemu_machine_argv(qmp),
         "-kernel", str(files["kernel"]),
         "-initrd", str(files["initrd"]),
         "-dtb", str(files[DTB]),
@@ -221,6 +224,66 @@ def qemu_argv(files: dict[str, Path], card: Path, cmdline: str, console: Path) -
         "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
         "-serial", f"file:{console}",
     ]  # fmt: skip
+
+
+def qemu_machine_argv(qmp: Path) -> list[str]:
+    """The Pi 3 machine, exiting on a guest reset, with QMP on ``qmp``.
+
+    ``-S``: the guest stays stopped until ``QmpWatch`` is connected, has negotiated and sends
+    ``cont``, so no ``SHUTDOWN`` event goes unseen however fast the guest ends.
+    """
+    return [
+        "qemu-system-aarch64",
+        "-M", "raspi3b",
+        "-m", "1G",
+        "-no-reboot",
+        "-display", "none",
+        "-monitor", "none",
+        "-S",
+        "-qmp", f"unix:{qmp},server=on,wait=off",
+    ]  # fmt: skip
+
+
+class QmpWatch(threading.Thread):
+    """Connects to QEMU's QMP socket, starts the guest and keeps its ``SHUTDOWN`` reason.
+
+    QMP (docs/interop/qmp-spec): the server greets, the client sends ``qmp_capabilities``,
+    then events arrive one JSON object per line; ``cont`` starts the guest held by ``-S``.
+    ``reason`` is a ``ShutdownCause`` (qapi/run-state.json): ``guest-reset``,
+    ``guest-shutdown``, ``host-signal``, ...
+    """
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(name=f"qmp-{path.name}", daemon=True)
+        self.path = path
+        self.proc = proc
+        self.reason: str | None = None
+        self.error: str | None = None
+
+    def _connect(self) -> socket.socket:
+        while True:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                conn.connect(str(self.path))
+                return conn
+            except OSError:
+                conn.close()
+                if self.proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+
+    def run(self) -> None:
+        try:
+            with self._connect() as conn, conn.makefile("rwb") as stream:
+                json.loads(stream.readline())  # the greeting
+                stream.write(b'{"execute": "qmp_capabilities"}\n{"execute": "cont"}\n')
+                stream.flush()
+                for line in stream:
+                    message = json.loads(line)
+                    if message.get("event") == "SHUTDOWN":
+                        self.reason = message.get("data", {}).get("reason")
+        except (OSError, ValueError) as err:
+            self.error = f"QMP {self.path}: {err}"
 
 
 # --------------------------------------------------------------------------- network
@@ -418,6 +481,7 @@ class Boot:
     started: float
     exit_code: int | None = None
     ended: float | None = None
+    qmp: QmpWatch | None = None
 
     def console_text(self) -> str:
         try:
@@ -429,9 +493,11 @@ class Boot:
     def rebooted(self) -> bool:
         """The guest asked for a reset (QEMU's -no-reboot then exits 0, as on power-off).
 
-        The kernel's "reboot: Restarting system" does not always reach the log before QEMU
-        exits; systemd's reboot.target (printed before it) tells a reboot from a power-off.
+        QEMU's ``SHUTDOWN`` event decides. Without one (QMP failed), the console: the
+        kernel's "reboot: Restarting system", or systemd's reboot.target printed before it.
         """
+        if self.qmp is not None and self.qmp.reason is not None:
+            return self.qmp.reason == "guest-reset"
         text = self.console_text()
         if "reboot: Restarting system" in text:
             return True
@@ -468,8 +534,9 @@ class EmulatedPi:
         files = read_boot_files(self.card, files_dir)
         cmdline = emulated_cmdline(files["cmdline.txt"].read_text())
         console = self.workdir / f"console-{n}.log"
+        qmp = self.workdir / f"qmp-{n}.sock"
         boot = Boot(n, cmdline, console, time.monotonic())
-        argv = qemu_argv(files, self.card, cmdline, console)
+        argv = qemu_argv(files, self.card, cmdline, console, qmp)
         log(f"boot {n}: {' '.join(argv)}")
         with self._lock:
             if self._stop.is_set():
@@ -481,6 +548,8 @@ class EmulatedPi:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+            boot.qmp = QmpWatch(qmp, self.proc)
+            boot.qmp.start()
         self.boots.append(boot)
         return boot
 
@@ -491,14 +560,18 @@ class EmulatedPi:
                 assert self.proc is not None
                 boot.exit_code = self.proc.wait()
                 boot.ended = time.monotonic()
+                if boot.qmp is not None:
+                    boot.qmp.join(timeout=10)  # QEMU closed the socket: its last event is in
                 if self._stop.is_set():
                     return
                 if boot.exit_code == 0 and boot.rebooted:
                     log(f"boot {boot.number}: guest rebooted; starting again with cmdline.txt")
                     continue
+                reason = boot.qmp.reason or boot.qmp.error if boot.qmp else None
                 self.error = (
                     f"QEMU exited with {boot.exit_code} without a guest reboot "
-                    f"(see {boot.console} and {self.workdir}/qemu-{boot.number}.log)"
+                    f"(QMP: {reason or 'no SHUTDOWN event'}; "
+                    f"see {boot.console} and {self.workdir}/qemu-{boot.number}.log)"
                 )
                 log(self.error)
                 return
@@ -531,6 +604,8 @@ class EmulatedPi:
         if not self.boots:
             return None
         boot = self.boots[-1]
+        if boot.qmp is not None and boot.qmp.error and boot.exit_code is None:
+            return f"boot {boot.number}: the guest was never started: {boot.qmp.error}"
         text = boot.console_text()
         for marker in FATAL_CONSOLE:
             if marker in text:
