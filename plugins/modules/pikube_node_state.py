@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
+import stat
 import subprocess
 import time
 from typing import Any
@@ -60,6 +62,19 @@ options:
     type: list
     elements: str
     default: []
+  units:
+    description: systemd units whose unit file state (enabled, masked, ...) and active state
+      are returned, keyed by the name asked.
+    type: list
+    elements: str
+    default: []
+  fstab_swap_regexp:
+    description: The lines of /etc/fstab matching it (multiline) are counted.
+    type: str
+  etc_hosts:
+    description: Return /etc/hosts' text, mode, owner and group.
+    type: bool
+    default: false
 author: pikube
 """
 
@@ -68,7 +83,7 @@ state:
   description: The node's state (swap_active, swap_services, modules_to_load, modules_unknown,
     modules_missing, sysctl, python_apt, container, chrony, model, cmdline_file,
     cmdline_words, proc_cgroups, packages_missing, apt_lists_age, hostname,
-    static_hostname).
+    static_hostname, units, fstab_swap_lines, etc_hosts).
   returned: always
   type: dict
 """
@@ -146,25 +161,62 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
             state["static_hostname"] = handle.read().strip()
     except OSError:
         state["static_hostname"] = ""
+    state["units"] = unit_states(ask["units"], run)
+    state["fstab_swap_lines"] = 0
+    if ask["fstab_swap_regexp"]:
+        try:
+            with open("/etc/fstab", encoding="utf-8", errors="replace") as handle:
+                fstab = handle.read()
+        except FileNotFoundError:
+            fstab = ""
+        state["fstab_swap_lines"] = len(re.findall(ask["fstab_swap_regexp"], fstab, re.MULTILINE))
+    state["etc_hosts"] = read_with_attrs("/etc/hosts") if ask["etc_hosts"] else None
     return state
 
 
+def unit_states(units: list[str], run: Any) -> dict[str, dict[str, str]]:
+    """``systemctl show`` of every unit in one call: its blocks come in the order asked."""
+    if not units:
+        return {}
+    _, out, _ = run("systemctl", "show", "--property=UnitFileState,ActiveState", "--", *units)
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in out.strip("\n").split("\n\n")]  # fmt: skip
+    if len(blocks) != len(units):
+        return {unit: {"enabled": "", "active": ""} for unit in units}  # unknown: tasks run
+    return {
+        unit: {"enabled": block.get("UnitFileState", ""), "active": block.get("ActiveState", "")}
+        for unit, block in zip(units, blocks)  # noqa: B905 (lengths checked; Python 3.9 nodes)
+    }
+
+
+def read_with_attrs(path: str) -> dict[str, Any] | None:
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return {"content": text, "mode": f"{stat.S_IMODE(st.st_mode):04o}", "uid": st.st_uid,
+            "gid": st.st_gid}  # fmt: skip
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            name: {"type": "list", "elements": "str", "default": []}
-            for name in (
-                "swap_services",
-                "kernel_modules",
-                "required_modules",
-                "sysctl",
-                "model_files",
-                "cmdline_files",
-                "packages",
-            )
-        },
-        supports_check_mode=True,
-    )
+    spec: dict[str, Any] = {
+        name: {"type": "list", "elements": "str", "default": []}
+        for name in (
+            "units",
+            "swap_services",
+            "kernel_modules",
+            "required_modules",
+            "sysctl",
+            "model_files",
+            "cmdline_files",
+            "packages",
+        )
+    }
+    spec["fstab_swap_regexp"] = {"type": "str"}
+    spec["etc_hosts"] = {"type": "bool", "default": False}
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     module.exit_json(changed=False, state=probe(module.params))
 
 
