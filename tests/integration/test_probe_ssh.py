@@ -32,15 +32,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_sshd(work: Path, port: int) -> subprocess.Popen[bytes]:
-    """sshd on 127.0.0.1:``port`` with ``work``'s host key and authorized_keys."""
+def start_sshd(work: Path, port: int, path: str = "") -> subprocess.Popen[bytes]:
+    """sshd on 127.0.0.1:``port`` with ``work``'s host key and authorized_keys; ``path``: the
+    sessions' PATH (sshd_config SetEnv), to put a stand-in command first."""
     config = work / f"sshd_config.{port}"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work}/ssh_host_ed25519_key\n"
         f"PidFile {work}/sshd.{port}.pid\n"
         f"AuthorizedKeysFile {work}/authorized_keys\nPermitRootLogin prohibit-password\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
-        "StrictModes no\n"
+        "StrictModes no\n" + (f"SetEnv PATH={path}\n" if path else "")
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     return subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
@@ -248,6 +249,46 @@ def test_wait_boot_sees_a_node_that_comes_up_during_the_wait(
     assert states["late"][0] == "waiting" and states["late"][-1] == "up"
     waiting = next(e for e in events if e.node == "late")
     assert waiting.reason.startswith("unreachable: connection refused")
+
+
+# A stand-in for cloud-init's `status` command (cloudinit/cmd/status.py prints "status: " and
+# one of running, degraded running, done, error, disabled, not run): running while the flag
+# file exists.
+FAKE_CLOUD_INIT = """#!/bin/sh
+[ "$1" = status ] || exit 2
+if [ -e {flag} ]; then echo 'status: running'; else echo 'status: done'; fi
+"""
+
+
+def test_wait_boot_waits_for_cloud_init_to_finish_the_first_boot(
+    sshd_dir: Path, tmp_path: Path
+) -> None:
+    """SSH answering with the pinned key is not yet booted while cloud-init runs: its later
+    stages restart sshd (ssh_pwauth), so the next connection could be refused."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    flag = tmp_path / "first-boot-running"
+    flag.touch()
+    stand_in = bin_dir / "cloud-init"
+    stand_in.write_text(FAKE_CLOUD_INIT.format(flag=flag))
+    stand_in.chmod(0o755)
+    port = free_port()
+    server = start_sshd(sshd_dir, port, path=f"{bin_dir}:/usr/bin:/bin")
+    finish = threading.Timer(3.0, flag.unlink)
+    target = SshTarget(
+        "127.0.0.1", "root", sshd_dir / "client" / "id_ed25519", pin(sshd_dir, port), port=port
+    )
+    try:
+        wait_listening(port)
+        finish.start()
+        events = list(wait_for_ssh({"pi": target}, timeout=60, interval=0.5))
+    finally:
+        finish.join()
+        server.terminate()
+        server.wait(timeout=10)
+    assert [e.state for e in events] == ["waiting", "up"]
+    assert events[0].reason == "booting: first boot not finished (cloud-init is still running)"
+    assert events[1].elapsed >= 2.5
 
 
 def test_wait_boot_gives_up_on_a_node_that_never_answers(sshd: tuple[int, Path, Path]) -> None:

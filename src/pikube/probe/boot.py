@@ -1,10 +1,11 @@
-"""Wait for just-flashed nodes to boot: each must answer on SSH with its pinned host key.
+"""Wait for just-flashed nodes to boot: each must answer on SSH with its pinned host key, and
+its first boot must be over (cloud-init no longer running).
 
 A first boot of Ubuntu on a Pi takes minutes (cloud-init, host keys, a resize of the root
 file system). ``wait_for_ssh`` polls every node in its own thread with the probes' login
-(``check_login``: host key pinned, the same key and agent as Ansible) and yields an event
-whenever a node comes up or its reason for not answering changes, so the CLI can show each
-node as it arrives.
+(``check_first_boot_done``: host key pinned, the same key and agent as Ansible; then
+cloud-init no longer running) and yields an event whenever a node comes up or its reason for
+not answering changes, so the CLI can show each node as it arrives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
-from pikube.probe.ssh import ProbeError, SshTarget, check_login
+from pikube.probe.ssh import ProbeError, SshTarget, check_first_boot_done
 
 DEFAULT_WAIT_BOOT_S = 600  # a Pi 3 with a slow card needs ~5 min for its first boot
 POLL_INTERVAL_S = 3.0  # between two attempts on one node
@@ -42,7 +43,7 @@ def wait_for_ssh(
     targets: Mapping[str, SshTarget],
     timeout: float = DEFAULT_WAIT_BOOT_S,
     interval: float = POLL_INTERVAL_S,
-    check: Callable[[SshTarget], None] = check_login,
+    check: Callable[[SshTarget], None] = check_first_boot_done,
 ) -> Iterator[BootEvent]:
     """Poll every target until it logs in or ``timeout`` s have passed; yield its events.
 

@@ -205,8 +205,13 @@ def _timed_out(target: SshTarget, limit: float) -> ProbeError:
     return ProbeError(f"no answer within {limit:.0f} s after connecting (booting?)", BOOTING_FIX)
 
 
-def _login(target: SshTarget, argv: list[str]) -> None:
-    """Run a login-only ``ssh`` (a master, or ``true``); raise the classified failure."""
+# The remote command's exit code for "logged in, but not there yet" (EX_TEMPFAIL).
+NOT_YET = 75
+
+
+def _login(target: SshTarget, argv: list[str], not_yet: tuple[str, str] | None = None) -> None:
+    """Run a login-only ``ssh`` (a master, or a short command); raise the classified failure,
+    or ``ProbeError(*not_yet)`` (reason, fix) when the command exits with ``NOT_YET``."""
     try:
         proc = subprocess.run(  # noqa: S603 - argv built by ssh_argv, no shell
             argv,
@@ -223,6 +228,8 @@ def _login(target: SshTarget, argv: list[str]) -> None:
         raise ProbeError(
             "the OpenSSH client (ssh) is not installed", "install openssh-client"
         ) from None
+    if proc.returncode == NOT_YET and not_yet is not None:
+        raise ProbeError(*not_yet)
     if proc.returncode != 0:
         raise login_failure(target, proc.stderr)
 
@@ -230,6 +237,23 @@ def _login(target: SshTarget, argv: list[str]) -> None:
 def check_login(target: SshTarget) -> None:
     """Log in once (host key pinned) and run ``true``; raise ``ProbeError`` on failure."""
     _login(target, command_argv(target, "true"))
+
+
+# cloud-init's own word on the first boot (cloudinit/cmd/status.py: "status: running", or
+# "degraded running"; "done", "error", "disabled" and "not run", where it never runs, are
+# final). Until it is done its later stages still change the node: cc_set_passwords restarts
+# sshd for the seed's ssh_pwauth, refusing connections for a moment (seen on the emulated Pi).
+FIRST_BOOT_CHECK = f'case "$(cloud-init status 2>/dev/null)" in *running*) exit {NOT_YET};; esac'
+FIRST_BOOT_RUNNING = (
+    "booting: first boot not finished (cloud-init is still running)",
+    "wait: a Pi's first boot takes a few minutes; `cloud-init status --long` on the node says why",
+)
+
+
+def check_first_boot_done(target: SshTarget) -> None:
+    """Log in once (host key pinned) and check cloud-init has finished the first boot; a node
+    without cloud-init counts as booted. Raise ``ProbeError`` otherwise."""
+    _login(target, command_argv(target, FIRST_BOOT_CHECK), not_yet=FIRST_BOOT_RUNNING)
 
 
 def _execute(argv: list[str], stdin: str, limit: float) -> CommandResult:
