@@ -134,9 +134,10 @@ def test_check_mode_on_converged_cluster_reports_no_changes(kubeadm_lab: tuple[A
 
 def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> None:
     """A re-run that looks like a no-op still reads each node's real state (#18's guard):
-    swap brought back at boot, a sysctl reverted, the kubelet stopped, a package unheld,
-    containerd's systemd cgroup driver reverted, containerd stopped and apt's Kubernetes
-    keyring deleted by hand on a converged worker are all repaired, and only there."""
+    swap brought back at boot, a sysctl reverted, the kubelet stopped and disabled, a package
+    unheld, containerd's systemd cgroup driver reverted, containerd stopped and disabled and
+    apt's Kubernetes keyring deleted by hand on a converged worker are all repaired, and only
+    there."""
     lab, cluster = kubeadm_lab
     node = "node-2"
     lab.exec(
@@ -149,10 +150,10 @@ def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> 
             "echo '/swapfile none swap sw 0 0' >> /etc/fstab"
             " && systemctl unmask swap.target"
             " && sysctl -w net.ipv4.ip_forward=0"
-            " && systemctl stop kubelet"
+            " && systemctl disable --now kubelet"
             " && apt-mark unhold kubelet"
             " && sed -i 's/SystemdCgroup = true/SystemdCgroup = false/' /etc/containerd/config.toml"
-            " && systemctl stop containerd"
+            " && systemctl disable --now containerd"
             f" && rm {KEYRING}",
         ],
         check=True,
@@ -170,11 +171,38 @@ def test_rerun_repairs_a_node_changed_by_hand(kubeadm_lab: tuple[Any, Path]) -> 
     assert on_node("systemctl", "is-enabled", "swap.target") == "masked"
     assert on_node("sysctl", "--values", "net.ipv4.ip_forward") == "1"
     assert on_node("systemctl", "is-active", "kubelet") == "active"
+    assert on_node("systemctl", "is-enabled", "kubelet", "containerd").split() == ["enabled"] * 2
     assert "kubelet" in on_node("apt-mark", "showhold").split()
     assert "SystemdCgroup = true" in on_node("cat", "/etc/containerd/config.toml")
     assert on_node("systemctl", "is-active", "containerd") == "active"
     assert lab.exec(node, ["test", "-s", KEYRING]).returncode == 0
     assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
+
+
+@pytest.mark.slow
+def test_rerun_repairs_the_hosts_block_and_the_keyrings_mode(kubeadm_lab: tuple[Any, Path]) -> None:
+    """The probes' other shortcuts look too: a node dropped from the /etc/hosts block and the
+    keyring made unreadable to apt are repaired on that worker only."""
+    lab, cluster = kubeadm_lab
+    node = "node-3"
+    hosts = lab.exec(node, ["cat", "/etc/hosts"], check=True).stdout
+    assert "# BEGIN pikube" in hosts
+    # node-1's line inside pikube's block only (the lab names the nodes above it too), in
+    # place: sed -i renames, and /etc/hosts may be a bind mount.
+    drop = "/^# BEGIN pikube/{b=1} /^# END pikube/{b=0} !(b && / node-1$/)"
+    script = f"awk '{drop}' /etc/hosts > /tmp/hosts && cat /tmp/hosts > /etc/hosts"
+    script += f" && chmod 600 {KEYRING}"
+    lab.exec(node, ["sh", "-c", script], check=True)
+    assert (
+        lab.exec(node, ["cat", "/etc/hosts"]).stdout.count(" node-1\n")
+        == hosts.count(" node-1\n") - 1
+    )
+    proc = pikube(lab, cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = {h: s["changed"] for h, s in latest_summary(lab)["hosts"].items()}
+    assert changed["node-1"] == changed["node-2"] == 0 and changed[node] == 2, changed
+    assert lab.exec(node, ["cat", "/etc/hosts"]).stdout == hosts
+    assert lab.exec(node, ["stat", "-c", "%a", KEYRING]).stdout.strip() == "644"
 
 
 def test_kubelet_brought_kubernetes_cni_as_a_dependency(kubeadm_lab: tuple[Any, Path]) -> None:
