@@ -60,7 +60,14 @@ NEWEST_ONLY = (
     "tests/integration/test_up_kubeadm.py",
     "tests/integration/test_up_microk8s.py",
 )
-NEWEST_TESTS = ("tests/unit", *NEWEST_ONLY)
+# The static checks (ruff, mypy, yamllint, ansible-lint, shellcheck) judge the same files with
+# the same tools: they run once, in the first pass. What the newest ansible-core itself says of
+# the playbooks (syntax check, deprecations) comes from unit tests that run here too.
+NEWEST_TESTS = (
+    "tests/unit",
+    "--ignore=tests/unit/test_quality_gates.py",
+    *NEWEST_ONLY,
+)
 _IN_NAMESPACE = "PIKUBE_FRESH_PRIVATE_MOUNTS"
 _PASSED_ENV = ("PIKUBE_LAB_NAME", "PIKUBE_LAB_SUBNET", "PIKUBE_SLOW", "PIKUBE_DEBUG")
 
