@@ -15,7 +15,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shlex
 import stat
+import subprocess
 import tempfile
 from typing import Any
 
@@ -38,8 +40,14 @@ options:
     default: []
     suboptions:
       path: {description: Absolute path., type: path, required: true}
-      owner: {description: Owner., type: str, default: root}
-      group: {description: Group., type: str, default: root}
+      owner:
+        description: Owner; V("") leaves it as it is (a new one gets the running user's).
+        type: str
+        default: root
+      group:
+        description: Group; V("") leaves it as it is (a new one gets the running group).
+        type: str
+        default: root
       mode: {description: Octal mode., type: str, default: "0755"}
   files:
     description: Files to write or remove.
@@ -51,8 +59,14 @@ options:
       content: {description: The file's text (state=present)., type: str}
       state: {description: Present or absent., type: str, default: present,
               choices: [present, absent]}
-      owner: {description: Owner., type: str, default: root}
-      group: {description: Group., type: str, default: root}
+      owner:
+        description: Owner; V("") leaves it as it is (a new one gets the running user's).
+        type: str
+        default: root
+      group:
+        description: Group; V("") leaves it as it is (a new one gets the running group).
+        type: str
+        default: root
       mode: {description: Octal mode., type: str, default: "0644"}
       unsafe_writes:
         description: Write in place when the file cannot be renamed over (bind mount, FAT).
@@ -62,6 +76,13 @@ options:
         description: Never show the content in a diff.
         type: bool
         default: false
+      validate:
+        description:
+          - A command run on the new content before it replaces the file, with V(%s) for the
+            path of a temporary copy (split as words, no shell), as the template module's
+            O(validate). The file is left as it was when the command fails. Not run in check
+            mode.
+        type: str
 author: pikube
 """
 
@@ -88,14 +109,21 @@ def _mode(value: str, where: str) -> int:
 
 
 def _ids(spec: Spec) -> tuple[int, int]:
+    """The owner's and group's ids; -1 (as os.chown takes it) for one given as "": left as is."""
     try:
-        return pwd.getpwnam(spec["owner"]).pw_uid, grp.getgrnam(spec["group"]).gr_gid
+        uid = pwd.getpwnam(spec["owner"]).pw_uid if spec["owner"] else -1
+        gid = grp.getgrnam(spec["group"]).gr_gid if spec["group"] else -1
     except KeyError as err:
         raise ValueError(f"{spec['path']}: no such user or group ({err})") from None
+    return uid, gid
 
 
 def _attrs_differ(st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
-    return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (uid, gid, mode)
+    return (
+        uid not in (-1, st.st_uid)
+        or gid not in (-1, st.st_gid)
+        or stat.S_IMODE(st.st_mode) != mode
+    )
 
 
 def ensure_directory(spec: Spec, check: bool) -> bool:
@@ -106,7 +134,7 @@ def ensure_directory(spec: Spec, check: bool) -> bool:
         st = os.lstat(path)
     except FileNotFoundError:
         if not check:
-            os.mkdir(path, mode)
+            os.makedirs(path, mode)  # missing parents too, as the file module does
             os.chown(path, uid, gid)
             os.chmod(path, mode)
         return True
@@ -141,11 +169,37 @@ def _fill(fd: int, path: str, data: bytes, uid: int, gid: int, mode: int) -> Non
     os.chmod(path, mode)
 
 
-def _write(path: str, data: bytes, uid: int, gid: int, mode: int, in_place: bool) -> None:
+def _validate(command: str, tmp: str, path: str, secret: bool) -> None:
+    """Run ``command`` (``%s``: the new content's temporary copy); raise when it fails (with
+    what it said, unless the file is secret: a checker may quote the content)."""
+    argv = [word.replace("%s", tmp) for word in shlex.split(command)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    except OSError as err:
+        raise ValueError(f"{path}: cannot run the check {argv[0]!r}: {err}") from None
+    if proc.returncode != 0:
+        said = "(not shown: the file is secret)" if secret else (proc.stderr or proc.stdout)
+        said = said.strip()[-2000:]
+        raise ValueError(
+            f"{path}: the new content fails its check ({command}, exit {proc.returncode}): "
+            f"{said}; the file was left as it was"
+        )
+
+
+def _write(
+    path: str,
+    data: bytes,
+    ids: tuple[int, int, int],
+    in_place: bool,
+    validate: tuple[str, bool] | None,
+) -> None:
+    """Write ``data`` to ``path`` with ``ids`` (uid, gid, mode): through a checked (``validate``:
+    command, secret) temporary file and a rename, or in place."""
+    uid, gid, mode = ids
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: its folder {folder} does not exist")
-    if in_place:
+    if in_place and not validate:
         _fill(
             os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), path, data, uid, gid, mode
         )
@@ -153,7 +207,16 @@ def _write(path: str, data: bytes, uid: int, gid: int, mode: int, in_place: bool
     fd, tmp = tempfile.mkstemp(prefix=".pikube-", dir=folder)
     try:
         _fill(fd, tmp, data, uid, gid, mode)
-        os.rename(tmp, path)
+        if validate:
+            _validate(validate[0], tmp, path, validate[1])
+        if in_place:
+            _fill(
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode),
+                path, data, uid, gid, mode,
+            )  # fmt: skip
+            os.unlink(tmp)
+        else:
+            os.rename(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -173,13 +236,19 @@ def ensure_file(spec: Spec, check: bool, diffs: list[dict[str, str]]) -> bool:
         return True
     if spec.get("content") is None:
         raise ValueError(f"{path}: state=present needs content")
+    validate = spec.get("validate")
+    if validate is not None and "%s" not in validate:
+        raise ValueError(f"{path}: validate {validate!r} has no %s for the file to check")
     data = spec["content"].encode("utf-8")
     uid, gid = _ids(spec)
     mode = _mode(spec["mode"], path)
     if st is not None and before == data and not _attrs_differ(st, uid, gid, mode):
         return False
+    if st is not None:  # a rewrite keeps the owner and group left as they are
+        uid, gid = (st.st_uid if uid == -1 else uid), (st.st_gid if gid == -1 else gid)
     if not check:
-        _write(path, data, uid, gid, mode, spec["unsafe_writes"])
+        checked = (validate, spec["secret"]) if validate else None
+        _write(path, data, (uid, gid, mode), spec["unsafe_writes"], checked)
     if before != data:
         shown = not spec["secret"]
         diffs.append({
@@ -219,6 +288,7 @@ def main() -> None:
                     "mode": {"type": "str", "default": "0644"},
                     "unsafe_writes": {"type": "bool", "default": False},
                     "secret": {"type": "bool", "default": False},
+                    "validate": {"type": "str"},
                 },
             },
         },

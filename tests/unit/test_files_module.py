@@ -158,3 +158,57 @@ def test_through_ansible_a_second_run_and_a_check_run_change_nothing(tmp_path: P
     assert conf.read_text() == "by hand\n"
     assert "changed=1 " in run()
     assert conf.read_text() == "x = 1\n"
+
+
+def test_validate_checks_the_new_content_before_it_replaces_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "kubeadm.yaml"
+    target.write_text("kind: Old\n")
+    good = spec(target, "kind: Good\n", validate="grep -q Good %s")
+    assert files.ensure_file(good, False, []) is True
+    assert target.read_text() == "kind: Good\n"
+    bad = spec(target, "kind: Bad\n", validate="grep -q Good %s")
+    with pytest.raises(ValueError, match=r"fails its check \(grep -q Good %s, exit 1\)"):
+        files.ensure_file(bad, False, [])
+    assert target.read_text() == "kind: Good\n"  # left as it was
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pikube-")]
+    # check mode judges nothing and writes nothing, as the template module's validate
+    assert files.ensure_file(bad, True, []) is True
+    assert target.read_text() == "kind: Good\n"
+
+
+def test_validate_hides_what_the_checker_said_of_a_secret_file(tmp_path: Path) -> None:
+    target = tmp_path / "key.yaml"
+    loud = spec(target, "key: s3cret\n", validate="sh -c 'cat \"$0\" >&2; exit 3' %s")
+    with pytest.raises(ValueError, match=r"s3cret"):
+        files.ensure_file(loud, False, [])
+    quiet = {**loud, "secret": True}
+    with pytest.raises(ValueError, match=r"not shown: the file is secret") as err:
+        files.ensure_file(quiet, False, [])
+    assert "s3cret" not in str(err.value)
+    assert not target.exists()
+
+
+def test_validate_without_a_placeholder_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "a.conf"
+    with pytest.raises(ValueError, match="has no %s"):
+        files.ensure_file(spec(target, validate="true"), False, [])
+    assert not target.exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file to another user needs root")
+def test_an_empty_owner_and_group_are_left_as_they_are(tmp_path: Path) -> None:
+    # The admin machine's kubeconfig: written as whoever runs pikube, a rewrite keeps the
+    # file's owner; root here stands for "another user" (the test runs as root in CI).
+    target = tmp_path / "config"
+    keep = spec(target, owner="", group="", mode="0600")
+    assert files.ensure_file(keep, False, []) is True
+    assert (target.stat().st_uid, target.stat().st_gid) == (os.getuid(), os.getgid())
+    os.chown(target, 65534, 65534)
+    assert files.ensure_file(keep, False, []) is False  # owner not judged
+    assert files.ensure_file({**keep, "content": "b = 2\n"}, False, []) is True
+    assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
+    assert target.read_text() == "b = 2\n" and mode_of(target) == 0o600
+    folder = {"path": str(tmp_path / "kube"), "owner": "", "group": "", "mode": "0700"}
+    assert files.ensure_directory(folder, False) is True
+    os.chown(tmp_path / "kube", 65534, 65534)
+    assert files.ensure_directory(folder, False) is False
