@@ -205,6 +205,44 @@ def test_rerun_repairs_the_hosts_block_and_the_keyrings_mode(kubeadm_lab: tuple[
     assert lab.exec(node, ["stat", "-c", "%a", KEYRING]).stdout.strip() == "644"
 
 
+@pytest.mark.slow
+def test_rerun_repairs_the_control_planes_files_changed_by_hand(
+    kubeadm_lab: tuple[Any, Path],
+) -> None:
+    """The control plane's probe and one-run file tasks look too: the SSH user's copy of
+    admin.conf edited, pikube's private folder opened up, kubeadm's configuration and the
+    flannel manifest edited or deleted, and the admin machine's kubeconfig deleted are all
+    put back, and only the control plane changes."""
+    lab, cluster = kubeadm_lab
+    node = "node-1"
+    user = lab.cluster_data("kubeadm")["ssh"]["user"]
+    home = lab.exec(node, ["sh", "-c", f"getent passwd {user} | cut -d: -f6"]).stdout.strip()
+    before = {
+        path: lab.exec(node, ["cat", path], check=True).stdout
+        for path in ("/etc/pikube/kubeadm-init.yaml", "/etc/pikube/cni/flannel.yml")
+    }
+    script = (
+        f"echo '# edited' >> {home}/.kube/config"
+        " && chmod 755 /etc/pikube"
+        " && echo '# edited' >> /etc/pikube/kubeadm-init.yaml"
+        " && rm /etc/pikube/cni/flannel.yml"
+    )
+    lab.exec(node, ["sh", "-c", script], check=True)
+    fetched = state_dir(lab) / "kubeconfig"
+    fetched.unlink()
+    proc = pikube(lab, cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = {h: s["changed"] for h, s in latest_summary(lab)["hosts"].items()}
+    assert changed["node-2"] == changed["node-3"] == 0 and changed[node] > 0, changed
+    same = lab.exec(node, ["cmp", "/etc/kubernetes/admin.conf", f"{home}/.kube/config"])
+    assert same.returncode == 0, same.stdout
+    assert lab.exec(node, ["stat", "-c", "%a", "/etc/pikube"]).stdout.strip() == "700"
+    for path, text in before.items():
+        assert lab.exec(node, ["cat", path]).stdout == text, path
+    assert fetched.stat().st_mode & 0o777 == 0o600
+    assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
+
+
 def test_kubelet_brought_kubernetes_cni_as_a_dependency(kubeadm_lab: tuple[Any, Path]) -> None:
     """As from pkgs.k8s.io: nobody installs kubernetes-cni by name, kubelet's Depends does."""
     lab, _ = kubeadm_lab
