@@ -19,12 +19,15 @@ util-linux; kubeadm 1.30-1.31 Depends cri-tools (>= 1.30.0) only (no kubelet/kub
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -522,10 +525,23 @@ def sign_repo(repo: Path, home: Path) -> None:
         stop_agent(home)
 
 
+@contextmanager
+def _cache_locked() -> Iterator[None]:
+    """Hold the shared cache (kubectl's debs and their apt lists, the signing key) for one
+    builder: labs started side by side (tests and a bench) share it, and a second apt-get
+    update on the same lists fails at once on apt's lock instead of waiting."""
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_repo(www: Path, *, versions: tuple[str, ...] = ("1.30", "1.31")) -> dict[str, Path]:
     """Write one signed flat repository per minor under www; returns {minor: repo dir}."""
-    kubectl = kubectl_debs()
-    home = gnupg_home()
+    with _cache_locked():
+        kubectl = kubectl_debs()
+        home = gnupg_home()
     out: dict[str, Path] = {}
     for minor in versions:
         rel = RELEASES[minor]
