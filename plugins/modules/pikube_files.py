@@ -59,14 +59,8 @@ options:
       content: {description: The file's text (state=present)., type: str}
       state: {description: Present or absent., type: str, default: present,
               choices: [present, absent]}
-      owner:
-        description: Owner; V("") leaves it as it is (a new one gets the running user's).
-        type: str
-        default: root
-      group:
-        description: Group; V("") leaves it as it is (a new one gets the running group).
-        type: str
-        default: root
+      owner: {description: Owner (V("") as for folders, kept on rewrite)., type: str, default: root}
+      group: {description: Group (V("") as for folders, kept on rewrite)., type: str, default: root}
       mode: {description: Octal mode., type: str, default: "0644"}
       unsafe_writes:
         description: Write in place when the file cannot be renamed over (bind mount, FAT).
