@@ -253,6 +253,17 @@ def conflict(plural: str, name: str) -> HttpError:
 
 
 # --------------------------------------------------------------------------- patches
+# How often a PATCH is re-applied after the storage's compare-and-swap failed.
+PATCH_ATTEMPTS = 5
+
+
+def names_version(patch: Any) -> bool:
+    """Whether a patch sets metadata.resourceVersion: a precondition, as kube-apiserver reads it."""
+    if isinstance(patch, list):  # JSON patch
+        return any(op.get("path") == "/metadata/resourceVersion" for op in patch)
+    return isinstance(patch, dict) and bool((patch.get("metadata") or {}).get("resourceVersion"))
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -1784,30 +1795,19 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "PATCH":
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             patch = self.body()
-            with api.store.cond:
-                cur = api.get(r, ns, name)
-                if ctype == "application/merge-patch+json":
-                    new = merge_patch(cur, patch)
-                elif ctype == "application/strategic-merge-patch+json":
-                    new = strategic_merge(cur, patch)
-                elif ctype == "application/json-patch+json":
-                    new = json_patch(cur, patch)
-                else:
-                    raise HttpError(
-                        415,
-                        "UnsupportedMediaType",
-                        f"the body of the request was in an unknown "
-                        f"format - accepted media types include: application/json-patch+json, "
-                        f"application/merge-patch+json, application/strategic-merge-patch+json "
-                        f"(got {ctype!r})",
-                    )
-                new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"][
-                    "resourceVersion"
-                ]
-                if q.get("dryRun"):
-                    self.send_json(200, new)
+            # kube-apiserver applies a patch inside the storage's GuaranteedUpdate
+            # (k8s.io/apiserver pkg/storage/etcd3/store.go): when etcd's compare-and-swap
+            # fails because the object moved on (a kubelet's status write landing between the
+            # read and the write), it reads the object again and re-applies the patch. Only a
+            # patch that names a resourceVersion can end in a 409 Conflict.
+            for attempt in range(PATCH_ATTEMPTS):
+                try:
+                    self.patch_once(api, r, ns, name, sub, q, ctype, patch)
                     return
-                self.send_json(200, api.update(r, ns, name, new, sub))
+                except HttpError as e:
+                    if e.code != 409 or names_version(patch) or attempt == PATCH_ATTEMPTS - 1:
+                        raise
+                api.store.sync(timeout=5.0)
         elif method == "DELETE":
             if not name:
                 raise HttpError(
@@ -1831,6 +1831,34 @@ class Handler(BaseHTTPRequestHandler):
 
     def wants_table(self) -> bool:
         return "as=Table" in (self.headers.get("Accept") or "")
+
+    def patch_once(
+        self, api: Api, r: Res, ns: str, name: str, sub: str, q: dict[str, str], ctype: str,
+        patch: Any,
+    ) -> None:  # fmt: skip
+        """Apply ``patch`` to the object as stored now and write it (409 if it moved on)."""
+        with api.store.cond:
+            cur = api.get(r, ns, name)
+            if ctype == "application/merge-patch+json":
+                new = merge_patch(cur, patch)
+            elif ctype == "application/strategic-merge-patch+json":
+                new = strategic_merge(cur, patch)
+            elif ctype == "application/json-patch+json":
+                new = json_patch(cur, patch)
+            else:
+                raise HttpError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown "
+                    f"format - accepted media types include: application/json-patch+json, "
+                    f"application/merge-patch+json, application/strategic-merge-patch+json "
+                    f"(got {ctype!r})",
+                )
+            new.setdefault("metadata", {})["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            if q.get("dryRun"):
+                self.send_json(200, new)
+                return
+            self.send_json(200, api.update(r, ns, name, new, sub))
 
     def respond_obj(self, r: Res, obj: dict[str, Any], q: dict[str, str]) -> None:
         if self.wants_table():
