@@ -243,6 +243,38 @@ def test_rerun_repairs_the_control_planes_files_changed_by_hand(
     assert ready_nodes(lab) == {"node-1", "node-2", "node-3"}
 
 
+@pytest.mark.slow
+def test_an_init_that_stopped_early_is_named_not_taken_for_done(
+    kubeadm_lab: tuple[Any, Path],
+) -> None:
+    """kubeadm init interrupted after it wrote admin.conf leaves no kube-public/cluster-info,
+    which every join reads first. A re-run must not take the node for initialised and let the
+    joins time out: it stops on the control plane and says to build again."""
+    lab, cluster = kubeadm_lab
+    saved = kubectl(lab, "get", "configmap", "cluster-info", "-n", "kube-public", "-o", "json")
+    assert saved.returncode == 0, saved.stderr
+    assert kubectl(lab, "delete", "configmap", "cluster-info", "-n", "kube-public").returncode == 0
+    try:
+        proc = pikube(lab, cluster, "up")
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert "kubeadm init on node-1 stopped before it finished" in proc.stderr
+        assert "`pikube reset`, then `pikube up`" in proc.stderr
+    finally:
+        restored = json.loads(saved.stdout)
+        for field in ("resourceVersion", "uid", "creationTimestamp"):
+            restored["metadata"].pop(field, None)
+        back = subprocess.run(
+            ["kubectl", "--kubeconfig", str(state_dir(lab) / "kubeconfig"), "create", "-f", "-"],
+            input=json.dumps(restored), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert back.returncode == 0, back.stderr
+    proc = pikube(lab, cluster, "up")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {h: s["changed"] for h, s in latest_summary(lab)["hosts"].items()} == dict.fromkeys(
+        ("node-1", "node-2", "node-3"), 0
+    )
+
+
 def test_kubelet_brought_kubernetes_cni_as_a_dependency(kubeadm_lab: tuple[Any, Path]) -> None:
     """As from pkgs.k8s.io: nobody installs kubernetes-cni by name, kubelet's Depends does."""
     lab, _ = kubeadm_lab
