@@ -114,9 +114,7 @@ def _ids(spec: Spec) -> tuple[int, int]:
 
 def _attrs_differ(st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
     return (
-        uid not in (-1, st.st_uid)
-        or gid not in (-1, st.st_gid)
-        or stat.S_IMODE(st.st_mode) != mode
+        uid not in (-1, st.st_uid) or gid not in (-1, st.st_gid) or stat.S_IMODE(st.st_mode) != mode
     )
 
 
@@ -180,6 +178,11 @@ def _validate(command: str, tmp: str, path: str, secret: bool) -> None:
         )
 
 
+def _fill_in_place(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
+    """Overwrite ``path`` itself (a bind mount or FAT cannot be renamed over)."""
+    _fill(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), path, data, uid, gid, mode)
+
+
 def _write(
     path: str,
     data: bytes,
@@ -194,9 +197,7 @@ def _write(
     if not os.path.isdir(folder):
         raise ValueError(f"{path}: its folder {folder} does not exist")
     if in_place and not validate:
-        _fill(
-            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), path, data, uid, gid, mode
-        )
+        _fill_in_place(path, data, uid, gid, mode)
         return
     fd, tmp = tempfile.mkstemp(prefix=".pikube-", dir=folder)
     try:
@@ -204,10 +205,7 @@ def _write(
         if validate:
             _validate(validate[0], tmp, path, validate[1])
         if in_place:
-            _fill(
-                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode),
-                path, data, uid, gid, mode,
-            )  # fmt: skip
+            _fill_in_place(path, data, uid, gid, mode)
             os.unlink(tmp)
         else:
             os.rename(tmp, path)
