@@ -253,8 +253,9 @@ def conflict(plural: str, name: str) -> HttpError:
 
 
 # --------------------------------------------------------------------------- patches
-# How often a PATCH is re-applied after the storage's compare-and-swap failed.
-PATCH_ATTEMPTS = 5
+# How long a PATCH is re-applied after the storage's compare-and-swap failed (kube-apiserver's
+# GuaranteedUpdate loops until it succeeds; the request's own timeout bounds it there).
+PATCH_RETRY_S = 30.0
 
 
 def names_version(patch: Any) -> bool:
@@ -1800,12 +1801,13 @@ class Handler(BaseHTTPRequestHandler):
             # fails because the object moved on (a kubelet's status write landing between the
             # read and the write), it reads the object again and re-applies the patch. Only a
             # patch that names a resourceVersion can end in a 409 Conflict.
-            for attempt in range(PATCH_ATTEMPTS):
+            deadline = time.monotonic() + PATCH_RETRY_S
+            while True:
                 try:
                     self.patch_once(api, r, ns, name, sub, q, ctype, patch)
                     return
                 except HttpError as e:
-                    if e.code != 409 or names_version(patch) or attempt == PATCH_ATTEMPTS - 1:
+                    if e.code != 409 or names_version(patch) or time.monotonic() > deadline:
                         raise
                 api.store.sync(timeout=5.0)
         elif method == "DELETE":
