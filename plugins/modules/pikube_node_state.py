@@ -151,9 +151,9 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
     )
     installed = {line.split()[-1] for line in out.splitlines() if line[:3] in ("ii ", "hi ")}
     state["packages_missing"] = [name for name in ask["packages"] if name not in installed]
-    # How old apt's package lists are, as the apt module's cache_valid_time reads it.
-    stamp = first_existing(["/var/lib/apt/periodic/update-success-stamp", "/var/lib/apt/lists"])
-    state["apt_lists_age"] = time.time() - os.stat(stamp).st_mtime if stamp else None
+    # How old apt's package lists are, as the apt module's cache_valid_time reads it; None
+    # when there are none (a fresh image's lists folder is empty, however new it is).
+    state["apt_lists_age"] = apt_lists_age("/var/lib/apt")
     # The running (transient) and the static hostname.
     state["hostname"] = socket.gethostname()
     try:
@@ -172,6 +172,25 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
         state["fstab_swap_lines"] = len(re.findall(ask["fstab_swap_regexp"], fstab, re.MULTILINE))
     state["etc_hosts"] = read_with_attrs("/etc/hosts") if ask["etc_hosts"] else None
     return state
+
+
+def apt_lists_age(apt_dir: str) -> float | None:
+    """Seconds since apt last refreshed its package lists under ``apt_dir`` (/var/lib/apt),
+    read as the apt module's cache_valid_time reads it (the success stamp, else the lists
+    folder's mtime); None when the lists folder holds no package index at all."""
+    lists = os.path.join(apt_dir, "lists")
+    try:
+        names = os.listdir(lists)
+    except OSError:
+        return None
+    if not any("_Packages" in name for name in names):
+        return None
+    for stamp in (os.path.join(apt_dir, "periodic", "update-success-stamp"), lists):
+        try:
+            return time.time() - os.stat(stamp).st_mtime
+        except OSError:
+            continue
+    return None
 
 
 def unit_states(units: list[str], run: Any) -> dict[str, dict[str, str]]:
