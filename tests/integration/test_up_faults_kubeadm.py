@@ -78,7 +78,7 @@ def test_pikube_killed_in_node_prep_leaves_a_playbook_a_rerun_refuses_to_race(
 ) -> None:
     run = start_up(pk)
     try:
-        run.wait_for(task_started("Install containerd"), "containerd's install")
+        run.wait_for(task_started("Install kubelet, kubeadm and kubectl"), "the packages' apt run")
         playbook = run.ansible_playbook_pid()
         run.kill("pikube")
         proc = pk("up")
