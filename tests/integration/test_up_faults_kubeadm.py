@@ -109,7 +109,7 @@ def test_ansible_killed_while_kubeadm_init_runs(pk: Pikube) -> None:
 def test_ansible_killed_while_the_pod_network_is_applied(pk: Pikube) -> None:
     run = start_up(pk)
     try:
-        run.wait_for(task_started("Apply the pod network manifest"), "the CNI apply")
+        run.wait_for(task_started("Apply the flannel manifest"), "the CNI apply")
         kill_ansible(run)
     finally:
         run.kill_all()
