@@ -9,6 +9,7 @@ learn that nothing is to do. Check mode says what a real run would install.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -35,6 +36,12 @@ options:
     description: Refresh the package lists before installing (only when something is missing).
     type: bool
     default: false
+  cache_valid_time:
+    description: With O(update_cache), lists refreshed less than this many seconds ago are
+      kept (as the apt module's option of that name). Lists holding no package index at all,
+      as on a fresh image, are always refreshed.
+    type: int
+    default: 0
   lock_timeout:
     description: Seconds to wait for apt's locks (the package lists' and dpkg's), held on a
       fresh image by unattended-upgrades or apt-daily.
@@ -75,11 +82,35 @@ def missing(names: list[str], dpkg_status: str) -> list[str]:
 # What apt prints when another apt or dpkg holds a lock it needs ("Could not get lock
 # /var/lib/apt/lists/lock. It is held by process 1234 (apt-get)").
 LOCKED = "Could not get lock"
+APT_STATE = "/var/lib/apt"
 LOCK_POLL_S = 5.0
 
 
+def apt_lists_age(apt_dir: str) -> float | None:
+    """Seconds since apt last refreshed its package lists under ``apt_dir`` (/var/lib/apt),
+    read as the apt module's cache_valid_time reads it (the success stamp, else the lists
+    folder's mtime); None when the lists folder holds no package index at all."""
+    lists = os.path.join(apt_dir, "lists")
+    try:
+        names = os.listdir(lists)
+    except OSError:
+        return None
+    if not any("_Packages" in name for name in names):
+        return None
+    for stamp in (os.path.join(apt_dir, "periodic", "update-success-stamp"), lists):
+        try:
+            return time.time() - os.stat(stamp).st_mtime
+        except OSError:
+            continue
+    return None
+
+
 def install(
-    module: Any, names: list[str], update_cache: bool, lock_timeout: float = 600
+    module: Any,
+    names: list[str],
+    update_cache: bool,
+    lock_timeout: float = 600,
+    cache_valid_time: float = 0,
 ) -> dict[str, Any]:
     """What the module returns: runs dpkg-query, then apt-get when something is missing.
     dpkg's lock is waited for by apt itself (DPkg::Lock::Timeout); the package lists' lock,
@@ -93,7 +124,9 @@ def install(
     if module.check_mode:
         return {"changed": True, "installed": todo, "msg": f"would install {', '.join(todo)}"}
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    steps = [["apt-get", "-q", "update"]] if update_cache else []
+    age = apt_lists_age(APT_STATE)
+    refresh = update_cache and (age is None or age >= cache_valid_time)
+    steps = [["apt-get", "-q", "update"]] if refresh else []
     lock = f"DPkg::Lock::Timeout={int(lock_timeout)}"
     steps.append(["apt-get", "-q", "-y", "-o", lock, *DPKG_OPTIONS, "install", "--", *todo])
     outputs = []
@@ -121,6 +154,7 @@ def main() -> None:
             "names": {"type": "list", "elements": "str", "required": True},
             "update_cache": {"type": "bool", "default": False},
             "lock_timeout": {"type": "int", "default": 600},
+            "cache_valid_time": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -131,7 +165,15 @@ def main() -> None:
     if not names:
         module.exit_json(changed=False, installed=[])
     params = module.params
-    module.exit_json(**install(module, names, params["update_cache"], params["lock_timeout"]))
+    module.exit_json(
+        **install(
+            module,
+            names,
+            params["update_cache"],
+            params["lock_timeout"],
+            params["cache_valid_time"],
+        )
+    )
 
 
 if __name__ == "__main__":

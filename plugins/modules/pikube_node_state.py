@@ -1,22 +1,19 @@
 """Read, in one round trip, everything pikube_node_prep decides from a node's real state.
 
 Swap in use and the services that bring it back, kernel modules still to load or unknown,
-the kernel's values of the role's sysctls, python3-apt, whether the node is a container,
-chrony, the device-tree model, cmdline.txt and its words, the kernel's cgroup controllers,
-packages dpkg lacks, the age of apt's lists and
-the hostnames. Read-only (changes nothing, so check mode runs it too); the role's tasks then
-each decide what is left to do, so a node changed by hand is still repaired.
+the kernel's values of the role's sysctls, whether the node is a container, chrony, the
+device-tree model, cmdline.txt and its words, the kernel's cgroup controllers, packages dpkg
+lacks and the hostnames. Read-only (changes nothing, so check mode runs it too); the role's
+tasks then each decide what is left to do, so a node changed by hand is still repaired.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import socket
 import stat
 import subprocess
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -81,8 +78,8 @@ author: pikube
 RETURN = r"""
 state:
   description: The node's state (swap_active, swap_services, modules_to_load, modules_unknown,
-    modules_missing, sysctl, python_apt, container, chrony, model, cmdline_file,
-    cmdline_words, proc_cgroups, packages_missing, apt_lists_age, hostname,
+    modules_missing, sysctl, container, chrony, model, cmdline_file,
+    cmdline_words, proc_cgroups, packages_missing, hostname,
     static_hostname, units, fstab_swap_lines, etc_hosts).
   returned: always
   type: dict
@@ -124,8 +121,6 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
     # The kernel's values of the drop-in's settings, in the order asked (None: unreadable).
     rc, out, _ = run("sysctl", "--values", *ask["sysctl"])
     state["sysctl"] = [line.strip() for line in out.splitlines()] if rc == 0 else None
-    # The apt module needs python3-apt for check mode.
-    state["python_apt"] = importlib.util.find_spec("apt") is not None
     state["container"] = run("systemd-detect-virt", "--container")[0] == 0
     state["chrony"] = os.path.exists("/usr/sbin/chronyd")
     model_file = first_existing(ask["model_files"])
@@ -151,9 +146,6 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
     )
     installed = {line.split()[-1] for line in out.splitlines() if line[:3] in ("ii ", "hi ")}
     state["packages_missing"] = [name for name in ask["packages"] if name not in installed]
-    # How old apt's package lists are, as the apt module's cache_valid_time reads it; None
-    # when there are none (a fresh image's lists folder is empty, however new it is).
-    state["apt_lists_age"] = apt_lists_age("/var/lib/apt")
     # The running (transient) and the static hostname.
     state["hostname"] = socket.gethostname()
     try:
@@ -172,25 +164,6 @@ def probe(ask: dict[str, Any]) -> dict[str, Any]:
         state["fstab_swap_lines"] = len(re.findall(ask["fstab_swap_regexp"], fstab, re.MULTILINE))
     state["etc_hosts"] = read_with_attrs("/etc/hosts") if ask["etc_hosts"] else None
     return state
-
-
-def apt_lists_age(apt_dir: str) -> float | None:
-    """Seconds since apt last refreshed its package lists under ``apt_dir`` (/var/lib/apt),
-    read as the apt module's cache_valid_time reads it (the success stamp, else the lists
-    folder's mtime); None when the lists folder holds no package index at all."""
-    lists = os.path.join(apt_dir, "lists")
-    try:
-        names = os.listdir(lists)
-    except OSError:
-        return None
-    if not any("_Packages" in name for name in names):
-        return None
-    for stamp in (os.path.join(apt_dir, "periodic", "update-success-stamp"), lists):
-        try:
-            return time.time() - os.stat(stamp).st_mtime
-        except OSError:
-            continue
-    return None
 
 
 def unit_states(units: list[str], run: Any) -> dict[str, dict[str, str]]:

@@ -43,7 +43,8 @@ def test_apt_proxy_down_for_20s_during_node_prep_is_retried_not_fatal(pk: Pikube
     run = start_up(pk, "--tags", "apt")  # node prep's apt tasks only: the default tier is timed
     try:
         # The task before the first apt task: the outage covers that task's start.
-        run.wait_for(task_started("Remember whether apt tasks can run"), "node prep's apt tasks")
+        before_apt = task_started("Write the apt, kernel module and sysctl settings")
+        run.wait_for(before_apt, "node prep's apt tasks")
         pk.lab.proxy_down()
         time.sleep(OUTAGE_S)
     finally:

@@ -128,3 +128,63 @@ def test_a_lock_held_past_the_timeout_fails_with_apts_words() -> None:
     )
     with pytest.raises(RuntimeError, match="Could not get lock"):
         apt.install(node, ["kubelet"], True, lock_timeout=0)
+
+
+def test_an_empty_lists_folder_is_no_package_lists_however_new(tmp_path: Any) -> None:
+    # A fresh image (debootstrap, a cloud image) ships /var/lib/apt/lists empty, its mtime that
+    # of the build: taken for lists refreshed then, apt would be asked to install from nothing.
+    (tmp_path / "lists" / "partial").mkdir(parents=True)
+    (tmp_path / "lists" / "lock").touch()
+    assert apt.apt_lists_age(str(tmp_path)) is None
+
+
+def test_lists_with_an_index_are_as_old_as_the_success_stamp(tmp_path: Any) -> None:
+    import os
+    import time
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages.lz4").touch()
+    assert 0 <= apt.apt_lists_age(str(tmp_path)) < 60  # the folder's mtime: no stamp
+    stamp = tmp_path / "periodic" / "update-success-stamp"
+    stamp.parent.mkdir()
+    stamp.touch()
+    old = time.time() - 7200
+    os.utime(stamp, (old, old))
+    assert 7190 < apt.apt_lists_age(str(tmp_path)) < 7300
+
+
+def test_no_apt_folder_is_no_package_lists(tmp_path: Any) -> None:
+    assert apt.apt_lists_age(str(tmp_path / "missing")) is None
+
+
+def lists_refreshed(root: Any, seconds_ago: float) -> str:
+    import os
+    import time
+
+    lists = root / "lists"
+    lists.mkdir(parents=True)
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages").touch()
+    then = time.time() - seconds_ago
+    os.utime(lists, (then, then))
+    return str(root)
+
+
+def test_lists_younger_than_cache_valid_time_are_kept(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(apt, "APT_STATE", lists_refreshed(tmp_path, 600))
+    node = Node()
+    apt.install(node, ["kubectl"], True, cache_valid_time=3600)
+    assert [argv[2] for argv in node.ran[1:]] == ["-y"]
+    node = Node()
+    apt.install(node, ["kubectl"], True, cache_valid_time=300)
+    assert [argv[2] for argv in node.ran[1:]] == ["update", "-y"]
+
+
+def test_a_fresh_images_empty_lists_are_refreshed_whatever_their_date(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    (tmp_path / "lists" / "partial").mkdir(parents=True)
+    monkeypatch.setattr(apt, "APT_STATE", str(tmp_path))
+    node = Node()
+    apt.install(node, ["kubectl"], True, cache_valid_time=3600)
+    assert [argv[2] for argv in node.ran[1:]] == ["update", "-y"]

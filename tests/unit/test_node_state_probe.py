@@ -41,31 +41,3 @@ def test_an_answer_short_of_a_unit_claims_nothing() -> None:
     one_block = "ActiveState=active\nUnitFileState=static\n"
     units = probe.unit_states(["swap.target", "systemd-timesyncd.service"], answering(0, one_block))
     assert all(state == {"enabled": "", "active": ""} for state in units.values())
-
-
-def test_an_empty_lists_folder_is_no_package_lists_however_new(tmp_path: Any) -> None:
-    # A fresh image (debootstrap, a cloud image) ships /var/lib/apt/lists empty, its mtime that
-    # of the build: taken for lists refreshed then, apt would be asked to install from nothing.
-    (tmp_path / "lists" / "partial").mkdir(parents=True)
-    (tmp_path / "lists" / "lock").touch()
-    assert probe.apt_lists_age(str(tmp_path)) is None
-
-
-def test_lists_with_an_index_are_as_old_as_the_success_stamp(tmp_path: Any) -> None:
-    import os
-    import time
-
-    lists = tmp_path / "lists"
-    lists.mkdir()
-    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages.lz4").touch()
-    assert 0 <= probe.apt_lists_age(str(tmp_path)) < 60  # the folder's mtime: no stamp
-    stamp = tmp_path / "periodic" / "update-success-stamp"
-    stamp.parent.mkdir()
-    stamp.touch()
-    old = time.time() - 7200
-    os.utime(stamp, (old, old))
-    assert 7190 < probe.apt_lists_age(str(tmp_path)) < 7300
-
-
-def test_no_apt_folder_is_no_package_lists(tmp_path: Any) -> None:
-    assert probe.apt_lists_age(str(tmp_path / "missing")) is None

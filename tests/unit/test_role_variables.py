@@ -56,10 +56,9 @@ LIFECYCLE_REQUEST = {
 }
 # Set only by the Vagrant rehearsal's inventory.
 REHEARSAL = {"pikube_node_is_vm"}
-# What one role publishes for the roles after it: node prep finds out whether apt can run in
-# check mode (python3-apt), the VIP's apt task skips then; containerd's os_vars entry point
-# names its package, which the kubeadm flavour installs in the Kubernetes packages' apt run.
-PUBLISHED_FACTS = {"pikube_node_prep_apt_usable", "pikube_containerd_package"}
+# What one role publishes for the roles after it: containerd's os_vars entry point names its
+# package, which the kubeadm flavour installs in the Kubernetes packages' apt run.
+PUBLISHED_FACTS = {"pikube_containerd_package"}
 
 ROLES = sorted(p.name for p in data_path("roles").iterdir() if (p / "tasks").is_dir())
 NAME = re.compile(r"\bpikube_[a-z0-9_]+\b")
