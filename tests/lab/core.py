@@ -971,6 +971,11 @@ class Lab:
         return {
             "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
             "ANSIBLE_HOST_KEY_CHECKING": "True",
+            # The lab's own fact cache: ansible.cfg's shared one (gathering = smart) served one
+            # lab's facts of node-1 to another lab's node-1 (another address: "No first item").
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(
+                self.control_path_dir.with_name(self.control_path_dir.name.replace("cp-", "facts-"))
+            ),
         }
 
     # -- down ----------------------------------------------------------------------------

@@ -71,8 +71,10 @@ def start_standin_apiserver(
             0o644,
         ),
     }
-    for module in ("__init__.py", "common.py", "apiserver.py"):
-        files[f"{STANDIN_LIB}/pikube_standin/{module}"] = ((PAYLOAD / module).read_bytes(), 0o644)
+    # The whole package: the API server imports its siblings (storage, addon_controllers, ...),
+    # and a list of some of them broke when it gained one.
+    for module in sorted(PAYLOAD.glob("*.py")):
+        files[f"{STANDIN_LIB}/pikube_standin/{module.name}"] = (module.read_bytes(), 0o644)
     root = lab.node_dir(node) / "merged"
     for where, (data, mode) in files.items():
         _write_inside(root, where, data, mode)
