@@ -163,25 +163,43 @@ def keep_profile(row: str, cluster: Path, top: int = 12) -> None:
     say(f"profile of {row}:\n{profiles[row]}")
 
 
+def machine_speed() -> float:
+    """Seconds one core takes for a fixed pure-Python loop, at the start and the end of the
+    run: seconds from machines of different speed (or load) compare only through it."""
+    code = "import time\nt = time.perf_counter()\nsum(range(30_000_000))\n"
+    code += "print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return round(float(out.stdout), 2)
+
+
 def ratio(a: str, b: str) -> float:
     return round(float(figures[a]) / float(figures[b]), 2)
 
 
 def part_noop(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> None:
     """kubeadm, 3 nodes: fresh up, no-op (both trees, both cfgs), reset then up."""
-    stock = work / "stock-ansible.cfg"
-    stock.write_text(STOCK_CFG.format(library=REPO / "plugins" / "modules"))
+    # Stock settings per tree: each tree's roles with its own modules.
+    stock = {}
+    for tree, src in trees.items():
+        stock[tree] = work / f"stock-ansible-{tree}.cfg"
+        stock[tree].write_text(STOCK_CFG.format(library=src.parent / "plugins" / "modules"))
     # The baseline's own fresh up and reset-then-up need a lab each: only with --baseline-fresh.
     fresh_trees = trees if args.baseline_fresh else {"change": trees["change"]}
     for tree, src in fresh_trees.items():
         with lab_of(args, 3, "kubeadm", work) as (_, cluster):
             record(f"kubeadm_fresh_up_3_{tree}_s", up(src, cluster))
+            keep_profile(f"kubeadm_fresh_up_3_{tree}", cluster)
             if tree == "change":
-                # no-op rows of both trees on the same converged cluster, interleaved
-                for name, config in (("pikube_cfg", None), ("stock_cfg", stock)):
+                # no-op rows of both trees on the same converged cluster, interleaved; before
+                # each, an untimed run of the same tree and cfg converges what the other tree
+                # wrote differently (its files, its apt settings), so the timed run is a no-op.
+                for name in ("pikube_cfg", "stock_cfg"):
                     for other, other_src in trees.items():
-                        if config is stock and other == "baseline" and not args.baseline_stock:
+                        if name == "stock_cfg" and other == "baseline" and not args.baseline_stock:
                             continue
+                        config = stock[other] if name == "stock_cfg" else None
+                        settle, _ = runner_up(other_src, cluster, config)
+                        say(f"settling run of {other} ({name}): {settle} s")
                         seconds, changed = runner_up(other_src, cluster, config)
                         keep_profile(f"kubeadm_noop_3_{other}_{name}", cluster)
                         record(f"kubeadm_noop_3_{other}_{name}_s", seconds)
@@ -224,6 +242,7 @@ def part_microk8s(args: argparse.Namespace, trees: dict[str, Path], work: Path) 
     with lab_of(args, 3, "microk8s", work) as (_, cluster):
         record("microk8s_fresh_up_3_change_s", up(trees["change"], cluster))
         for tree, src in trees.items():
+            say(f"settling run of {tree}: {up(src, cluster)} s")  # as in part_noop
             record(f"microk8s_noop_3_{tree}_s", up(src, cluster))
             keep_profile(f"microk8s_noop_3_{tree}", cluster)
     record(
@@ -238,7 +257,10 @@ def part_big(args: argparse.Namespace, trees: dict[str, Path], work: Path) -> No
         big = trimmed(full, args.big, work / "cluster-big.yaml")
         record(f"kubeadm_fresh_up_{args.big}_change_s", up(trees["change"], big))
         for tree, src in trees.items():
-            record(f"kubeadm_noop_{args.big}_{tree}_s", runner_up(src, big, None)[0])
+            say(f"settling run of {tree}: {runner_up(src, big, None)[0]} s")  # as in part_noop
+            seconds, changed = runner_up(src, big, None)
+            record(f"kubeadm_noop_{args.big}_{tree}_s", seconds)
+            record(f"kubeadm_noop_{args.big}_{tree}_changed", changed)
             record(f"status_{args.big}_{tree}_s", pikube(src, "status", "-c", str(big)))
         newcomer = f"node-{args.big + 1}"
         record(
@@ -284,8 +306,10 @@ def main() -> None:
             "change": REPO / "src",
         }
         try:
+            record("machine_python_loop_s", machine_speed())
             for part in args.parts.split(","):
                 PARTS[part](args, trees, work)
+            record("machine_python_loop_after_s", machine_speed())
         finally:
             if (
                 "kubeadm_noop_3_change_pikube_cfg_s" in figures
