@@ -42,6 +42,11 @@ options:
       as on a fresh image, are always refreshed.
     type: int
     default: 0
+  update_cache_anyway:
+    description: Refresh the package lists even when every package is installed (a
+      repository just added or changed, whose versions later tasks ask apt for). Not a change.
+    type: bool
+    default: false
   lock_timeout:
     description: Seconds to wait for apt's locks (the package lists' and dpkg's), held on a
       fresh image by unattended-upgrades or apt-daily.
@@ -111,6 +116,7 @@ def install(
     update_cache: bool,
     lock_timeout: float = 600,
     cache_valid_time: float = 0,
+    update_cache_anyway: bool = False,
 ) -> dict[str, Any]:
     """What the module returns: runs dpkg-query, then apt-get when something is missing.
     dpkg's lock is waited for by apt itself (DPkg::Lock::Timeout); the package lists' lock,
@@ -119,16 +125,17 @@ def install(
         ["dpkg-query", "--show", "--showformat=${db:Status-Abbrev}${Package}\n", *names]
     )
     todo = missing(names, out)
-    if not todo:
+    if not todo and not (update_cache_anyway and not module.check_mode):
         return {"changed": False, "installed": []}
     if module.check_mode:
         return {"changed": True, "installed": todo, "msg": f"would install {', '.join(todo)}"}
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     age = apt_lists_age(APT_STATE)
-    refresh = update_cache and (age is None or age >= cache_valid_time)
+    refresh = update_cache_anyway or (update_cache and (age is None or age >= cache_valid_time))
     steps = [["apt-get", "-q", "update"]] if refresh else []
     lock = f"DPkg::Lock::Timeout={int(lock_timeout)}"
-    steps.append(["apt-get", "-q", "-y", "-o", lock, *DPKG_OPTIONS, "install", "--", *todo])
+    if todo:
+        steps.append(["apt-get", "-q", "-y", "-o", lock, *DPKG_OPTIONS, "install", "--", *todo])
     outputs = []
     deadline = time.monotonic() + lock_timeout
     for argv in steps:
@@ -145,7 +152,8 @@ def install(
                 stdout="".join(outputs),
                 stderr=err,
             )
-    return {"changed": True, "installed": todo, "stdout": "".join(outputs)}
+    # Package lists refreshed alone change no package: not a change (as the apt module).
+    return {"changed": bool(todo), "installed": todo, "stdout": "".join(outputs)}
 
 
 def main() -> None:
@@ -155,6 +163,7 @@ def main() -> None:
             "update_cache": {"type": "bool", "default": False},
             "lock_timeout": {"type": "int", "default": 600},
             "cache_valid_time": {"type": "int", "default": 0},
+            "update_cache_anyway": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -162,7 +171,7 @@ def main() -> None:
     wrong = bad_names(names)
     if wrong:
         module.fail_json(msg=f"not Debian package names: {', '.join(map(repr, wrong))}")
-    if not names:
+    if not names and not module.params["update_cache_anyway"]:
         module.exit_json(changed=False, installed=[])
     params = module.params
     module.exit_json(
@@ -172,6 +181,7 @@ def main() -> None:
             params["update_cache"],
             params["lock_timeout"],
             params["cache_valid_time"],
+            params["update_cache_anyway"],
         )
     )
 

@@ -188,3 +188,15 @@ def test_a_fresh_images_empty_lists_are_refreshed_whatever_their_date(
     node = Node()
     apt.install(node, ["kubectl"], True, cache_valid_time=3600)
     assert [argv[2] for argv in node.ran[1:]] == ["update", "-y"]
+
+
+def test_a_changed_repository_is_refreshed_with_everything_installed_and_is_no_change() -> None:
+    # pikube upgrade points the repository at the next minor: apt must learn its versions
+    # although every package is installed (the upgrade then asks apt-cache policy).
+    node = Node()
+    result = apt.install(node, ["containerd", "kubeadm"], True, update_cache_anyway=True)
+    assert result["changed"] is False
+    assert [argv[:3] for argv in node.ran[1:]] == [["apt-get", "-q", "update"]]
+    check = Node(check_mode=True)
+    assert apt.install(check, ["containerd"], True, update_cache_anyway=True)["changed"] is False
+    assert [argv[0] for argv in check.ran] == ["dpkg-query"]
